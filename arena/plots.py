@@ -20,7 +20,7 @@ def rating_ci_figure(board: dict):
     r = np.array([c["rating"] for c in rows], dtype=float)
     lo = np.array([c["ci_low"] if c["ci_low"] is not None else c["rating"] for c in rows], dtype=float)
     hi = np.array([c["ci_high"] if c["ci_high"] is not None else c["rating"] for c in rows], dtype=float)
-    ax.errorbar(r, y, xerr=[r - lo, hi - r], fmt="o", capsize=4, color="#2563eb")
+    ax.errorbar(r, y, xerr=[np.clip(r - lo, 0, None), np.clip(hi - r, 0, None)], fmt="o", capsize=4, color="#2563eb")
     ax.set_yticks(y, [c["name"] for c in rows])
     ax.axvline(1000, color="#9ca3af", lw=0.8, ls="--")
     ax.set_xlabel("rating (Elo scale) with bootstrap 95% CI")

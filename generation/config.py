@@ -15,7 +15,7 @@ class SamplingConfig:
     top_k: int = 20
     min_p: float = 0.0
     # A reply is <= 280 chars (~70 tokens); 96 leaves room for the end-of-turn token.
-    max_new_tokens: int = 96
+    max_new_tokens: int = field(default_factory=lambda: int(os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS", "96")))
     # Qwen3 card leaves it off (1.0); small models (SmolLM2) loop without a mild penalty.
     repetition_penalty: float = 1.0
     do_sample: bool = True

@@ -69,6 +69,27 @@ class _Cancel:
         return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _ReplyLongEnough:
+    """Stop once the answer (outside any think block) is past the tweet limit: it will be cut to 280 anyway."""
+
+    def __init__(self, tokenizer, n_prompt: int, limit: int = 300, every: int = 8):
+        self.tok, self.n_prompt, self.limit, self.every = tokenizer, n_prompt, limit, every
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        n_new = input_ids.shape[1] - self.n_prompt
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if n_new < 60 or n_new % self.every:  # 60 tokens can't exceed 280 chars often; check rarely
+            return done
+        for i, row in enumerate(input_ids[:, self.n_prompt:]):
+            text = self.tok.decode(row, skip_special_tokens=True)
+            if "<think>" in text and "</think>" not in text:
+                continue
+            done[i] = len(split_thinking(text)[1].strip()) > self.limit
+        return done
+
+
 class Engine:
     def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None, system_prompt: str = SYSTEM_PROMPT):
         self.loaded = loaded
@@ -140,12 +161,13 @@ class Engine:
             enc = self._encode([prompt])
             streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
             cancel = _Cancel()
+            long_enough = _ReplyLongEnough(self.tokenizer, int(enc["input_ids"].shape[1]))
             holder: dict = {}
 
             def work(ctx):
                 try:
                     with ctx as model, torch.inference_mode():
-                        holder["out"] = model.generate(**enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel]), **self._gen_kwargs(s))
+                        holder["out"] = model.generate(**enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel, long_enough]), **self._gen_kwargs(s))
                 except Exception as exc:  # surfaced to the consumer below
                     holder["error"] = exc
                     streamer.end()
@@ -187,6 +209,7 @@ class Engine:
                        batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
         """Batched (left-padded) generation for evaluation; results in input order."""
         import torch
+        from transformers import StoppingCriteriaList
 
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
@@ -202,7 +225,8 @@ class Engine:
                     torch.manual_seed(int(s.seed) + start)
                 t0 = time.perf_counter()
                 with self.bank.activate(adapter_name(variant)) as model, torch.inference_mode():
-                    out = model.generate(**enc, **self._gen_kwargs(s))
+                    out = model.generate(**enc, stopping_criteria=StoppingCriteriaList([_ReplyLongEnough(self.tokenizer, enc["input_ids"].shape[1])]),
+                                         **self._gen_kwargs(s))
                 seconds = time.perf_counter() - t0
             n_prompt = enc["input_ids"].shape[1]
             for i, (_, retrieved) in enumerate(built):
