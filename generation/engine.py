@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 from .adapters import AdapterBank
 from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking, validate_tweet
 from .config import SamplingConfig, default_sampling
+from .fastgen import cuda_generate_kwargs, pad_multiple
 from .loader import LoadedModel
 from .prompts import SYSTEM_PROMPT
 
@@ -135,14 +136,14 @@ class Engine:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if s.repetition_penalty and s.repetition_penalty != 1.0:
             kw["repetition_penalty"] = float(s.repetition_penalty)
-        return kw
+        return {**kw, **cuda_generate_kwargs(self.bank.base)}
 
     def _encode(self, prompts: Sequence[str]):
         tok = self.tokenizer
         side = tok.padding_side
         tok.padding_side = "left"  # decoder-only batches must be left-padded so new tokens line up
         try:
-            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_multiple(self.bank.base))
         finally:
             tok.padding_side = side
         return enc.to(self.bank.base.device)

@@ -1,0 +1,226 @@
+"""LoRA / QLoRA training throughput on the Qwen3-8B shape: the plain transformers+PEFT baseline and the project's fast
+path (training/fastpath.py: packed rows with a block-diagonal mask from position ids, no padding, no checkpointing when
+memory allows, dropout-free LoRA, fused AdamW, Liger kernels), measured in the same run after a correctness check.
+
+Run on the device: python bench/gpu_train.py [--steps 6] [--only bf16|qlora]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.gpu_common import N_MATMUL, Timer, qwen3_8b, tweet_examples, write_results  # noqa: E402
+from training.fastpath import PackedCollator, apply_liger, pack_examples, prepare_for_packing  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class Variant:
+    name: str
+    micro_batch: int = 4  # examples per step when not packed
+    packed: bool = False
+    pack_tokens: int = 4096
+    grad_ckpt: bool = True
+    dropout: float = 0.1
+    fused_adamw: bool = False
+    liger: bool = False
+    attn: str = "sdpa"
+    baseline: bool = False
+
+
+def padded_batches(examples, mb, pad_id=0):
+    import torch
+
+    for i in range(0, len(examples) - mb + 1, mb):
+        chunk = examples[i:i + mb]
+        w = max(len(e["input_ids"]) for e in chunk)
+        yield ({"input_ids": torch.tensor([e["input_ids"] + [pad_id] * (w - len(e["input_ids"])) for e in chunk]),
+                "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (w - len(e["input_ids"])) for e in chunk]),
+                "labels": torch.tensor([e["labels"] + [-100] * (w - len(e["labels"])) for e in chunk])},
+               sum(len(e["input_ids"]) for e in chunk))
+
+
+def packed_batches(examples, pack_tokens):
+    rows = pack_examples(examples, pack_tokens)
+    coll = PackedCollator()
+    for r in rows:
+        yield coll([r]), r["n_real"]
+
+
+def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model.set_attn_implementation(v.attn) if hasattr(model, "set_attn_implementation") else None
+    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=v.dropout, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    if v.grad_ckpt:
+        pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        pm.enable_input_require_grads()
+    pm.train()
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, fused=v.fused_adamw)
+    need = (steps + warmup) * (v.pack_tokens // 120 + 8 if v.packed else v.micro_batch)
+    ex = tweet_examples(need + 64, seed=1)
+    it = packed_batches(ex, v.pack_tokens) if v.packed else padded_batches(ex, v.micro_batch)
+    batches = [next(it) for _ in range(steps + warmup)]
+    torch.cuda.reset_peak_memory_stats()
+    tokens, losses = 0, []
+    for s, (b, n) in enumerate(batches):
+        b = {k: t.cuda(non_blocking=True) for k, t in b.items()}
+        if s == warmup:
+            timer = Timer().__enter__()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = pm(**b).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item() if s == len(batches) - 1 else 0.0)
+        if s >= warmup:
+            tokens += n
+    timer.__exit__()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    flops_per_token = (6 if v.grad_ckpt else 4) * N_MATMUL
+    useful = 4 * N_MATMUL * tokens / timer.s / 1e12
+    if v.grad_ckpt:
+        pm.gradient_checkpointing_disable()
+    pm.unload()
+    del pm, opt, params, batches
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {**asdict(v), "tokens_per_s": tokens / timer.s, "peak_gib": peak, "useful_tflops": useful,
+            "hw_tflops": flops_per_token * tokens / timer.s / 1e12, "steps": steps, "last_loss": losses[-1]}
+
+
+def correctness(model, liger_after: bool) -> dict:
+    """Same LoRA weights, same 24 examples: plain padded (no Liger) loss and grads vs packed fast path (Liger)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM",
+                                          init_lora_weights=False))
+    for p in pm.parameters():
+        if p.requires_grad:
+            p.data.mul_(0.05)  # small random adapter: meaningful but sane
+    ex = tweet_examples(24, seed=7)
+    grads = {}
+
+    def lora_grads():
+        return torch.cat([p.grad.float().flatten() for n, p in pm.named_parameters() if p.requires_grad and p.grad is not None])
+
+    (b, _), = list(padded_batches(ex, 24))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        plain = pm(**{k: t.cuda() for k, t in b.items()}).loss
+    plain.backward()
+    grads["plain"] = lora_grads()
+    pm.zero_grad(set_to_none=True)
+    liger = apply_liger(model) if liger_after else False
+    prepare_for_packing(model)
+    rows = pack_examples(ex, 4096)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fast = pm(**{k: t.cuda() for k, t in PackedCollator()(rows).items()}).loss
+    fast.backward()
+    grads["fast"] = lora_grads()
+    cos = torch.nn.functional.cosine_similarity(grads["plain"], grads["fast"], dim=0).item()
+    pm.zero_grad(set_to_none=True)
+    pm.unload()
+    rel = abs(fast.item() - plain.item()) / abs(plain.item())
+    return {"plain_loss": plain.item(), "fast_loss": fast.item(), "rel_diff": rel, "grad_cosine": cos, "liger": liger, "ok": rel < 1e-2 and cos > 0.99}
+
+
+def table(rows, base_name):
+    base = next((r for r in rows if r["name"] == base_name), None)
+    print(f"\n{'variant':44} {'tok/s':>9} {'peak GiB':>9} {'useful TF/s':>11} {'x base':>7}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:44} ERROR {r['error'][:60]}")
+            continue
+        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base and "tokens_per_s" in base else math.nan
+        print(f"{r['name']:44} {r['tokens_per_s']:9.0f} {r['peak_gib']:9.1f} {r['useful_tflops']:11.1f} {ratio:7.2f}")
+
+
+def main():
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--only", choices=["bf16", "qlora", "all"], default="all")
+    ap.add_argument("--pack-tokens", type=int, nargs="*", default=[4096])
+    a = ap.parse_args()
+    results = {"bf16": [], "qlora": [], "correctness": None}
+
+    def attempt(model, v, bucket):
+        try:
+            r = run_variant(model, v, a.steps)
+        except Exception as exc:  # one variant failing (OOM, kernel) must not lose the others
+            traceback.print_exc()
+            r = {**asdict(v), "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        results[bucket].append(r)
+        print(json.dumps(r), flush=True)
+
+    if a.only in ("bf16", "all"):
+        model = qwen3_8b()
+        model.config.use_cache = False
+        attempt(model, Variant("plain HF+PEFT seed shape (mb4, GC)", baseline=True), "bf16")
+        attempt(model, Variant("plain HF+PEFT mb16, no GC", micro_batch=16, grad_ckpt=False, baseline=True), "bf16")
+        for pt in a.pack_tokens:
+            attempt(model, Variant(f"ours packed {pt}, no GC, fused, no Liger", packed=True, pack_tokens=pt, grad_ckpt=False, dropout=0.0,
+                                   fused_adamw=True), "bf16")
+        results["correctness"] = correctness(model, liger_after=True)
+        print("correctness", json.dumps(results["correctness"]), flush=True)
+        for pt in a.pack_tokens:
+            attempt(model, Variant(f"ours packed {pt} + Liger, dropout 0", packed=True, pack_tokens=pt, grad_ckpt=False, dropout=0.0,
+                                   fused_adamw=True, liger=True), "bf16")
+        attempt(model, Variant("ours packed 4096 + Liger, dropout 0.1", packed=True, grad_ckpt=False, dropout=0.1, fused_adamw=True, liger=True), "bf16")
+        attempt(model, Variant("ours packed 8192 + Liger + GC", packed=True, pack_tokens=8192, grad_ckpt=True, dropout=0.0, fused_adamw=True,
+                               liger=True), "bf16")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+        table(results["bf16"], "plain HF+PEFT seed shape (mb4, GC)")
+
+    if a.only in ("qlora", "all"):
+        try:
+            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+            m = qwen3_8b()
+            m.save_pretrained("/tmp/q3-8b-random")
+            del m
+            gc.collect()
+            torch.cuda.empty_cache()
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+            qm = AutoModelForCausalLM.from_pretrained("/tmp/q3-8b-random", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16)
+            from peft import prepare_model_for_kbit_training
+
+            qm = prepare_model_for_kbit_training(qm, use_gradient_checkpointing=False)
+            qm.config.use_cache = False
+            attempt(qm, Variant("plain QLoRA NF4 seed shape (mb4, GC)", baseline=True), "qlora")
+            attempt(qm, Variant("plain QLoRA NF4 mb16, GC", micro_batch=16, baseline=True), "qlora")
+            apply_liger(qm)
+            prepare_for_packing(qm)
+            for pt in (2048, 4096):
+                attempt(qm, Variant(f"ours QLoRA packed {pt} + Liger + GC", packed=True, pack_tokens=pt, grad_ckpt=True, dropout=0.0,
+                                    fused_adamw=True, liger=True), "qlora")
+            attempt(qm, Variant("ours QLoRA packed 2048 + Liger, no GC", packed=True, pack_tokens=2048, grad_ckpt=False, dropout=0.0,
+                                fused_adamw=True, liger=True), "qlora")
+        except Exception as exc:
+            traceback.print_exc()
+            results["qlora_error"] = f"{type(exc).__name__}: {exc}"
+        table(results["qlora"], "plain QLoRA NF4 seed shape (mb4, GC)")
+    path = write_results("gpu-train", results)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
