@@ -34,6 +34,8 @@ class Variant:
     liger: bool = False
     attn: str = "sdpa"
     baseline: bool = False
+    rows: int = 1  # packed rows per micro-batch
+    compile: bool = False
 
 
 def padded_batches(examples, mb, pad_id=0):
@@ -48,11 +50,12 @@ def padded_batches(examples, mb, pad_id=0):
                sum(len(e["input_ids"]) for e in chunk))
 
 
-def packed_batches(examples, pack_tokens):
+def packed_batches(examples, pack_tokens, rows_per_batch=1):
     rows = pack_examples(examples, pack_tokens)
     coll = PackedCollator()
-    for r in rows:
-        yield coll([r]), r["n_real"]
+    for i in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):
+        chunk = rows[i:i + rows_per_batch]
+        yield coll(chunk), sum(r["n_real"] for r in chunk)
 
 
 def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
@@ -67,9 +70,12 @@ def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
     pm.train()
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, fused=v.fused_adamw)
-    need = (steps + warmup) * (v.pack_tokens // 120 + 8 if v.packed else v.micro_batch)
+    need = (steps + warmup) * ((v.pack_tokens // 120 + 8) * v.rows if v.packed else v.micro_batch)
     ex = tweet_examples(need + 64, seed=1)
-    it = packed_batches(ex, v.pack_tokens) if v.packed else padded_batches(ex, v.micro_batch)
+    it = packed_batches(ex, v.pack_tokens, v.rows) if v.packed else padded_batches(ex, v.micro_batch)
+    if v.compile:
+        for layer in pm.base_model.model.model.layers:
+            layer.compile(dynamic=False)
     batches = [next(it) for _ in range(steps + warmup)]
     torch.cuda.reset_peak_memory_stats()
     tokens, losses = 0, []
@@ -92,6 +98,9 @@ def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
     useful = 4 * N_MATMUL * tokens / timer.s / 1e12
     if v.grad_ckpt:
         pm.gradient_checkpointing_disable()
+    if v.compile:
+        for layer in pm.base_model.model.model.layers:
+            layer._compiled_call_impl = None
     pm.unload()
     del pm, opt, params, batches
     gc.collect()
@@ -174,17 +183,15 @@ def main():
         model.config.use_cache = False
         attempt(model, Variant("plain HF+PEFT seed shape (mb4, GC)", baseline=True), "bf16")
         attempt(model, Variant("plain HF+PEFT mb16, no GC", micro_batch=16, grad_ckpt=False, baseline=True), "bf16")
-        for pt in a.pack_tokens:
-            attempt(model, Variant(f"ours packed {pt}, no GC, fused, no Liger", packed=True, pack_tokens=pt, grad_ckpt=False, dropout=0.0,
-                                   fused_adamw=True), "bf16")
         results["correctness"] = correctness(model, liger_after=True)
         print("correctness", json.dumps(results["correctness"]), flush=True)
-        for pt in a.pack_tokens:
-            attempt(model, Variant(f"ours packed {pt} + Liger, dropout 0", packed=True, pack_tokens=pt, grad_ckpt=False, dropout=0.0,
-                                   fused_adamw=True, liger=True), "bf16")
-        attempt(model, Variant("ours packed 4096 + Liger, dropout 0.1", packed=True, grad_ckpt=False, dropout=0.1, fused_adamw=True, liger=True), "bf16")
-        attempt(model, Variant("ours packed 8192 + Liger + GC", packed=True, pack_tokens=8192, grad_ckpt=True, dropout=0.0, fused_adamw=True,
-                               liger=True), "bf16")
+        fast = dict(packed=True, grad_ckpt=False, dropout=0.0, fused_adamw=True, liger=True)
+        attempt(model, Variant("ours 1x4096 + Liger", pack_tokens=4096, **fast), "bf16")
+        attempt(model, Variant("ours 4x1024 + Liger", pack_tokens=1024, rows=4, **fast), "bf16")
+        attempt(model, Variant("ours 6x1024 + Liger", pack_tokens=1024, rows=6, **fast), "bf16")
+        attempt(model, Variant("ours 8x512 + Liger", pack_tokens=512, rows=8, **fast), "bf16")
+        attempt(model, Variant("ours 1x4096 + Liger, flex attention", pack_tokens=4096, attn="flex_attention", **fast), "bf16")
+        attempt(model, Variant("ours 4x1024 + Liger + compiled layers", pack_tokens=1024, rows=4, compile=True, **fast), "bf16")
         del model
         gc.collect()
         torch.cuda.empty_cache()
@@ -206,19 +213,21 @@ def main():
             qm = prepare_model_for_kbit_training(qm, use_gradient_checkpointing=False)
             qm.config.use_cache = False
             attempt(qm, Variant("plain QLoRA NF4 seed shape (mb4, GC)", baseline=True), "qlora")
-            attempt(qm, Variant("plain QLoRA NF4 mb16, GC", micro_batch=16, baseline=True), "qlora")
+            # Our path keeps embeddings / lm_head / norms in bf16 (prepare_model_for_kbit_training upcasts them to fp32: +2.5 GB)
+            for p_ in qm.parameters():
+                if p_.dtype == torch.float32:
+                    p_.data = p_.data.to(torch.bfloat16)
             apply_liger(qm)
             prepare_for_packing(qm)
-            for pt in (2048, 4096):
-                attempt(qm, Variant(f"ours QLoRA packed {pt} + Liger + GC", packed=True, pack_tokens=pt, grad_ckpt=True, dropout=0.0,
-                                    fused_adamw=True, liger=True), "qlora")
-            attempt(qm, Variant("ours QLoRA packed 2048 + Liger, no GC", packed=True, pack_tokens=2048, grad_ckpt=False, dropout=0.0,
-                                fused_adamw=True, liger=True), "qlora")
+            fq = dict(packed=True, grad_ckpt=True, dropout=0.0, fused_adamw=True, liger=True)
+            attempt(qm, Variant("ours QLoRA 4x1024 + Liger + GC, bf16 head", pack_tokens=1024, rows=4, **fq), "qlora")
+            attempt(qm, Variant("ours QLoRA 8x1024 + Liger + GC, bf16 head", pack_tokens=1024, rows=8, **fq), "qlora")
+            attempt(qm, Variant("ours QLoRA 12x1024 + Liger + GC, bf16 head", pack_tokens=1024, rows=12, **fq), "qlora")
         except Exception as exc:
             traceback.print_exc()
             results["qlora_error"] = f"{type(exc).__name__}: {exc}"
         table(results["qlora"], "plain QLoRA NF4 seed shape (mb4, GC)")
-    path = write_results("gpu-train", results)
+    path = write_results("gpu-train" + ("" if a.only == "all" else "-" + a.only), results)
     print("wrote", path)
 
 
