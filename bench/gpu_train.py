@@ -164,10 +164,13 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--only", choices=["bf16", "qlora", "all"], default="all")
     ap.add_argument("--pack-tokens", type=int, nargs="*", default=[4096])
+    ap.add_argument("--names", nargs="*", default=None, help="only variants whose name contains one of these (baselines always run)")
     a = ap.parse_args()
     results = {"bf16": [], "qlora": [], "correctness": None}
 
     def attempt(model, v, bucket):
+        if a.names and not v.baseline and not any(n in v.name for n in a.names):
+            return
         try:
             r = run_variant(model, v, a.steps)
         except Exception as exc:  # one variant failing (OOM, kernel) must not lose the others
@@ -192,6 +195,8 @@ def main():
         attempt(model, Variant("ours 8x512 + Liger", pack_tokens=512, rows=8, **fast), "bf16")
         attempt(model, Variant("ours 1x4096 + Liger, flex attention", pack_tokens=4096, attn="flex_attention", **fast), "bf16")
         attempt(model, Variant("ours 4x1024 + Liger + compiled layers", pack_tokens=1024, rows=4, compile=True, **fast), "bf16")
+        attempt(model, Variant("ours 6x1024 + Liger + compiled layers", pack_tokens=1024, rows=6, compile=True, **fast), "bf16")
+        attempt(model, Variant("ours 8x1024 + Liger + compiled layers", pack_tokens=1024, rows=8, compile=True, **fast), "bf16")
         del model
         gc.collect()
         torch.cuda.empty_cache()
