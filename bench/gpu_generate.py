@@ -56,8 +56,18 @@ def gen(model, batch, new, fast, sample=True, seed=0, reps=3):
 
 
 def greedy_match(model, new=24):
-    a = gen(model, 4, new, fast=False, sample=False, reps=1)["out"]
-    b = gen(model, 4, new, fast=True, sample=False, reps=1)["out"]
+    """Random weights give near-flat logits where bf16 kernel differences flip argmax ties; sharpen the head (x30) for the
+    check so equal greedy outputs mean the same function, then restore it."""
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)
+    try:
+        a = gen(model, 4, new, fast=False, sample=False, reps=1)["out"]
+        b = gen(model, 4, new, fast=True, sample=False, reps=1)["out"]
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(30)
     gen_a, gen_b = a[:, -new:], b[:, -new:]
     return {"equal_sequences": int((gen_a == gen_b).all(dim=1).sum()), "of": 4, "token_agreement": float((gen_a == gen_b).float().mean())}
 
@@ -68,13 +78,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--skip-nf4", action="store_true")
+    ap.add_argument("--skip-bf16", action="store_true", help="only the greedy check and NF4")
     a = ap.parse_args()
     res = {"bf16": [], "nf4": []}
     model = qwen3_8b()
     model.generation_config.pad_token_id = 0
     res["greedy_check_bf16"] = greedy_match(model)
     print("greedy", res["greedy_check_bf16"], flush=True)
-    for batch in (32, 1):
+    for batch in (() if a.skip_bf16 else (32, 1)):
         for fast in (False, True):
             try:
                 r = gen(model, batch, a.new, fast)
