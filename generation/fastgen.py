@@ -4,8 +4,13 @@ Decoding is memory-bound: each step reads every weight once (16.4 GB for Qwen3-8
 plain dynamic-cache `generate` adds far more than that in Python and kernel-launch overhead per step. A static KV cache
 makes the decode step's shapes fixed, so transformers compiles it (torch.compile, mode reduce-overhead = CUDA graphs).
 Prompt lengths are padded up to a bucket so the compiled graph is reused across requests instead of recompiled.
+
+Opt-in (FAST_GENERATE=1) for now: on the random-weight Qwen3-8B shape its greedy outputs did not match the plain path's
+(bench/results/gpu-generate-*), and an unverified path must not silently change what users see.
 """
 from __future__ import annotations
+
+import os
 
 PROMPT_BUCKET = 64  # left-pad prompts to a multiple of this on CUDA, so static-cache shapes repeat
 
@@ -17,7 +22,7 @@ def is_cuda(model) -> bool:
 
 def cuda_generate_kwargs(model) -> dict:
     """Extra `generate` kwargs for the fast path; empty on CPU (where compile time would outweigh the gain)."""
-    if not is_cuda(model):
+    if not is_cuda(model) or os.environ.get("FAST_GENERATE", "0") != "1":
         return {}
     from transformers.generation.configuration_utils import CompileConfig
 
