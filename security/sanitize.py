@@ -9,5 +9,5 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~])")
 
 def inert(text: str | None) -> str:
     """HTML-escape, then neutralize Markdown syntax, so `<script>`, links and images from users stay plain text."""
-    escaped = html.escape(text or "", quote=True)
+    escaped = html.escape(text or "", quote=False)
     return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", "  \n")

@@ -1,0 +1,138 @@
+"""Decision gates shown as verdicts: Phase 0 (is fine-tuning worth it?), Phase 4 (did it work?), composite ranking.
+
+* Phase 0, from the judge's absolute 1-10 scores of the base model: mean >= 7 -> "consider RAG first" (the base
+  model is already good; a prompt/RAG change is cheaper than training); 4 <= mean < 7 -> "fine-tune";
+  mean < 4 -> "rethink the approach". RAG mean >= base mean -> "use RAG" (RAG is the baseline to beat, or enough).
+* Phase 4, from the judge's position-swapped pairwise outcomes of each adapter vs base and vs RAG:
+  significance.decide with a DecisionRule -> success / marginal / failure / not enough votes.
+* Composite ranking (seed step 5.3): 0.4 * engagement + 0.3 * judge win rate + 0.3 * (1 - eval loss), weights
+  editable. Engagement = mean normalised judge score (s - 1) / 9 unless a better proxy is passed; the judge win
+  rate is the contender's pooled win rate (ties half) over all its judged pairs; eval loss comes from
+  ``adapters/<name>/metrics.json`` ("eval_loss"). Without an eval loss (base, RAG, or an adapter without the file)
+  the composite is None and says so; a "partial" score re-normalised over the available terms is given for
+  ordering, flagged as such.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .significance import DecisionRule, decide
+
+__all__ = ["PHASE0_HELP", "PHASE4_HELP", "COMPOSITE_HELP", "Weights", "phase0", "phase4", "read_eval_loss",
+           "composite_score", "rank_models"]
+
+PHASE0_HELP = ("Phase 0 (base model, judge's mean 1-10 score): >= 7 consider RAG first; 4-6 fine-tune; "
+               "< 4 rethink the approach. RAG mean >= base mean: use RAG.")
+PHASE4_HELP = ("Phase 4 (adapter vs base / RAG, judge pairwise with position swap): success if p < 0.05, "
+               "improvement > 20% and Cohen's h > 0.3; marginal if ahead with p < 0.10 or improvement 10-20%; "
+               "otherwise failure; fewer than the minimum decisive judgments: not enough votes.")
+COMPOSITE_HELP = ("Composite (seed 5.3) = w_e * engagement + w_w * judge win rate + w_l * (1 - eval loss); "
+                  "engagement = mean (score - 1) / 9. Eval loss is in nats per token, so with losses above 1 the last "
+                  "term is negative: the composite orders adapters, it is not a probability.")
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def phase0(base_mean: float | None, rag_mean: float | None = None) -> dict[str, Any]:
+    """Verdicts from mean judge scores (1-10)."""
+    if base_mean is None:
+        return {"verdict": "no data", "base_mean": None, "rag_mean": _num(rag_mean), "rag_verdict": None,
+                "explanation": "The judge produced no usable base-model scores."}
+    b = float(base_mean)
+    if b >= 7:
+        verdict, why = "consider RAG first", f"the base model already scores {b:.1f}/10; try RAG or prompting before training"
+    elif b >= 4:
+        verdict, why = "fine-tune", f"the base model scores {b:.1f}/10: room to improve that a fine-tune can target"
+    else:
+        verdict, why = "rethink the approach", f"the base model scores only {b:.1f}/10; a LoRA rarely rescues that (check the data, the prompt or a bigger model)"
+    rag_verdict = None
+    if rag_mean is not None:
+        r = float(rag_mean)
+        if r >= b:
+            rag_verdict = "use RAG"
+            why += f"; use RAG: it scores {r:.1f} >= base {b:.1f}, so RAG is the baseline to beat (or enough on its own)"
+        else:
+            rag_verdict = "RAG below base"
+            why += f"; RAG scores {r:.1f} < base {b:.1f}"
+    return {"verdict": verdict, "base_mean": _num(b), "rag_mean": _num(rag_mean), "rag_verdict": rag_verdict,
+            "explanation": f"{verdict}: {why}."}
+
+
+def phase4(adapter: str, versus: str, wins: int, losses: int, ties: int,
+           rule: DecisionRule = DecisionRule()) -> dict[str, Any]:
+    """significance.decide on the judge's outcomes (from the adapter's side)."""
+    return {"adapter": adapter, "versus": versus, "wins": int(wins), "losses": int(losses), "ties": int(ties),
+            **decide(int(wins), int(losses), float(ties), rule)}
+
+
+@dataclass(frozen=True)
+class Weights:
+    engagement: float = 0.4
+    win_rate: float = 0.3
+    eval_loss: float = 0.3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_eval_loss(adapters_dir: str | Path, adapter: str) -> float | None:
+    """eval_loss from adapters/<name>/metrics.json; else trainer_state.json's best_metric; else None."""
+    d = Path(adapters_dir) / adapter
+    for fname, getter in (("metrics.json", lambda j: j.get("eval_loss")),
+                          ("trainer_state.json", lambda j: j.get("best_metric"))):
+        p = d / fname
+        if p.is_file():
+            try:
+                v = _num(getter(json.loads(p.read_text())))
+            except (ValueError, TypeError, AttributeError):
+                v = None
+            if v is not None:
+                return v
+    return None
+
+
+NO_LOSS_ADAPTER = "no eval_loss in the adapter's metrics.json"
+NO_LOSS_BASELINE = "no eval loss: not a trained adapter"
+
+
+def composite_score(engagement: float | None, win_rate: float | None, eval_loss: float | None,
+                    weights: Weights = Weights(), loss_missing: str = NO_LOSS_ADAPTER) -> dict[str, Any]:
+    terms = {"engagement": engagement, "win_rate": win_rate,
+             "eval_loss": None if eval_loss is None else 1.0 - float(eval_loss)}
+    w = weights.to_dict()
+    missing = [k for k, v in terms.items() if v is None and w[k] != 0]
+    avail = {k: v for k, v in terms.items() if v is not None}
+    wsum = sum(w[k] for k in avail)
+    partial = (sum(w[k] * v for k, v in avail.items()) / wsum) if wsum > 0 else None
+    if missing:
+        why = [loss_missing if m == "eval_loss" else f"no {m.replace('_', ' ')}" for m in missing]
+        note = f"composite not computed ({'; '.join(why)}); partial score over the other terms"
+        return {"composite": None, "partial": _num(partial), "missing": missing, "note": note}
+    return {"composite": _num(sum(w[k] * v for k, v in terms.items())), "partial": _num(partial), "missing": [],
+            "note": ""}
+
+
+def rank_models(contenders: Sequence[str], engagement: Mapping[str, float | None], win_rate: Mapping[str, float | None],
+                eval_loss: Mapping[str, float | None], weights: Weights = Weights()) -> list[dict[str, Any]]:
+    """Rows sorted by composite (complete ones first), then by the partial score; each row says what it is."""
+    rows = []
+    for c in contenders:
+        res = composite_score(engagement.get(c), win_rate.get(c), eval_loss.get(c), weights,
+                              NO_LOSS_ADAPTER if c.startswith("lora:") else NO_LOSS_BASELINE)
+        rows.append({"contender": c, "engagement": _num(engagement.get(c)), "win_rate": _num(win_rate.get(c)),
+                     "eval_loss": _num(eval_loss.get(c)), **res})
+    rows.sort(key=lambda r: (r["composite"] is None, -(r["composite"] if r["composite"] is not None else
+                                                         (r["partial"] if r["partial"] is not None else -math.inf)),
+                             r["contender"]))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    return rows
