@@ -52,10 +52,12 @@ def build_tokenizer(tmp_dir: str | Path | None = None, vocab_size: int = 700):
     return tok
 
 
-def build_model(tokenizer, seed: int = 0, hidden: int = 64):
+def build_model(tokenizer, seed: int = 0, hidden: int = 64, init_std: float = 0.02):
     """A 2-layer Qwen3 (hidden 64, 4 heads, 2 KV heads, head_dim 16) with random weights; fp32 on the CPU.
 
     `hidden` changes the layer shapes (for adapter-mismatch tests); the intermediate size follows it (2x).
+    `init_std` 0.02 is Qwen3's initializer; with it the frozen tied embeddings are so small that LoRA alone can barely
+    move the logits, so LoRA-training tests use a larger one (trained embeddings are that large too).
     """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -63,7 +65,7 @@ def build_model(tokenizer, seed: int = 0, hidden: int = 64):
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     cfg = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       head_dim=16, intermediate_size=2 * hidden, max_position_embeddings=1024, tie_word_embeddings=True,
-                      eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+                      eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, initializer_range=init_std)
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(cfg)
     model.generation_config.eos_token_id = im_end
@@ -71,10 +73,10 @@ def build_model(tokenizer, seed: int = 0, hidden: int = 64):
     return model.eval()
 
 
-def save_tiny_qwen3(out_dir: str | Path, seed: int = 0) -> Path:
+def save_tiny_qwen3(out_dir: str | Path, seed: int = 0, init_std: float = 0.02) -> Path:
     """Write tokenizer + model to `out_dir` (a folder load_base / --base-model accepts); returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(out)
-    build_model(tok, seed).save_pretrained(str(out))
+    build_model(tok, seed, init_std=init_std).save_pretrained(str(out))
     return out

@@ -1,0 +1,532 @@
+"""LoRA / QLoRA fine-tuning with transformers.Trainer + PEFT, as a CLI the Training tab runs in a subprocess.
+
+    python -m training.train --preset cpu-demo
+    python -m training.train --config run.yaml --run-dir data/runs/my-run [--resume] [--set rank=8 --set learning_rate=1e-3]
+
+Precision by hardware: CUDA + load_in_4bit -> QLoRA (NF4 base, bf16 compute, prepare_model_for_kbit_training);
+CUDA otherwise -> bf16 base + bf16 autocast; CPU -> `cpu_dtype` base (bf16 by default: about 2x faster than fp32 on the
+dev box, and the loss falls as in fp32 because PEFT keeps the LoRA weights and optimizer state in fp32).
+Loss is on the reply and <|im_end|> only (training/formatting.py). Progress goes to <run_dir>/trainer_log.jsonl and
+status.json (the UI polls them) and to W&B when installed; the adapter, tokenizer, config, dataset hash and final
+metrics land in <adapters_dir>/<run_name>/, where the app discovers adapters.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
+from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
+from .runner import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, append_jsonl, read_jsonl, write_json_atomic
+
+log = logging.getLogger("training.train")
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = ROOT / "assets" / "sample_pairs.jsonl"
+CHECKPOINTS = "checkpoints"
+EVAL_SPLITS = ("eval", "validation", "test")
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+@dataclass
+class PairData:
+    train: list[dict]
+    eval: list[dict]
+    info: dict = field(default_factory=dict)  # source, sha256, rows_sha256, counts
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of every file in a folder (relative names + bytes, sorted), so any change shows."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _rows_sha256(train: list[dict], evl: list[dict]) -> str:
+    h = hashlib.sha256()
+    for split, rows in (("train", train), ("eval", evl)):
+        for r in rows:
+            h.update(json.dumps([split, r["tweet"], r["reply"]], ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _read_jsonl_rows(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path.name} line {n} is not valid JSON; fix or remove that line.") from exc
+    return rows
+
+
+def sample_filter(row: dict) -> bool:
+    """The seed's quality filters, enough for the sample data: >=5 likes, 30-280 character reply, no links or media."""
+    reply, tweet = str(row.get("reply") or ""), str(row.get("tweet") or "")
+    return (int(row.get("likes") or 0) >= 5 and 30 <= len(reply) <= 280 and not row.get("has_url") and not row.get("has_media")
+            and "http" not in reply and "http" not in tweet)
+
+
+def grouped_split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Seeded split that keeps replies to the same tweet on one side (otherwise eval sees train prompts)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("tweet_id") or r["tweet"]), []).append(r)
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    target = max(1, round(eval_fraction * len(rows)))
+    evl: list[dict] = []
+    train: list[dict] = []
+    for i, g in enumerate(names):
+        (evl if len(evl) < target and i < len(names) - 1 else train).extend(groups[g])
+    return train, evl
+
+
+def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[list[dict], list[dict]]:
+    if rows and any("split" in r for r in rows):
+        train = [r for r in rows if r.get("split") == "train"]
+        evl = [r for r in rows if r.get("split") in EVAL_SPLITS]
+        if not evl:
+            raise ValueError(f"The eval split of {source} is empty; export the dataset again with an eval fraction above 0.")
+        return train, evl
+    return grouped_split(rows, cfg.eval_fraction, cfg.seed)
+
+
+def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
+    """A saved DatasetDict; `datasets` is imported only here (the GPU hosts lack it: fall back to its pairs.jsonl)."""
+    try:
+        from datasets import load_from_disk
+    except ImportError:
+        if (path / "pairs.jsonl").is_file():
+            rows = _read_jsonl_rows(path / "pairs.jsonl")
+            return {s: [r for r in rows if r.get("split") == s] for s in {r.get("split") for r in rows}}
+        raise ValueError(f"Reading the DatasetDict at {path} needs the `datasets` package; install it or pass the export's JSONL.") from None
+    dd = load_from_disk(str(path))
+    return {name: [dict(r) for r in dd[name]] for name in dd.keys()}
+
+
+def load_pairs(cfg: TrainConfig) -> PairData:
+    """Read (tweet, reply) rows and the train/eval split before any model loads, so data errors are instant."""
+    if not cfg.dataset:
+        src = SAMPLE_DATA
+        rows = [r for r in _read_jsonl_rows(src) if sample_filter(r)]
+        train, evl = grouped_split(rows, cfg.eval_fraction, cfg.seed)
+        kind = "sample"
+    else:
+        src = Path(cfg.dataset).expanduser()
+        if not src.exists():
+            raise ValueError(f"Dataset {src} does not exist; export one from the Data tab or leave dataset empty for the sample data.")
+        if src.is_dir() and (src / "dataset_dict.json").is_file():
+            splits = _load_dataset_dict(src)
+            if "train" not in splits:
+                raise ValueError(f"The dataset at {src} has no train split (it has: {', '.join(splits)}).")
+            train = splits["train"]
+            name = next((s for s in EVAL_SPLITS if s in splits), None)
+            if name is None:
+                train, evl = grouped_split(train, cfg.eval_fraction, cfg.seed)
+            else:
+                evl = splits[name]
+            kind = "datasetdict"
+        elif src.is_dir() and (src / "pairs.jsonl").is_file():
+            train, evl = _from_split_rows(_read_jsonl_rows(src / "pairs.jsonl"), cfg, str(src))
+            kind = "jsonl"
+        elif src.is_file():
+            train, evl = _from_split_rows(_read_jsonl_rows(src), cfg, str(src))
+            kind = "jsonl"
+        else:
+            raise ValueError(f"Dataset {src} is neither a JSONL file nor a saved DatasetDict folder.")
+    clean = lambda rs: [{"tweet": str(r.get("tweet") or "").strip(), "reply": str(r.get("reply") or "").strip()} for r in rs  # noqa: E731
+                        if str(r.get("tweet") or "").strip() and str(r.get("reply") or "").strip()]
+    train, evl = clean(train), clean(evl)
+    if not evl:
+        raise ValueError(f"The eval split of {src} is empty; it is needed to pick the best checkpoint and to stop early.")
+    if not train:
+        raise ValueError(f"The train split of {src} is empty; there is nothing to train on.")
+    info = {"source": str(src), "kind": kind, "sha256": sha256_path(src), "rows_sha256": _rows_sha256(train, evl),
+            "n_train": len(train), "n_eval": len(evl)}
+    return PairData(train, evl, info)
+
+
+# ---- model -----------------------------------------------------------------------------------------------------
+def _dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def load_model(cfg: TrainConfig, device: str, warnings: list[str]):
+    """Base model + tokenizer via the app's loader (same name, same tokenizer fixes), or in 4 bit for QLoRA."""
+    from generation.config import ModelConfig
+    from generation.loader import LoadedModel, load_base
+
+    use_4bit = cfg.load_in_4bit and device.startswith("cuda")
+    mc = ModelConfig(base_model=cfg.base_model, load_in_4bit=False, device=device, cpu_dtype=cfg.cpu_dtype,
+                     cache_dir=Path(cfg.cache_dir), adapters_dir=Path(cfg.adapters_dir))
+    if not use_4bit:
+        return load_base(mc), False
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from generation.loader import _source  # path resolution (embedded / local / hub) shared with the app
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError("QLoRA (load_in_4bit) needs bitsandbytes on the GPU host; `pip install bitsandbytes` or set load_in_4bit=false.")
+    t0 = time.perf_counter()
+    path, name, embedded = _source(mc)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+                           bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=_dtype(cfg.bnb_4bit_compute_dtype))
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q, dtype=torch.bfloat16, attn_implementation="sdpa",
+                                                 device_map={"": device if ":" in device else "cuda:0"})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm = LoadedModel(model, tok, name, device, "bfloat16", f"{cfg.bnb_4bit_quant_type} 4-bit", int(model.get_memory_footprint()),
+                     time.perf_counter() - t0, embedded, warnings)
+    return lm, True
+
+
+def _layer_count(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "num_hidden_layers", None)
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(path.name.split("-")[-1])
+    except ValueError:
+        return -1
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """Newest complete checkpoint (trainer_state.json is written last, so a crash mid-save is skipped)."""
+    d = Path(run_dir) / CHECKPOINTS
+    if not d.is_dir():
+        return None
+    done = [p for p in d.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and _checkpoint_step(p) >= 0]
+    return max(done, key=_checkpoint_step) if done else None
+
+
+def _report_to(cfg: TrainConfig, run_dir: Path) -> tuple[str, str | None]:
+    """W&B only when installed (it is not on the dev box or GPU hosts); offline unless an API key is set."""
+    if not cfg.wandb_project or importlib.util.find_spec("wandb") is None:
+        return "none", None
+    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+    os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    return "wandb", str(Path(os.environ["WANDB_DIR"]) / "wandb")
+
+
+def _truncate_log(run_dir: Path, step: int) -> None:
+    """On resume, drop log records past the checkpoint (they will be produced again), so curves never fold back."""
+    path = run_dir / LOG_FILE
+    if not path.exists():
+        return
+    keep = [r for r in read_jsonl(path) if int(r.get("step") or 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    os.replace(tmp, path)
+
+
+def _generation_config(model, tokenizer, eot_token: str):
+    from generation.chat import end_of_turn_ids
+
+    gc = copy.deepcopy(model.generation_config)
+    eot = tokenizer.convert_tokens_to_ids(eot_token)
+    ids = [eot] + [i for i in end_of_turn_ids(tokenizer) if i != eot]
+    gc.eos_token_id = ids if len(ids) > 1 else ids[0]
+    gc.pad_token_id = tokenizer.pad_token_id
+    return gc
+
+
+def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info: dict, metrics: dict, eot_token: str,
+                 base_name: str) -> Path:
+    """Write into a hidden temp folder, then rename: the app never discovers half an adapter.
+
+    base_model_name_or_path is set to the name the app loads the base as (LoadedModel.name; generation/adapters.py
+    matches on it). It is set only here: during training it stays the local path, so PEFT's checkpoint saves do not
+    look the name up on the Hub.
+    """
+    dest_root = Path(cfg.adapters_dir)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    dest = dest_root / run_id
+    tmp = dest_root / f".{run_id}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    peft_model.peft_config["default"].base_model_name_or_path = base_name
+    peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # embeddings are frozen: nothing to save, no Hub lookup
+    tokenizer.save_pretrained(str(tmp))
+    _generation_config(peft_model.get_base_model(), tokenizer, eot_token).save_pretrained(str(tmp))
+    cfg.to_yaml(tmp / "training_config.yaml")
+    (tmp / "dataset.json").write_text(json.dumps(data_info, indent=1))
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    if dest.exists():
+        old = dest_root / f".{run_id}.old-{os.getpid()}"
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+    return dest
+
+
+# ---- training --------------------------------------------------------------------------------------------------
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _take_lock(run_dir: Path) -> int | None:
+    """Outside the runner (plain CLI), take the same one-run-at-a-time lock the runner uses."""
+    if os.environ.get(LOCK_FD_ENV) or not _is_main():
+        return None
+    path = Path(run_dir).parent / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+        os.close(fd)
+        raise ValueError(f"Training run {holder} is already running in {path.parent}; stop it first.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, Path(run_dir).name.encode())
+    return fd
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None) -> dict:
+    """Run one training job end to end; returns the final status dict. Raises on failure (main() records it)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    from .formatting import PadCollator, end_of_turn_token, format_examples
+
+    t_start = time.time()
+    stop = stop or StopFlag()
+    run_dir = Path(run_dir)
+    run_id = cfg.run_name or run_dir.name
+    is_main = _is_main()
+    status = StatusFile(run_dir, enabled=is_main)
+    warnings = validate(cfg)
+    for w in warnings:
+        log.warning(w)
+    status.update(run_id=run_id, state="running", phase="loading data", pid=os.getpid(), run_dir=str(run_dir), error=None,
+                  started_at=t_start, warnings=warnings, adapter_path=None)
+
+    ckpt = last_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from the beginning.", run_dir / CHECKPOINTS)
+    if ckpt is not None and is_main:
+        _truncate_log(run_dir, _checkpoint_step(ckpt))
+        status.update(resumed_from=str(ckpt))
+    elif is_main and (run_dir / LOG_FILE).exists():
+        (run_dir / LOG_FILE).unlink()
+
+    data = load_pairs(cfg)  # before the model: a data problem costs a second, not a model load
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    status.update(phase="loading model", device=device)
+    torch.manual_seed(cfg.seed)
+    loaded, use_4bit = load_model(cfg, device, warnings)
+    model, tok = loaded.model, loaded.tokenizer
+    tok.padding_side = "right"
+    validate_targets(model, cfg.target_modules)
+    n_layers = _layer_count(model)
+    if cfg.layers_to_transform and n_layers is not None and max(cfg.layers_to_transform) >= n_layers:
+        raise ValueError(f"layers_to_transform names layer {max(cfg.layers_to_transform)}, but {loaded.name} has {n_layers} layers (0-{n_layers - 1}).")
+    if stop.is_set():
+        return _finish_stopped(status, "Stopped while loading; nothing was trained.")
+
+    eot = end_of_turn_token(tok)
+    model.generation_config.eos_token_id = _generation_config(model, tok, eot).eos_token_id
+    model.config.use_cache = False
+    if use_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+                      layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None,
+                      bias="none", task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lora)
+
+    status.update(phase="formatting")
+    train_ex, train_stats = format_examples(tok, data.train, cfg.max_seq_len)
+    eval_ex, eval_stats = format_examples(tok, data.eval, cfg.max_seq_len)
+    if not train_ex or not eval_ex:
+        raise ValueError(f"No {'train' if not train_ex else 'eval'} example fits in max_seq_len={cfg.max_seq_len} tokens; raise max_seq_len.")
+    fmt = {"train": train_stats.to_dict(), "eval": eval_stats.to_dict()}
+    log.info("Formatted %d train / %d eval examples (%d + %d dropped as too long).", len(train_ex), len(eval_ex),
+             train_stats.dropped_too_long, eval_stats.dropped_too_long)
+
+    on_cuda = device.startswith("cuda")
+    report_to, wandb_dir = _report_to(cfg, run_dir)
+    args = TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, num_train_epochs=float(cfg.epochs),
+        max_steps=cfg.max_steps, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
+        metric_for_best_model="eval_loss", greater_is_better=False, logging_strategy="steps", logging_steps=cfg.logging_steps,
+        logging_first_step=True, eval_on_start=not ckpt, bf16=on_cuda, use_cpu=not on_cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing and on_cuda and not use_4bit,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=True,
+        ddp_find_unused_parameters=False if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+    )
+    log_cb = JsonlLogCallback(run_dir, status, enabled=is_main)
+    stop_cb = StopCallback(stop)
+    callbacks: list = [log_cb, stop_cb]
+    if cfg.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    fail_at = injected_failure_step()
+    if fail_at is not None:
+        log.warning("%s=%d: this run will fail on purpose.", FAIL_ENV, fail_at)
+        callbacks.append(FailAtStep(fail_at))
+    trainer = Trainer(model=pm, args=args, data_collator=PadCollator(tok.pad_token_id), train_dataset=train_ex, eval_dataset=eval_ex,
+                      processing_class=tok, callbacks=callbacks)
+    status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ex), n_eval=len(eval_ex), formatting=fmt)
+    out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    state = trainer.state
+
+    if stop_cb.stopped_at is not None and state.global_step < state.max_steps:  # a stop after the last step just finishes
+        ck = last_checkpoint(run_dir)
+        return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None)
+
+    # The saved adapter's eval loss: the best checkpoint's (already measured, now loaded) or a fresh evaluation.
+    last_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+    if cfg.load_best_model_at_end and state.best_model_checkpoint and state.best_metric is not None:
+        ev = {"eval_loss": state.best_metric}
+    elif last_eval is not None and last_eval.get("step") == state.global_step:
+        ev = {"eval_loss": last_eval["eval_loss"]}
+    else:
+        status.update(phase="final evaluation")
+        ev = {}
+    log_cb.final = True
+    if ev and is_main:
+        log_cb.on_log(args, state, trainer.control, logs={"eval_loss": ev["eval_loss"]})
+    elif not ev:
+        ev = trainer.evaluate()
+    events = read_jsonl(run_dir / LOG_FILE) if is_main else []
+    train_losses = [e["loss"] for e in events if e.get("event") == "train" and e.get("loss") is not None]
+    base_eval = [e["eval_loss"] for e in events if e.get("event") == "eval" and e.get("step") == 0 and e.get("eval_loss") is not None]
+    tps = [e["tokens_per_s"] for e in events if e.get("tokens_per_s")]
+    metrics: dict[str, Any] = {
+        "run_id": run_id, "base_model": loaded.name, "device": device, "dtype": loaded.dtype, "quantized": loaded.quantized,
+        "train_loss": out.training_loss, "final_train_loss": train_losses[-1] if train_losses else None,
+        "first_train_loss": train_losses[0] if train_losses else None, "eval_loss": ev.get("eval_loss"),
+        "best_eval_loss": state.best_metric, "base_eval_loss": base_eval[0] if base_eval else None,
+        "best_checkpoint": state.best_model_checkpoint, "global_step": state.global_step, "max_steps": state.max_steps,
+        "epochs_done": state.epoch, "early_stopped": state.global_step < state.max_steps,
+        "train_runtime_s": out.metrics.get("train_runtime"), "tokens_per_s": tps[-1] if tps else None,
+        "n_train": len(train_ex), "n_eval": len(eval_ex), "formatting": fmt, "dataset_sha256": data.info["sha256"],
+        "wall_s": round(time.time() - t_start, 1),
+    }
+    adapter_path = None
+    if is_main:
+        status.update(phase="saving adapter")
+        adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name))
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
+                                          "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
+                                          "elapsed": round(time.time() - log_cb.t0, 2)})
+    return status.update(state="completed", phase="done", adapter_path=adapter_path, metrics=metrics, step=state.global_step,
+                         max_steps=state.max_steps, eta_s=0.0, finished_at=time.time())
+
+
+def _finish_stopped(status: StatusFile, note: str | None, step: int | None = None, checkpoint: str | None = None) -> dict:
+    values: dict[str, Any] = {"state": "stopped", "phase": "stopped", "finished_at": time.time(), "checkpoint": checkpoint,
+                              "eta_s": None, "error": note}
+    if step is not None:
+        values["step"] = step
+    return status.update(**values)
+
+
+# ---- CLI -------------------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.")
+    p.add_argument("--config", help="YAML config file (keys = training/config.py TrainConfig fields)")
+    p.add_argument("--preset", help="start from a preset: qwen3-8b-qlora or cpu-demo")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
+    p.add_argument("--run-dir", help="run folder (default <output_dir>/<run_name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    return p
+
+
+def build_config(ns: argparse.Namespace) -> TrainConfig:
+    if ns.config and ns.preset:
+        raise ValueError("Pass either --config or --preset, not both (put `preset: NAME` inside the YAML to combine them).")
+    if ns.config:
+        base = TrainConfig.from_yaml(ns.config)
+    elif ns.resume and ns.run_dir and (Path(ns.run_dir) / CONFIG_FILE).is_file():
+        base = TrainConfig.from_yaml(Path(ns.run_dir) / CONFIG_FILE)
+    else:
+        base = preset_config(ns.preset)
+    cfg = TrainConfig.from_dict(parse_set(ns.set), base=base)
+    if not cfg.run_name:
+        name = Path(ns.run_dir).name if ns.run_dir else f"{ns.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = TrainConfig.from_dict({"run_name": name}, base=cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ns = _parser().parse_args(argv)
+    run_dir: Path | None = None
+    status: StatusFile | None = None
+    lock_fd: int | None = int(os.environ[LOCK_FD_ENV]) if os.environ.get(LOCK_FD_ENV, "").isdigit() else None
+    if ns.run_dir and Path(ns.run_dir).is_dir():  # the runner made it: record even a config error there
+        status = StatusFile(Path(ns.run_dir), enabled=_is_main())
+        status.update(pid=os.getpid())
+    try:
+        cfg = build_config(ns)
+        validate(cfg)
+        run_dir = Path(ns.run_dir) if ns.run_dir else Path(cfg.output_dir) / cfg.run_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        status = StatusFile(run_dir, enabled=_is_main())
+        lock_fd = _take_lock(run_dir) if lock_fd is None else lock_fd  # held until the final status is written
+        if _is_main() and not (ns.config and Path(ns.config).resolve() == (run_dir / CONFIG_FILE).resolve()):
+            if not (ns.resume and (run_dir / CONFIG_FILE).exists()):
+                cfg.to_yaml(run_dir / CONFIG_FILE)
+        final = train(cfg, run_dir, resume=ns.resume, stop=stop)
+        print(json.dumps({"state": final.get("state"), "adapter_path": final.get("adapter_path"), "run_dir": str(run_dir),
+                          "eval_loss": (final.get("metrics") or {}).get("eval_loss")}), flush=True)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - every failure must land in status.json for the UI
+        msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        err = msg if isinstance(exc, ValueError) else f"{type(exc).__name__}: {msg}"
+        traceback.print_exc()
+        print(f"ERROR: {err}", file=sys.stderr, flush=True)
+        if status is not None:
+            status.update(state="failed", phase="failed", error=err, finished_at=time.time())
+        return 2 if isinstance(exc, ValueError) else 1
+    finally:
+        if lock_fd is not None:  # the final state is on disk: let the next run start while this process exits
+            try:
+                os.close(lock_fd)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
