@@ -31,6 +31,7 @@ from typing import Any
 
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
 from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
+from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
 from .runner import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, append_jsonl, read_jsonl, write_json_atomic
 
 log = logging.getLogger("training.train")
@@ -207,6 +208,12 @@ def load_model(cfg: TrainConfig, device: str, warnings: list[str]):
     return lm, True
 
 
+def _decoder_layers(peft_model):
+    """The decoder blocks under a PEFT wrapper (Qwen3 / Llama layout: <causal lm>.model.layers)."""
+    inner = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+    return list(getattr(getattr(inner, "model", inner), "layers", []))
+
+
 def _layer_count(model) -> int | None:
     cfg = getattr(model, "config", None)
     return getattr(cfg, "num_hidden_layers", None)
@@ -360,9 +367,15 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     eot = end_of_turn_token(tok)
     model.generation_config.eos_token_id = _generation_config(model, tok, eot).eos_token_id
     model.config.use_cache = False
+    on_cuda = device.startswith("cuda")
+    fast = fast_plan(cfg, on_cuda)
     if use_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        if fast.enabled:
+            keep_bf16(model)
+    if fast.liger:
+        fast.liger = apply_liger(model)
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
                       layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None,
                       bias="none", task_type="CAUSAL_LM")
@@ -374,15 +387,28 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if not train_ex or not eval_ex:
         raise ValueError(f"No {'train' if not train_ex else 'eval'} example fits in max_seq_len={cfg.max_seq_len} tokens; raise max_seq_len.")
     fmt = {"train": train_stats.to_dict(), "eval": eval_stats.to_dict()}
+    micro_batch, grad_accum, collator = cfg.micro_batch_size, cfg.grad_accum, PadCollator(tok.pad_token_id)
+    if fast.enabled:
+        prepare_for_packing(model)
+        rows = fast.rows or auto_rows(train_ex, cfg, fast.pack_tokens)
+        train_ex = pack_examples(train_ex, fast.pack_tokens, tok.pad_token_id)
+        eval_ex = pack_examples(eval_ex, fast.pack_tokens, tok.pad_token_id)
+        micro_batch, grad_accum, collator = rows, 1, PackedCollator()
+        fmt["packing"] = {"pack_tokens": fast.pack_tokens, "rows_per_step": rows, "train_rows": len(train_ex),
+                          "efficiency": round(packing_efficiency(train_ex), 3), "liger": fast.liger, "compile_layers": fast.compile}
+        log.info("Fast path: %d packed rows of %d tokens (%.0f%% real tokens), %d rows per step, Liger %s.", len(train_ex),
+                 fast.pack_tokens, 100 * packing_efficiency(train_ex), rows, fast.liger)
+        if fast.compile and not use_4bit:
+            for layer in _decoder_layers(pm):
+                layer.compile(dynamic=False)
     log.info("Formatted %d train / %d eval examples (%d + %d dropped as too long).", len(train_ex), len(eval_ex),
              train_stats.dropped_too_long, eval_stats.dropped_too_long)
 
-    on_cuda = device.startswith("cuda")
     report_to, wandb_dir = _report_to(cfg, run_dir)
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, num_train_epochs=float(cfg.epochs),
+        per_device_train_batch_size=micro_batch, per_device_eval_batch_size=micro_batch,
+        gradient_accumulation_steps=grad_accum, optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch", learning_rate=cfg.learning_rate, num_train_epochs=float(cfg.epochs),
         max_steps=cfg.max_steps, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
@@ -402,7 +428,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if fail_at is not None:
         log.warning("%s=%d: this run will fail on purpose.", FAIL_ENV, fail_at)
         callbacks.append(FailAtStep(fail_at))
-    trainer = Trainer(model=pm, args=args, data_collator=PadCollator(tok.pad_token_id), train_dataset=train_ex, eval_dataset=eval_ex,
+    trainer = Trainer(model=pm, args=args, data_collator=collator, train_dataset=train_ex, eval_dataset=eval_ex,
                       processing_class=tok, callbacks=callbacks)
     status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ex), n_eval=len(eval_ex), formatting=fmt)
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
