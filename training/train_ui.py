@@ -26,10 +26,10 @@ def build_training_tab(ctx) -> None:
                     lr = gr.Number(label="learning rate")
                 with gr.Row():
                     epochs = gr.Number(label="epochs")
-                    max_steps = gr.Number(label="max steps (-1 = epochs)", precision=0)
+                    max_steps = gr.Number(label="max steps (-1 = epochs)", precision=0, elem_id="train-max-steps")
                     mb = gr.Number(label="micro-batch", precision=0)
                 with gr.Row():
-                    run_name = gr.Textbox(label="run name (empty = generated)")
+                    run_name = gr.Textbox(label="run name (empty = generated)", elem_id="train-run-name")
                     gpus = gr.Textbox(label="GPUs (e.g. 0,1; empty = all visible)")
                 with gr.Row():
                     preview_btn = gr.Button("Preview config")
@@ -55,30 +55,31 @@ def build_training_tab(ctx) -> None:
     overrides = [rank, alpha, lr, epochs, max_steps, mb, run_name, gpus]
     keys = ["rank", "alpha", "learning_rate", "epochs", "max_steps", "micro_batch_size", "run_name", "gpus"]
 
-    def _cfg(p, ds, *vals):
+    def _cfg(p, ds, vals):
         return build_config(p, ds or "", dict(zip(keys, vals)))
 
-    def on_preview(p, ds, *vals, request: gr.Request = None):
+    # Explicit parameters (no *args): Gradio injects gr.Request only into plainly declared parameters.
+    def on_preview(p, ds, v1, v2, v3, v4, v5, v6, v7, v8, request: gr.Request):
         try:
             gate.require(request)
-            cfg = _cfg(p, ds, *vals)
+            cfg = _cfg(p, ds, [v1, v2, v3, v4, v5, v6, v7, v8])
         except (AdminRequired, ValueError) as exc:
             return f"⚠️ {inert(str(exc))}", gr.update()
         import yaml
 
         return "", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
-    def on_start(p, ds, *vals, request: gr.Request = None):
+    def on_start(p, ds, v1, v2, v3, v4, v5, v6, v7, v8, request: gr.Request):
         try:
             gate.require(request)
-            handle = rm.start(_cfg(p, ds, *vals))
+            handle = rm.start(_cfg(p, ds, [v1, v2, v3, v4, v5, v6, v7, v8]))
         except AdminRequired as exc:
             return f"⚠️ {inert(str(exc))}", gr.update()
         except Exception as exc:  # RunError (one run at a time), ValueError (bad config): one sentence, nothing started
             return f"⚠️ {inert(str(exc))}", gr.update()
         return f"Started **{inert(handle.run_id)}** (pid {handle.pid}).", gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id)
 
-    def on_poll(run_id, request: gr.Request = None):
+    def on_poll(run_id, request: gr.Request):
         if not gate.is_admin(request):
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         runs = rm.runs()
@@ -98,7 +99,7 @@ def build_training_tab(ctx) -> None:
             diag_md = f"**Run failed:** {inert(st.error or 'see the log')}"
         return (gr.update(choices=ids, value=run_id), progress_html(st), loss_figure(st.history), tail, gr.update(value=history_rows(runs)), diag_md)
 
-    def on_stop(run_id, request: gr.Request = None):
+    def on_stop(run_id, request: gr.Request):
         try:
             gate.require(request)
             st = rm.stop(run_id)
@@ -108,7 +109,7 @@ def build_training_tab(ctx) -> None:
             return f"⚠️ {inert(str(exc))}"
         return f"Run **{inert(run_id)}** is {st.state}; checkpoint saved, process gone."
 
-    def on_v2_preview(run_id, request: gr.Request = None):
+    def on_v2_preview(run_id, request: gr.Request):
         if not gate.is_admin(request) or not run_id:
             return gr.update()
         from .diagnostics import suggest_v2
@@ -120,7 +121,7 @@ def build_training_tab(ctx) -> None:
         _, new = suggest_v2(_run_config(rm, run_id), st.history)
         return yaml.safe_dump(new, sort_keys=False)
 
-    def on_v2_start(run_id, request: gr.Request = None):
+    def on_v2_start(run_id, request: gr.Request):
         try:
             gate.require(request)
             from .diagnostics import suggest_v2
@@ -135,7 +136,12 @@ def build_training_tab(ctx) -> None:
             return f"⚠️ {inert(str(exc))}", gr.update()
         return f"Started v2 run **{inert(handle.run_id)}**.", gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id)
 
-    def on_tab(request: gr.Request = None):
+    def preset_values(p):
+        """The form shows the preset's own values, so an untouched field keeps the preset's setting."""
+        c = build_config(p, "", {}).to_dict()
+        return [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"], "", ""]
+
+    def on_tab(request: gr.Request):
         if not gate.is_admin(request):
             return (gr.update(choices=[("log in as admin first", "")], value=""),
                     (gate.how_to_enable() if not gate.enabled else "Log in as admin (top of the page) to use this tab."), gr.Timer(active=False))
@@ -151,6 +157,8 @@ def build_training_tab(ctx) -> None:
     run_pick.change(on_v2_preview, [run_pick], [v2_view])
     v2_btn.click(on_v2_start, [run_pick], [msg, run_pick])
     tab.select(on_tab, None, [dataset, msg, timer]).then(on_poll, [run_pick], poll_out)
+    preset.change(preset_values, [preset], overrides)
+    tab.select(preset_values, [preset], overrides)
 
 
 def _run_config(rm, run_id: str) -> dict:
