@@ -7,12 +7,13 @@ crash or error mid-export never leaves a truncated file where a good one was.
 """
 from __future__ import annotations
 
+from common.atomic import atomic_write as _atomic_write
+
 import argparse
 import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
@@ -41,29 +42,7 @@ def iter_export_rows(store: VoteStore, include_excluded: bool = False) -> Iterat
 
 def atomic_write(path: Path | str, write: Callable[[TextIO], None], newline: str | None = None) -> None:
     """Run ``write(fh)`` on a temp file and move it over ``path`` only if it succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    _atomic_write(path, write, newline=newline)
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: Path | str) -> int:

@@ -6,13 +6,14 @@ rebuilt whenever the dataset bytes, the filter config or the model change.
 """
 from __future__ import annotations
 
+from common.atomic import atomic_write_bytes
+
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -251,25 +252,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via temp file + fsync + rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the index may be shipped/read by another user
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 class ExampleIndex:
     """Cosine search (inner product on unit vectors) over example tweets."""
 
@@ -400,8 +382,8 @@ def _save(index: faiss.Index, faiss_path: Path, meta_path: Path, *, meta: dict[s
     blob = faiss.serialize_index(index).tobytes()
     meta = {**meta, "index_sha256": sha256_bytes(blob)}
     # Index first, metadata last: a crash in between leaves a checksum mismatch → rebuild, never a wrong index.
-    _atomic_write(faiss_path, blob)
-    _atomic_write(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+    atomic_write_bytes(faiss_path, blob)
+    atomic_write_bytes(meta_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 def _dir_writable(d: Path) -> bool:

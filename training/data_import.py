@@ -25,6 +25,8 @@ tweet) and retweets are skipped and counted in the report.
 """
 from __future__ import annotations
 
+from common.atomic import atomic_write
+
 import csv
 import gzip
 import hashlib
@@ -34,7 +36,6 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -995,22 +996,13 @@ def read_pairs(path: str | os.PathLike[str], mapping: Mapping[str, str] | None =
 
 def write_pairs_jsonl(pairs: Iterable[Pair], path: str | os.PathLike[str]) -> int:
     """Write pairs as JSONL atomically (temp file + rename), so a crash never leaves half a file."""
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for pr in pairs:
-                fh.write(json.dumps(pr.to_dict(), ensure_ascii=False) + "\n")
-                n += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    def _write(fh) -> None:
+        nonlocal n
+        for pr in pairs:
+            fh.write(json.dumps(pr.to_dict(), ensure_ascii=False) + "\n")
+            n += 1
+
+    atomic_write(path, _write)
     return n
