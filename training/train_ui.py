@@ -139,7 +139,7 @@ def build_training_tab(ctx) -> None:
     def preset_values(p):
         """The form shows the preset's own values, so an untouched field keeps the preset's setting."""
         c = build_config(p, "", {}).to_dict()
-        return [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"], "", ""]
+        return [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"]]
 
     def on_tab(request: gr.Request):
         if not gate.is_admin(request):
@@ -157,8 +157,9 @@ def build_training_tab(ctx) -> None:
     run_pick.change(on_v2_preview, [run_pick], [v2_view])
     v2_btn.click(on_v2_start, [run_pick], [msg, run_pick])
     tab.select(on_tab, None, [dataset, msg, timer]).then(on_poll, [run_pick], poll_out)
-    preset.change(preset_values, [preset], overrides)
-    tab.select(preset_values, [preset], overrides)
+    numeric = overrides[:6]  # run name and GPUs are the user's own, never reset by a preset
+    preset.change(preset_values, [preset], numeric)
+    tab.select(preset_values, [preset], numeric)
 
 
 def _run_config(rm, run_id: str) -> dict:
