@@ -63,7 +63,9 @@ def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
             banners.append(str(exc2))
             return None
     banners.extend(loaded.warnings)
-    return Engine(loaded, s.adapters_dir)
+    engine = Engine(loaded, s.adapters_dir)
+    engine.warm_up()
+    return engine
 
 
 def _load_retrieval(s: Settings, engine: Engine | None, banners: list[str]):

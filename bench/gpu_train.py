@@ -3,6 +3,9 @@ path (training/fastpath.py: packed rows with a block-diagonal mask from position
 memory allows, dropout-free LoRA, fused AdamW, Liger kernels), measured in the same run after a correctness check.
 
 Run on the device: python bench/gpu_train.py [--steps 6] [--only bf16|qlora]
+Multi-GPU scaling (bench/gpu_train_ddp.py): python bench/gpu_train.py --gpus 2 measures the fast path's tokens/s on 1 GPU
+and on 2 GPUs (DDP through accelerate launch) in the same run and prints scaling = tok/s(2) / tok/s(1) (target >= 1.8);
+add --cpu-smoke to run that code path on the CPU (tiny Qwen3, gloo), as tests/test_multigpu.py does.
 """
 from __future__ import annotations
 
@@ -160,12 +163,23 @@ def table(rows, base_name):
 def main():
     import torch
 
+    from bench.gpu_train_ddp import add_args, scaling
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 6; 20 with --gpus)")
     ap.add_argument("--only", choices=["bf16", "qlora", "all"], default="all")
-    ap.add_argument("--pack-tokens", type=int, nargs="*", default=[4096])
+    ap.add_argument("--pack-tokens", type=int, nargs="*", default=None, help="default 4096 (1024 with --gpus: the trainer's rows)")
     ap.add_argument("--names", nargs="*", default=None, help="only variants whose name contains one of these (baselines always run)")
+    add_args(ap, steps_default=None)  # --gpus N, --cpu-smoke, --rows, --warmup, --layers, --compile, --no-liger
     a = ap.parse_args()
+    if a.gpus or a.cpu_smoke:  # the multi-GPU scaling run instead of the one-GPU variant sweep
+        a.steps = a.steps or (3 if a.cpu_smoke else 20)
+        a.pack_tokens = (a.pack_tokens or [256 if a.cpu_smoke else 1024])[0]
+        a.gpus = a.gpus or 2
+        scaling(a)
+        return
+    a.steps = a.steps or 6
+    a.pack_tokens = a.pack_tokens or [4096]
     results = {"bf16": [], "qlora": [], "correctness": None}
 
     def attempt(model, v, bucket):

@@ -101,6 +101,17 @@ class Engine:
         self.lock = threading.RLock()
         self.eot_ids = end_of_turn_ids(self.tokenizer)
 
+    def warm_up(self) -> float:
+        """One 2-token generation at start-up: the first forward pays for kernel selection and allocations (~1 s on
+        the CPU), which would otherwise land on the first visitor's reply. Returns the seconds spent."""
+        import torch
+
+        t0 = time.perf_counter()
+        enc = self._encode([render_prompt(self.tokenizer, base_messages("warm up"), False)])
+        with self.lock, torch.inference_mode():
+            self.bank.base.generate(**enc, max_new_tokens=2, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        return time.perf_counter() - t0
+
     # ---- what can be generated -------------------------------------------------------------------------------
     @property
     def supports_thinking(self) -> bool:
