@@ -64,7 +64,8 @@ class TrainConfig:
     output_dir: str = "data/runs"  # run folders (logs, checkpoints) are created under it
     adapters_dir: str = "adapters"  # final adapters land in <adapters_dir>/<run_name>/ where the app discovers them
     run_name: str = ""  # "" = generated (<preset>-<timestamp>); also the adapter's name in the app
-    gpus: list[int] | None = None  # CUDA device indices for the run; None = all visible
+    gpus: list[int] | None = None  # CUDA device indices for the run; None = one process on the first visible GPU; 2+ = one process per GPU (accelerate launch)
+    distributed: str = "ddp"  # with 2+ gpus: ddp = a full model copy per GPU, gradients all-reduced (QLoRA works); fsdp = shard the bf16 base over the GPUs (FULL_SHARD) when one GPU's memory is short; not with load_in_4bit
     wandb_project: str = "reply-arena"  # W&B project (offline unless WANDB_API_KEY is set; skipped if wandb is absent)
     cache_dir: str = ".cache"  # where the embedded model's converted weights live
     # ---- speed (training/fastpath.py; measured in bench/gpu_train.py) --------------------------------------------
@@ -282,9 +283,16 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
         bad(f"pack_tokens must be >= 64 and pack_rows >= 0 (0 = auto), got {cfg.pack_tokens} and {cfg.pack_rows}.")
     if cfg.gpus is not None and (len(set(cfg.gpus)) != len(cfg.gpus) or any(g < 0 for g in cfg.gpus)):
         bad(f"gpus must be distinct non-negative CUDA indices, got {cfg.gpus}.")
+    if cfg.distributed not in ("ddp", "fsdp"):
+        bad(f"distributed must be ddp or fsdp, got {cfg.distributed!r}.")
+    if cfg.distributed == "fsdp" and cfg.load_in_4bit:
+        bad("FSDP shards full-precision (bf16) weights and cannot shard a 4-bit QLoRA base; set load_in_4bit=false to use FSDP, "
+            "or distributed=ddp to train QLoRA on several GPUs.")
     if cfg.dataset and not Path(cfg.dataset).expanduser().exists():
         bad(f"Dataset {cfg.dataset} does not exist; export one from the Data tab or leave it empty for the sample data.")
     warns: list[str] = []
+    if cfg.distributed == "fsdp" and not (cfg.gpus and len(cfg.gpus) > 1):
+        warns.append("distributed=fsdp applies only when gpus lists 2 or more GPUs; this run uses one process.")
     if cfg.load_in_4bit and not (cuda_available() if cuda is None else cuda):
         warns.append("4-bit (QLoRA) needs a CUDA GPU with bitsandbytes; no GPU is visible, so the base model is trained "
                      f"in {cfg.cpu_dtype} on the CPU instead.")

@@ -1,7 +1,8 @@
 """Background training runs for the Training tab: start, watch, stop, list. UI-free and torch-free.
 
-Each run is a subprocess (`python -m training.train --config <run_dir>/run.yaml --run-dir <run_dir>`) in its own
-session, writing status.json, trainer_log.jsonl and train.log into its run folder. All state lives in those files
+Each run is a subprocess (`python -m training.train --config <run_dir>/run.yaml --run-dir <run_dir>`, or with several
+GPUs `accelerate launch` of it, one process per GPU: training/launch.py builds the command) in its own session, writing
+status.json, trainer_log.jsonl and train.log into its run folder (rank 0 alone writes them). All state lives in those files
 and in a SQLite registry, so a browser refresh or an app restart shows the run again: refresh = call status() again.
 One run at a time: an flock on `<data_dir>/runs/.lock` is taken here and inherited by the child, so the kernel
 releases it when the child (and anything it spawned) exits, even after a crash or SIGKILL; no stale lock to clean.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, validate
+from .launch import check_gpus, launch_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_FILE = "status.json"
@@ -36,7 +38,7 @@ TERMINAL = ("completed", "stopped", "failed")
 
 
 _RESUME_FIXED = {"base_model", "rank", "alpha", "target_modules", "layers_to_transform", "load_in_4bit", "run_name", "dataset",
-                 "max_seq_len", "micro_batch_size", "grad_accum", "output_dir", "adapters_dir"}
+                 "max_seq_len", "micro_batch_size", "grad_accum", "output_dir", "adapters_dir", "distributed"}
 
 
 class RunError(RuntimeError):
@@ -114,7 +116,7 @@ def pid_alive(pid: int | None) -> bool:
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
                 return False
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            return b"training.train" in cmd or b"torch.distributed.run" in cmd
+            return b"training.train" in cmd or b"torch.distributed.run" in cmd or b"accelerate.commands.launch" in cmd
         except (OSError, IndexError):
             return False
     return True
@@ -309,6 +311,7 @@ class RunManager:
         """Validate, write run.yaml, launch the child. Raises ValueError for a bad config, RunError if a run is active."""
         cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         warnings = validate(cfg)
+        check_gpus(cfg)  # more GPUs than this host shows: refused before a run folder exists
         with self._mutex:
             self._reap()
             run_id = self._new_run_id(cfg)
@@ -351,6 +354,7 @@ class RunManager:
                 raise RunError(f"{', '.join(fixed)} cannot change on resume (the checkpoint was trained with them); start a new run instead.")
             cfg = TrainConfig.from_dict(overrides, base=cfg)
             validate(cfg)
+            check_gpus(cfg)
             cfg.to_yaml(run_dir / CONFIG_FILE)
             self.registry.upsert(run_id, config_json=cfg.to_dict())
         with self._mutex:
@@ -370,13 +374,9 @@ class RunManager:
         child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [child_env.get("PYTHONPATH")])])
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env[LOCK_FD_ENV] = str(fd)
-        if cfg.gpus is not None:
-            child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in cfg.gpus)
-        cmd = [self.python, "-m", "training.train", "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
-        if cfg.gpus and len(cfg.gpus) > 1:  # one process per GPU (DDP); the stop flag is OR-reduced across ranks
-            cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={len(cfg.gpus)}", "-m"]
-        if resume:
-            cmd.append("--resume")
+        # 1 GPU / CPU: python -m training.train; several GPUs: accelerate launch, one process per GPU (training/launch.py)
+        cmd, extra = launch_spec(cfg, run_dir, self.python, resume, env=child_env)
+        child_env.update(extra)
         with open(run_dir / TRAIN_LOG, "ab") as log:
             log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -464,7 +464,11 @@ class RunManager:
 
     # -- stop --
     def stop(self, run_id: str, timeout: float = 120.0) -> RunStatus:
-        """SIGTERM the run's process group (the child checkpoints and exits), SIGKILL after `timeout` seconds."""
+        """SIGTERM the run's process group (the child checkpoints and exits), SIGKILL after `timeout` seconds.
+
+        Multi-GPU: the group leader is accelerate's launcher, which forwards SIGTERM to every worker; all ranks then stop
+        at the same step (the stop flag is all-reduced) and rank 0 records the state.
+        """
         run_dir = self._run_dir(run_id)
         st = read_json(run_dir / STATUS_FILE) or {}
         row = self.registry.get(run_id) or {}
@@ -480,10 +484,16 @@ class RunManager:
         while time.monotonic() < deadline and self._alive(run_id, pid):
             time.sleep(0.2)
         if self._alive(run_id, pid):
+            workers = _descendants(int(pid))  # accelerate's workers live in sessions of their own: not in pid's group
             try:
                 os.killpg(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for w in workers:
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             p = self._procs.get(run_id)
             if p is not None:
                 p.wait(timeout=30)
@@ -519,6 +529,23 @@ class RunManager:
 
     def log_events(self, run_id: str) -> list[dict]:
         return read_jsonl(self._run_dir(run_id) / LOG_FILE)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (from /proc), e.g. the per-GPU workers of an accelerate launch."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def _abs_if_local(spec: str) -> str:

@@ -268,8 +268,10 @@ def _generation_config(model, tokenizer, eot_token: str):
 
 
 def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info: dict, metrics: dict, eot_token: str,
-                 base_name: str) -> Path:
+                 base_name: str, state_dict: dict | None = None) -> Path:
     """Write into a hidden temp folder, then rename: the app never discovers half an adapter.
+
+    `state_dict`: the full (gathered) weights when the model is sharded (FSDP); None = read them from `peft_model`.
 
     base_model_name_or_path is set to the name the app loads the base as (LoadedModel.name; generation/adapters.py
     matches on it). It is set only here: during training it stays the local path, so PEFT's checkpoint saves do not
@@ -282,7 +284,7 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
     if tmp.exists():
         shutil.rmtree(tmp)
     peft_model.peft_config["default"].base_model_name_or_path = base_name
-    peft_model.save_pretrained(str(tmp), save_embedding_layers=False)  # embeddings are frozen: nothing to save, no Hub lookup
+    peft_model.save_pretrained(str(tmp), save_embedding_layers=False, state_dict=state_dict)  # embeddings are frozen: no Hub lookup
     tokenizer.save_pretrained(str(tmp))
     _generation_config(peft_model.get_base_model(), tokenizer, eot_token).save_pretrained(str(tmp))
     cfg.to_yaml(tmp / "training_config.yaml")
@@ -301,6 +303,65 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
 # ---- training --------------------------------------------------------------------------------------------------
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world_size() -> int:
+    """Processes in this run: WORLD_SIZE from accelerate launch / torch.distributed.run, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _fsdp_launched() -> bool:
+    """`accelerate launch --use_fsdp` (training/launch.py for distributed=fsdp) sets this for every worker."""
+    return "LOCAL_RANK" in os.environ and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
+
+
+def _inherited_lock_fd(run_dir: str | None) -> int | None:
+    """The runner's lock descriptor, if this process really holds it.
+
+    A plain child inherits it (pass_fds). accelerate's workers do not (torch.distributed.run closes descriptors; the
+    launcher keeps the lock until every worker has exited), yet they see REPLY_ARENA_LOCK_FD: that number is then some
+    other file of theirs, which must not be closed as if it were the lock.
+    """
+    v = os.environ.get(LOCK_FD_ENV, "")
+    if not v.isdigit() or not run_dir:
+        return None
+    try:
+        held, lock = os.fstat(int(v)), os.stat(Path(run_dir).parent / LOCK_FILE)
+    except OSError:
+        return None
+    return int(v) if (held.st_dev, held.st_ino) == (lock.st_dev, lock.st_ino) else None
+
+
+def _follow_launcher() -> None:
+    """Under accelerate launch, get SIGTERM if the launcher dies (e.g. SIGKILLed): the worker then checkpoints and exits
+    instead of holding its GPU as an orphan. Linux only; a no-op for a plain single-process run."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the launcher died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _split_for_ranks(grad_accum: int, rows: int | None, world: int) -> tuple[int, int | None]:
+    """Keep the recipe's examples per optimizer step when N processes each take a share of the step.
+
+    Padded path: gradient accumulation is divided among the ranks (micro_batch is the memory knob and stays).
+    Packed path: the rows of a step are divided. Rounded up, so a step never shrinks below the recipe.
+    """
+    if world <= 1:
+        return grad_accum, rows
+    return max(1, -(-grad_accum // world)), (max(1, -(-rows // world)) if rows else rows)
 
 
 def _take_lock(run_dir: Path) -> int | None:
@@ -333,6 +394,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     run_dir = Path(run_dir)
     run_id = cfg.run_name or run_dir.name
     is_main = _is_main()
+    world = _world_size()
+    fsdp = _fsdp_launched()
     status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)
     for w in warnings:
@@ -352,16 +415,19 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     data = load_pairs(cfg)  # before the model: a data problem costs a second, not a model load
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    status.update(phase="loading model", device=device)
-    torch.manual_seed(cfg.seed)
-    loaded, use_4bit = load_model(cfg, device, warnings)
+    status.update(phase="loading model", device=device, world_size=world, distributed=("fsdp" if fsdp else "ddp") if world > 1 else None)
+    torch.manual_seed(cfg.seed)  # same seed on every rank: identical LoRA init (DDP/FSDP also broadcast rank 0's weights)
+    if fsdp:  # FSDP shards from host memory: load the bf16 base on the CPU, the wrap moves each rank's shard to its GPU
+        loaded, use_4bit = load_model(TrainConfig.from_dict({"cpu_dtype": "bfloat16"}, base=cfg), "cpu", warnings)
+    else:
+        loaded, use_4bit = load_model(cfg, device, warnings)
     model, tok = loaded.model, loaded.tokenizer
     tok.padding_side = "right"
     validate_targets(model, cfg.target_modules)
     n_layers = _layer_count(model)
     if cfg.layers_to_transform and n_layers is not None and max(cfg.layers_to_transform) >= n_layers:
         raise ValueError(f"layers_to_transform names layer {max(cfg.layers_to_transform)}, but {loaded.name} has {n_layers} layers (0-{n_layers - 1}).")
-    if stop.is_set():
+    if stop.is_set() and world == 1:  # several ranks decide together below, once the process group exists
         return _finish_stopped(status, "Stopped while loading; nothing was trained.")
 
     eot = end_of_turn_token(tok)
@@ -369,6 +435,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     model.config.use_cache = False
     on_cuda = device.startswith("cuda")
     fast = fast_plan(cfg, on_cuda)
+    if fsdp:  # seen on an H100 (FSDP2, untied lm_head): Liger's fused linear cross-entropy mixes the unsharded head
+        fast.compile = False  # weight with DTensors ("aten.mm.out got mixed torch.Tensor and DTensor"); compile: untested
+        fast.liger = False
     if use_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -388,13 +457,15 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         raise ValueError(f"No {'train' if not train_ex else 'eval'} example fits in max_seq_len={cfg.max_seq_len} tokens; raise max_seq_len.")
     fmt = {"train": train_stats.to_dict(), "eval": eval_stats.to_dict()}
     micro_batch, grad_accum, collator = cfg.micro_batch_size, cfg.grad_accum, PadCollator(tok.pad_token_id)
+    grad_accum, _ = _split_for_ranks(grad_accum, None, world)
     if fast.enabled:
         prepare_for_packing(model)
         rows = fast.rows or auto_rows(train_ex, cfg, fast.pack_tokens)
+        _, rows = _split_for_ranks(1, rows, world)
         train_ex = pack_examples(train_ex, fast.pack_tokens, tok.pad_token_id)
         eval_ex = pack_examples(eval_ex, fast.pack_tokens, tok.pad_token_id)
         micro_batch, grad_accum, collator = rows, 1, PackedCollator()
-        fmt["packing"] = {"pack_tokens": fast.pack_tokens, "rows_per_step": rows, "train_rows": len(train_ex),
+        fmt["packing"] = {"pack_tokens": fast.pack_tokens, "rows_per_step": rows * world, "rows_per_rank": rows, "train_rows": len(train_ex),
                           "efficiency": round(packing_efficiency(train_ex), 3), "liger": fast.liger, "compile_layers": fast.compile}
         log.info("Fast path: %d packed rows of %d tokens (%.0f%% real tokens), %d rows per step, Liger %s.", len(train_ex),
                  fast.pack_tokens, 100 * packing_efficiency(train_ex), rows, fast.liger)
@@ -403,6 +474,11 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
                 layer.compile(dynamic=False)
     log.info("Formatted %d train / %d eval examples (%d + %d dropped as too long).", len(train_ex), len(eval_ex),
              train_stats.dropped_too_long, eval_stats.dropped_too_long)
+    if world > 1:
+        fmt["distributed"] = {"world_size": world, "mode": "fsdp" if fsdp else "ddp", "per_rank_batch": micro_batch,
+                              "grad_accum": grad_accum, "examples_or_rows_per_step": micro_batch * grad_accum * world}
+        log.info("Rank %d of %d (%s): %d x %d per rank per optimizer step.", _rank(), world, "FSDP" if fsdp else "DDP",
+                 micro_batch, grad_accum)
 
     report_to, wandb_dir = _report_to(cfg, run_dir)
     args = TrainingArguments(
@@ -417,8 +493,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         gradient_checkpointing=cfg.gradient_checkpointing and on_cuda and not use_4bit,
         gradient_checkpointing_kwargs={"use_reentrant": False}, include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=True,
-        ddp_find_unused_parameters=False if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_find_unused_parameters=False if world > 1 else None,
     )
+    if world > 1 and stop.is_set_anywhere(args.device):  # TrainingArguments set up the process group: decide together
+        return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True)
     log_cb = JsonlLogCallback(run_dir, status, enabled=is_main)
     stop_cb = StopCallback(stop)
     callbacks: list = [log_cb, stop_cb]
@@ -433,10 +511,13 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ex), n_eval=len(eval_ex), formatting=fmt)
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     state = trainer.state
+    if world > 1:  # every rank says where it ended and whether its own SIGTERM handler fired (tests/test_multigpu.py)
+        log.info("Rank %d of %d finished training at step %d (stop requested: %s; own stop signal: %s).", _rank(), world,
+                 state.global_step, stop_cb.stopped_at is not None, stop.is_set())
 
     if stop_cb.stopped_at is not None and state.global_step < state.max_steps:  # a stop after the last step just finishes
         ck = last_checkpoint(run_dir)
-        return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None)
+        return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True)
 
     # The saved adapter's eval loss: the best checkpoint's (already measured, now loaded) or a fresh evaluation.
     last_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
@@ -468,23 +549,29 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         "wall_s": round(time.time() - t_start, 1),
     }
     adapter_path = None
+    full_state = None
+    if fsdp:  # collective: every rank hands its shards over; rank 0 receives the full weights (on the CPU)
+        status.update(phase="saving adapter")
+        full_state = trainer.accelerator.get_state_dict(trainer.model)
     if is_main:
         status.update(phase="saving adapter")
-        adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name))
+        adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state))
         write_json_atomic(run_dir / "metrics.json", metrics)
         append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
                                           "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
                                           "elapsed": round(time.time() - log_cb.t0, 2)})
-    return status.update(state="completed", phase="done", adapter_path=adapter_path, metrics=metrics, step=state.global_step,
-                         max_steps=state.max_steps, eta_s=0.0, finished_at=time.time())
+    done = dict(state="completed", phase="done", adapter_path=adapter_path, metrics=metrics, step=state.global_step,
+                max_steps=state.max_steps, eta_s=0.0, finished_at=time.time())
+    return status.update(**done) or {**done, "rank": _rank()}  # ranks > 0 write nothing and return what they know
 
 
-def _finish_stopped(status: StatusFile, note: str | None, step: int | None = None, checkpoint: str | None = None) -> dict:
+def _finish_stopped(status: StatusFile, note: str | None, step: int | None = None, checkpoint: str | None = None,
+                    rank_result: bool = False) -> dict:
     values: dict[str, Any] = {"state": "stopped", "phase": "stopped", "finished_at": time.time(), "checkpoint": checkpoint,
                               "eta_s": None, "error": note}
     if step is not None:
         values["step"] = step
-    return status.update(**values)
+    return status.update(**values) or ({**values, "rank": _rank()} if rank_result else {})
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------------
@@ -516,11 +603,13 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _follow_launcher()
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if _world_size() == 1 else f"%(asctime)s %(levelname)s [rank {_rank()}] %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
     ns = _parser().parse_args(argv)
     run_dir: Path | None = None
     status: StatusFile | None = None
-    lock_fd: int | None = int(os.environ[LOCK_FD_ENV]) if os.environ.get(LOCK_FD_ENV, "").isdigit() else None
+    lock_fd: int | None = _inherited_lock_fd(ns.run_dir)
     if ns.run_dir and Path(ns.run_dir).is_dir():  # the runner made it: record even a config error there
         status = StatusFile(Path(ns.run_dir), enabled=_is_main())
         status.update(pid=os.getpid())
@@ -536,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.to_yaml(run_dir / CONFIG_FILE)
         final = train(cfg, run_dir, resume=ns.resume, stop=stop)
         print(json.dumps({"state": final.get("state"), "adapter_path": final.get("adapter_path"), "run_dir": str(run_dir),
-                          "eval_loss": (final.get("metrics") or {}).get("eval_loss")}), flush=True)
+                          "eval_loss": (final.get("metrics") or {}).get("eval_loss"),
+                          **({"rank": _rank(), "step": final.get("step")} if _world_size() > 1 else {})}), flush=True)
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure must land in status.json for the UI
         msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
