@@ -50,7 +50,7 @@ def resolve_device(requested: str, warnings: list[str]) -> str:
         raise ModelLoadError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
     return requested
 
-def _source(cfg: ModelConfig) -> tuple[str, str, bool]:
+def resolve_source(cfg: ModelConfig) -> tuple[str, str, bool]:
     """(path or id to load, display name, embedded?)."""
     spec = (cfg.base_model or "").strip()
     if not spec:
@@ -71,7 +71,7 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
 
     warnings: list[str] = []
     t0 = time.perf_counter()
-    path, name, embedded = _source(cfg)
+    path, name, embedded = resolve_source(cfg)
     device = resolve_device(cfg.device, warnings)
     kwargs: dict = {}
     quantized = None

@@ -190,12 +190,12 @@ def load_model(cfg: TrainConfig, device: str, warnings: list[str]):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from generation.loader import _source  # path resolution (embedded / local / hub) shared with the app
+    from generation.loader import resolve_source  # path resolution (embedded / local / hub) shared with the app
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ValueError("QLoRA (load_in_4bit) needs bitsandbytes on the GPU host; `pip install bitsandbytes` or set load_in_4bit=false.")
     t0 = time.perf_counter()
-    path, name, embedded = _source(mc)
+    path, name, embedded = resolve_source(mc)
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
                            bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=_dtype(cfg.bnb_4bit_compute_dtype))
     tok = AutoTokenizer.from_pretrained(path)
