@@ -10,13 +10,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from run_helpers import tiny_run_config
+from run_helpers import wait_for as _wait_for
 from tiny_qwen3 import save_tiny_qwen3
-from training.config import TrainConfig, resolve, validate
+from training.config import TrainConfig, validate
 from training.launch import CPU_PROCESSES_ENV, accelerate_args, build_command, build_env, check_gpus, decoder_layer_class, launch_spec
 from training.runner import RunManager, pid_alive
 
@@ -159,22 +160,11 @@ def tiny_dir(tmp_path_factory):
 
 
 def run_config(tiny_dir: Path, **kw) -> TrainConfig:
-    values = dict(base_model=str(tiny_dir), load_in_4bit=False, cpu_dtype="float32", rank=8, alpha=16, learning_rate=1e-2,
-                  micro_batch_size=4, grad_accum=1, max_steps=3, warmup_ratio=0.0, eval_steps=3, save_steps=3,
-                  logging_steps=1, early_stopping_patience=0)
-    values.update(kw)
-    return resolve(None, values)
+    return tiny_run_config(tiny_dir, **{"max_steps": 3, "eval_steps": 3, "save_steps": 3, **kw})
 
 
 def wait_for(mgr: RunManager, run_id: str, pred, timeout: float = WAIT):
-    deadline = time.time() + timeout
-    st = mgr.status(run_id)
-    while time.time() < deadline:
-        st = mgr.status(run_id)
-        if pred(st):
-            return st
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; last state {st.state} step {st.step}\n{mgr.status(run_id, tail=60).log_tail}")
+    return _wait_for(mgr, run_id, pred, timeout, tail=60)
 
 
 def rank_results(log: str) -> dict[int, dict]:

@@ -9,36 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from run_helpers import tiny_run_config
+from run_helpers import wait_for as _wait_for
 from tiny_qwen3 import save_tiny_qwen3
-from training.config import resolve
+
 from training.runner import RunError, RunManager, pid_alive
 
 WAIT = 120  # generous: the box may be shared with other test runs
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return save_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3-runner"), init_std=0.2)
 
-
 def run_config(tiny_dir: Path, **kw):
-    values = dict(base_model=str(tiny_dir), load_in_4bit=False, cpu_dtype="float32", rank=8, alpha=16, learning_rate=1e-2,
-                  micro_batch_size=4, grad_accum=1, max_steps=400, warmup_ratio=0.0, eval_steps=200, save_steps=200,
-                  logging_steps=1, early_stopping_patience=0)
-    values.update(kw)
-    return resolve(None, values)
-
+    return tiny_run_config(tiny_dir, **kw)
 
 def wait_for(mgr: RunManager, run_id: str, pred, timeout: float = WAIT):
-    deadline = time.time() + timeout
-    st = mgr.status(run_id)
-    while time.time() < deadline:
-        st = mgr.status(run_id)
-        if pred(st):
-            return st
-        time.sleep(0.3)
-    raise AssertionError(f"timed out; last state {st.state} step {st.step}\n{mgr.status(run_id, tail=40).log_tail}")
-
+    return _wait_for(mgr, run_id, pred, timeout, tail=40)
 
 def test_start_progress_lock_stop_resume(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
@@ -80,7 +67,6 @@ def test_start_progress_lock_stop_resume(tiny_dir, tmp_path):
     with sqlite3.connect(tmp_path / "data" / "runs.sqlite3") as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
-
 def test_injected_failure_shows_failed_error_and_log_tail(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
     h = mgr.start(run_config(tiny_dir, run_name="crash"), env={"REPLY_ARENA_FAIL_AT_STEP": "2"})
@@ -95,7 +81,6 @@ def test_injected_failure_shows_failed_error_and_log_tail(tiny_dir, tmp_path):
     assert mgr.active_run() is None
     assert {r["run_id"]: r["error"] for r in mgr.runs()}["crash"] == st.error
 
-
 def test_killed_process_is_reported_failed_with_log(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
     h = mgr.start(run_config(tiny_dir, run_name="killed"))
@@ -107,7 +92,6 @@ def test_killed_process_is_reported_failed_with_log(tiny_dir, tmp_path):
     # a fresh manager (an app restart) sees the same state from the files and the registry
     again = RunManager(tmp_path / "data", tmp_path / "adapters").status(h.run_id)
     assert again.state == "failed" and again.error == st.error
-
 
 def test_bad_config_and_unknown_run_are_refused(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
