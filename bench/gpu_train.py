@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.gpu_common import N_MATMUL, Timer, qwen3_8b, tweet_examples, write_results  # noqa: E402
+from bench.gpu_common import (N_MATMUL, TARGETS, Timer, packed_batches, padded_batches, qwen3_8b, tweet_examples,  # noqa: E402
+                               write_results)
+from bench.gpu_train_ddp import add_args, scaling  # noqa: E402
 from training.fastpath import PackedCollator, apply_liger, pack_examples, prepare_for_packing  # noqa: E402
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -39,26 +39,6 @@ class Variant:
     baseline: bool = False
     rows: int = 1  # packed rows per micro-batch
     compile: bool = False
-
-
-def padded_batches(examples, mb, pad_id=0):
-    import torch
-
-    for i in range(0, len(examples) - mb + 1, mb):
-        chunk = examples[i:i + mb]
-        w = max(len(e["input_ids"]) for e in chunk)
-        yield ({"input_ids": torch.tensor([e["input_ids"] + [pad_id] * (w - len(e["input_ids"])) for e in chunk]),
-                "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (w - len(e["input_ids"])) for e in chunk]),
-                "labels": torch.tensor([e["labels"] + [-100] * (w - len(e["labels"])) for e in chunk])},
-               sum(len(e["input_ids"]) for e in chunk))
-
-
-def packed_batches(examples, pack_tokens, rows_per_batch=1):
-    rows = pack_examples(examples, pack_tokens)
-    coll = PackedCollator()
-    for i in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):
-        chunk = rows[i:i + rows_per_batch]
-        yield coll(chunk), sum(r["n_real"] for r in chunk)
 
 
 def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
@@ -162,8 +142,6 @@ def table(rows, base_name):
 
 def main():
     import torch
-
-    from bench.gpu_train_ddp import add_args, scaling
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 6; 20 with --gpus)")

@@ -256,10 +256,14 @@ def test_bench_scaling_runs_its_multi_process_path_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, "bench/gpu_train.py", "--gpus", "2", "--cpu-smoke"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "accelerate.commands.launch --num_processes 2" in proc.stdout and "scaling = tok/s(2) / tok/s(1)" in proc.stdout
+    assert "accelerate.commands.launch --num_processes 2" in proc.stdout
     (path,) = tmp_path.glob("gpu-train-ddp-cpu-smoke-*.json")
     r = json.loads(path.read_text())
-    one, two = r["one_gpu"], r["n_gpus"]
-    assert (one["world"], one["ddp"], two["world"], two["ddp"]) == (1, False, 2, True)
-    assert two["replicas_in_sync"] and two["tokens"] > 1.8 * one["tokens"]  # both ranks' tokens are counted
-    assert r["scaling"] == pytest.approx(two["tokens_per_s"] / one["tokens_per_s"]) and r["target_scaling"] == 1.8
+    assert sorted(r["modes"]) == ["bf16", "qlora"]
+    for mode, res in r["modes"].items():
+        one, two = res["one_gpu"], res["n_gpus"]
+        assert (one["world"], one["ddp"], two["world"], two["ddp"]) == (1, False, 2, True)
+        assert (one["mode"], two["mode"], two["grad_ckpt"], two["quantized"]) == (mode, mode, mode == "qlora", False)  # no 4-bit on CPU
+        assert two["replicas_in_sync"] and two["tokens"] > 1.8 * one["tokens"]  # both ranks' tokens are counted
+        assert res["scaling"] == pytest.approx(two["tokens_per_s"] / one["tokens_per_s"]) and res["target_scaling"] == 1.8
+        assert f"{mode}: scaling = tok/s(2) / tok/s(1)" in proc.stdout

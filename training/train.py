@@ -353,6 +353,23 @@ def _follow_launcher() -> None:
         pass
 
 
+def _peak_gpu_gib(device: str, world: int) -> list[float]:
+    """Each rank's peak GPU memory (GiB PyTorch allocated), so a run shows what FSDP sharding saved; [] on the CPU.
+
+    With several processes this is a collective (all_gather_object): every rank must call it at the same point.
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return []
+    mine = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        every: list = [None] * world
+        torch.distributed.all_gather_object(every, mine)
+        return [float(x) for x in every]
+    return [mine]
+
+
 def _split_for_ranks(grad_accum: int, rows: int | None, world: int) -> tuple[int, int | None]:
     """Keep the recipe's examples per optimizer step when N processes each take a share of the step.
 
@@ -511,6 +528,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ex), n_eval=len(eval_ex), formatting=fmt)
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     state = trainer.state
+    peaks = _peak_gpu_gib(device, world)  # collective on several GPUs: every rank calls it here
+    if peaks:
+        log.info("Rank %d of %d: peak GPU memory %.2f GiB allocated.", _rank(), world, peaks[_rank()] if len(peaks) > _rank() else peaks[0])
     if world > 1:  # every rank says where it ended and whether its own SIGTERM handler fired (tests/test_multigpu.py)
         log.info("Rank %d of %d finished training at step %d (stop requested: %s; own stop signal: %s).", _rank(), world,
                  state.global_step, stop_cb.stopped_at is not None, stop.is_set())
@@ -547,6 +567,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         "train_runtime_s": out.metrics.get("train_runtime"), "tokens_per_s": tps[-1] if tps else None,
         "n_train": len(train_ex), "n_eval": len(eval_ex), "formatting": fmt, "dataset_sha256": data.info["sha256"],
         "wall_s": round(time.time() - t_start, 1),
+        "peak_gpu_gib": max(peaks) if peaks else None, "peak_gpu_gib_per_rank": peaks,
     }
     adapter_path = None
     full_state = None
