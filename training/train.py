@@ -436,6 +436,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     torch.manual_seed(cfg.seed)  # same seed on every rank: identical LoRA init (DDP/FSDP also broadcast rank 0's weights)
     if fsdp:  # FSDP shards from host memory: load the bf16 base on the CPU, the wrap moves each rank's shard to its GPU
         loaded, use_4bit = load_model(TrainConfig.from_dict({"cpu_dtype": "bfloat16"}, base=cfg), "cpu", warnings)
+        loaded.model.set_attn_implementation("sdpa")  # the loader picks eager for CPU inference; these layers train on GPUs
     else:
         loaded, use_4bit = load_model(cfg, device, warnings)
     model, tok = loaded.model, loaded.tokenizer
