@@ -57,6 +57,8 @@ def add_args(ap: argparse.ArgumentParser, steps_default: int | None = 20) -> Non
     ap.add_argument("--layers", type=int, default=None, help="decoder layers (default 36, the 8B shape)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (as the trainer does on bf16)")
     ap.add_argument("--no-liger", dest="liger", action="store_false")
+    ap.add_argument("--comm-hook", choices=["none", "bf16"], default="none",
+                    help="DDP gradient all-reduce in bf16 (torch's bf16_compress_hook): half the bytes of the fp32 LoRA grads")
     ap.add_argument("--model-dir", default=None, help="saved random model for the qlora mode (default: a temp folder)")
     if steps_default is not None:
         ap.add_argument("--steps", type=int, default=steps_default)
@@ -111,6 +113,7 @@ def worker(a) -> dict | None:
     import torch
     import torch.distributed as dist
     from peft import LoraConfig, get_peft_model
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     launched = "LOCAL_RANK" in os.environ  # under accelerate launch: DDP (even with one process)
@@ -135,6 +138,8 @@ def worker(a) -> dict | None:
         for layer in pm.base_model.model.model.layers:
             layer.compile(dynamic=False)
     net = DDP(pm, device_ids=None if smoke else [local], find_unused_parameters=False) if launched else pm
+    if launched and a.comm_hook == "bf16" and not smoke:  # NCCL only (gloo has no bf16 all-reduce)
+        net.register_comm_hook(None, bf16_compress_hook)
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, fused=not smoke)
     need = (a.steps + a.warmup) * (a.pack_tokens // 120 + 8) * a.rows
@@ -184,6 +189,7 @@ def worker(a) -> dict | None:
               "tokens_per_s": tokens / secs, "tokens_per_s_per_gpu": tokens / secs / (world if launched else 1),
               "peak_gib_max": peak, "last_loss": last_loss, "replicas_in_sync": bool(in_sync), "steps": a.steps,
               "warmup": a.warmup, "pack_tokens": a.pack_tokens, "rows_per_gpu": a.rows, "liger": liger, "compile": bool(a.compile and not smoke and not qlora),
+              "comm_hook": a.comm_hook if launched else "none",
               "device": "cpu" if smoke else torch.cuda.get_device_name(device)}
     if rank == 0:
         if a.out:
@@ -208,6 +214,8 @@ def _worker_args(a, mode: str, out: Path) -> list[str]:
         args += ["--layers", str(a.layers)]
     if a.compile:
         args.append("--compile")
+    if a.comm_hook != "none":
+        args += ["--comm-hook", a.comm_hook]
     if not a.liger:
         args.append("--no-liger")
     if a.cpu_smoke:
@@ -278,7 +286,8 @@ def scaling(a) -> dict:
                   f"{'met' if res['meets_target'] else 'NOT met'}; efficiency {res['efficiency']:.0%})")
         elif "error" in res:
             print(f"{mode}: ERROR {res['error']}")
-    path = write_results("gpu-train-ddp" + ("-cpu-smoke" if a.cpu_smoke else ""), payload)
+    payload["comm_hook"] = a.comm_hook
+    path = write_results("gpu-train-ddp" + ("" if a.comm_hook == "none" else f"-{a.comm_hook}-hook") + ("-cpu-smoke" if a.cpu_smoke else ""), payload)
     print("wrote", path, flush=True)
     return payload
 
