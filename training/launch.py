@@ -10,7 +10,7 @@
 FSDP version: FSDP2 (per-parameter sharding) by default. FSDP1 (--fsdp_sharding_strategy FULL_SHARD --fsdp_use_orig_params
 true, fsdp_version=1 below) failed on an H100 under accelerate 1.15 / torch 2.11 at world size 1 (its NO_SHARD fallback):
 an assertion at step 2 for tied embeddings, and a missing-key assertion when writing the checkpoint; FSDP2 completed
-the same runs (checkpoints, gathered adapter). Neither was run on 2+ GPUs here.
+the same runs (checkpoints, gathered adapter). FSDP2 and DDP ran on two H200s (2026-11-30; README, bench/results).
 
 accelerate (torch.distributed.run underneath) starts one `training.train` per GPU with RANK / LOCAL_RANK / WORLD_SIZE set;
 transformers.Trainer reads them (DDP, or FSDP from accelerate's FSDP_* variables); nothing here distributes by hand.
