@@ -2,19 +2,19 @@
 training.train, on the Qwen3-8B shape with random weights and a Qwen3-style tokenizer (tests/tiny_qwen3.py).
 
     python bench/gpu_train_product.py prep --model /tmp/q3-8b [--layers 36]     # random base + tokenizer, written once
-    python bench/gpu_train_product.py runs --model /tmp/q3-8b --work /tmp/prod --out $OUT/product.json [--only ddp,stop,fsdp]
-    ... --cpu-smoke                                                             # the same code on the CPU (2 gloo processes)
+    python bench/gpu_train_product.py runs --model /tmp/q3-8b --work /tmp/prod --out $OUT/product.json \
+        [--only ddp,stop,fsdp] [--cpu-smoke]    # --cpu-smoke: the same code on the CPU (2 gloo processes)
 
 Phases (each writes its part of the JSON as soon as it ends, so a timeout loses only what had not run):
-  ddp    the QLoRA preset with gpus "0,1": runs to completion; one train.log with both ranks, one trainer_log.jsonl writer,
-         one adapter folder.
+  ddp    the QLoRA preset with gpus "0,1": runs to completion; one train.log with both ranks, one writer of
+         trainer_log.jsonl, one adapter folder.
   stop   a bf16 DDP run started and stopped through RunManager.stop; then nvidia-smi's process list (must be empty) and
          the processes still naming the run folder (must be none).
   fsdp   distributed=fsdp on gpus "0,1" with the bf16 base, then the same config on gpus "0" (one GPU): each rank's peak
          memory (the trainer's metrics, PyTorch allocated; and nvidia-smi's used memory sampled every 0.5 s).
-  check  (a child process, so this parent never holds a GPU) loads the base once through the app's loader and each adapter
-         through the app's AdapterBank: the adapter must change the logits; FSDP's adapter tensors must equal the
-         one-GPU adapter's in names and shapes.
+  check  (a child process, so this parent never holds a GPU) loads the base once through the app's loader and each
+         adapter through the app's AdapterBank: the adapter must change the logits; FSDP's adapter tensors must
+         equal the one-GPU adapter's in names and shapes.
 compile_layers is off in these runs (a ~1 min compile per run would buy nothing here: this checks the path, the bench
 measures speed); FSDP turns Liger and compile off itself (training/train.py).
 """
@@ -38,7 +38,8 @@ from training.runner import RunManager  # noqa: E402
 from training.train_service import build_config  # noqa: E402  (the Training tab's form -> config)
 
 PRESET = "qwen3-8b-qlora"
-SMOKE_LAYERS = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_hidden_layers=2)
+SMOKE_LAYERS = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, num_hidden_layers=2)
 
 
 # ---- prep ----------------------------------------------------------------------------------------------------------
@@ -64,7 +65,8 @@ def prep(model_dir: Path, layers: int | None, smoke: bool) -> None:
     model.generation_config.eos_token_id = im_end
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(model_dir))
-    print(f"saved {shape['num_hidden_layers']}-layer model to {model_dir} in {time.perf_counter() - t0:.1f} s", flush=True)
+    secs = time.perf_counter() - t0
+    print(f"saved {shape['num_hidden_layers']}-layer model to {model_dir} in {secs:.1f} s", flush=True)
 
 
 # ---- GPU memory as nvidia-smi sees it ----------------------------------------------------------------------------
@@ -107,8 +109,8 @@ class GpuSampler:
 # ---- runs ----------------------------------------------------------------------------------------------------------
 def config(model_dir: Path, name: str, gpus: str, **kw):
     """What the Training tab submits: the preset, the GPU text box, and the fields it shows (here: short-run values)."""
-    form = {"run_name": name, "gpus": gpus, "base_model": str(model_dir), "max_steps": 12, "eval_steps": 6, "save_steps": 6,
-            "logging_steps": 1, "compile_layers": False, **kw}
+    form = {"run_name": name, "gpus": gpus, "base_model": str(model_dir), "max_steps": 12, "eval_steps": 6,
+            "save_steps": 6, "logging_steps": 1, "compile_layers": False, **kw}
     return build_config(PRESET, "", form)
 
 
@@ -144,14 +146,17 @@ def summary(mgr: RunManager, run_id: str, wall: float, sampler: GpuSampler | Non
     log = (Path(st.run_dir) / "train.log").read_text(errors="replace")
     events = [e["event"] for e in st.history]
     m = st.metrics or {}
+    fmt = m.get("formatting") or {}
     return {"run_id": run_id, "state": st.state, "error": st.error, "step": st.step, "wall_s": round(wall, 1),
-            "adapter_path": st.adapter_path, "launcher": next((ln for ln in log.splitlines() if ln.startswith("=== start")), ""),
+            "adapter_path": st.adapter_path,
+            "launcher": next((ln for ln in log.splitlines() if ln.startswith("=== start")), ""),
             "ranks_in_log": sorted({int(r) for r in re.findall(r"\[rank (\d+)\]", log)}),
             "begin_events": events.count("begin"), "end_events": events.count("end"),
             "train_steps_logged": [e["step"] for e in st.history if e.get("event") == "train"],
-            "eval_loss": m.get("eval_loss"), "base_eval_loss": m.get("base_eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
-            "peak_gpu_gib_per_rank": m.get("peak_gpu_gib_per_rank"), "nvidia_smi_peak_gib": sampler.gib() if sampler else None,
-            "distributed": (m.get("formatting") or {}).get("distributed"), "packing": (m.get("formatting") or {}).get("packing"),
+            "eval_loss": m.get("eval_loss"), "base_eval_loss": m.get("base_eval_loss"),
+            "tokens_per_s": m.get("tokens_per_s"), "peak_gpu_gib_per_rank": m.get("peak_gpu_gib_per_rank"),
+            "nvidia_smi_peak_gib": sampler.gib() if sampler else None,
+            "distributed": fmt.get("distributed"), "packing": fmt.get("packing"),
             "quantized": m.get("quantized"), "dtype": m.get("dtype")}
 
 
@@ -185,7 +190,8 @@ def phase_stop(mgr: RunManager, model_dir: Path, env: dict, timeout: float, smok
     stop_s = time.time() - t0
     released(mgr)
     log = (Path(st.run_dir) / "train.log").read_text(errors="replace")
-    ends = re.findall(r"Rank (\d) of 2 finished training at step (\d+) \(stop requested: (\w+); own stop signal: (\w+)\)", log)
+    ends = re.findall(r"Rank (\d) of 2 finished training at step (\d+) "
+                      r"\(stop requested: (\w+); own stop signal: (\w+)\)", log)
     out = {"run_id": h.run_id, "state": st.state, "step": st.step, "stop_s": round(stop_s, 1), "error": st.error,
            "rank_ends": ends, "processes_naming_run": processes_naming(Path(st.run_dir)),
            "nvidia_smi_apps": nvidia_smi("--query-compute-apps=pid,process_name,used_memory", "--format=csv"),
@@ -196,8 +202,8 @@ def phase_stop(mgr: RunManager, model_dir: Path, env: dict, timeout: float, smok
 
 
 def run_check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool, timeout: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "check", "--model", str(model_dir), "--adapters", str(adapters),
-           "--names", json.dumps(names)] + (["--cpu-smoke"] if smoke else [])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "check", "--model", str(model_dir),
+           "--adapters", str(adapters), "--names", json.dumps(names)] + (["--cpu-smoke"] if smoke else [])
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout, env=child_env(smoke))
     sys.stdout.write(proc.stderr[-3000:])
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
@@ -212,7 +218,8 @@ def check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool) -
     from generation import ModelConfig, load_base
     from generation.adapters import AdapterBank
 
-    lm = load_base(ModelConfig(base_model=str(model_dir), load_in_4bit=False, device="cpu" if smoke else "cuda:0", cpu_dtype="float32"))
+    lm = load_base(ModelConfig(base_model=str(model_dir), load_in_4bit=False, device="cpu" if smoke else "cuda:0",
+                               cpu_dtype="float32"))
     bank = AdapterBank(lm.model, lm.name, adapters)
     ids = lm.tokenizer("Coffee before code? Always.", return_tensors="pt")["input_ids"].to(lm.model.device)
     with torch.no_grad():
@@ -225,18 +232,22 @@ def check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool) -
                 logits = m(input_ids=ids).logits.float()
             with safe_open(str(adapters / name / "adapter_model.safetensors"), "pt") as f:
                 shapes[label] = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-            out["adapters"][label] = {"name": name, "loaded": True, "max_logit_change": float((logits - base).abs().max()),
-                                      "tensors": len(shapes[label]), "params": sum(int(torch.tensor(s).prod()) for s in shapes[label].values())}
+            params = sum(int(torch.tensor(s).prod()) for s in shapes[label].values())
+            change = float((logits - base).abs().max())
+            out["adapters"][label] = {"name": name, "loaded": True, "max_logit_change": change,
+                                      "tensors": len(shapes[label]), "params": params}
         except Exception as exc:  # noqa: BLE001 - report which adapter failed and why, keep checking the others
             out["adapters"][label] = {"name": name, "loaded": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     if "fsdp" in shapes and "one_gpu" in shapes:
         out["fsdp_equals_one_gpu_shapes"] = shapes["fsdp"] == shapes["one_gpu"]
-        out["fsdp_shape_diff"] = sorted(k for k in set(shapes["fsdp"]) | set(shapes["one_gpu"]) if shapes["fsdp"].get(k) != shapes["one_gpu"].get(k))[:10]
+        fs, one = shapes["fsdp"], shapes["one_gpu"]
+        out["fsdp_shape_diff"] = sorted(k for k in set(fs) | set(one) if fs.get(k) != one.get(k))[:10]
     return out
 
 
 def child_env(smoke: bool) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+           "NVSHMEM_DISABLE_NVLS": "1"}  # NVLink multicast stays off on shared hosts
     if smoke:
         env.update({CPU_PROCESSES_ENV: "2", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
     return env
@@ -276,8 +287,10 @@ def runs(a) -> dict:
     if "stop" in phases:
         attempt("stop", lambda: phase_stop(mgr, model_dir, env, a.timeout, smoke))
     if "fsdp" in phases:
-        attempt("fsdp", lambda: run_to_end(mgr, config(model_dir, "x2-fsdp-bf16", "0,1", load_in_4bit=False, distributed="fsdp"), env, a.timeout))
-        attempt("one_gpu", lambda: run_to_end(mgr, config(model_dir, "x1-bf16", "0", load_in_4bit=False), env, a.timeout))
+        fsdp_cfg = config(model_dir, "x2-fsdp-bf16", "0,1", load_in_4bit=False, distributed="fsdp")
+        one_cfg = config(model_dir, "x1-bf16", "0", load_in_4bit=False)
+        attempt("fsdp", lambda: run_to_end(mgr, fsdp_cfg, env, a.timeout))
+        attempt("one_gpu", lambda: run_to_end(mgr, one_cfg, env, a.timeout))
         for k in ("fsdp", "one_gpu"):
             if payload[k].get("state") == "completed":
                 names[k] = payload[k]["run_id"]
