@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Callable, Sequence
 
+from common.text import validate_tweet
+
 from arena.abuse import (
     DEFAULT_REVEAL_PATTERNS,
     RateWindow,
@@ -29,7 +31,6 @@ from arena.abuse import (
 )
 from arena.store import VOTE_CHOICES, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
 
-MAX_TWEET_CHARS = 280
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]
@@ -129,17 +130,6 @@ class _PendingBattle:
 def _pair_key(x: str, y: str) -> tuple[str, str]:
     return (x, y) if x <= y else (y, x)
 
-
-def validate_tweet(tweet: str) -> str:
-    """Strip and check the tweet; ValueError messages are shown to the user."""
-    if not isinstance(tweet, str):
-        raise ValueError("The tweet must be text.")
-    text = tweet.strip()
-    if not text:
-        raise ValueError("Please enter a tweet to reply to.")
-    if len(text) > MAX_TWEET_CHARS:
-        raise ValueError(f"The tweet is {len(text)} characters long; the limit is {MAX_TWEET_CHARS}.")
-    return text
 
 
 class BattleManager:

@@ -3,7 +3,7 @@
     python -m arena.leaderboard --data-dir data --json
     python -m arena.leaderboard --battles battles.jsonl --json
 
-The statistics live in ``evaluation.significance.compute_leaderboard``; this module
+The statistics live in ``evaluation.ratings.compute_leaderboard``; this module
 only loads and validates battles, so the app, the CLI and exported datasets all
 rank with the same code. Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 """
@@ -184,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
-        from evaluation.significance import compute_leaderboard
+        from evaluation.ratings import compute_leaderboard
     except ImportError as exc:
-        print(f"error: cannot import evaluation.significance.compute_leaderboard ({exc})", file=sys.stderr)
+        print(f"error: cannot import evaluation.ratings.compute_leaderboard ({exc})", file=sys.stderr)
         return 1
     try:
         result = dict(compute_leaderboard(battles, n_boot=args.n_boot, seed=args.seed,

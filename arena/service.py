@@ -7,7 +7,7 @@ from pathlib import Path
 
 from arena.battles import ArenaConfig, BattleManager
 from arena.store import VoteStore
-from evaluation.significance import compute_leaderboard
+from evaluation.ratings import compute_leaderboard
 
 
 def arena_for(ctx) -> BattleManager:

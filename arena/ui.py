@@ -1,4 +1,4 @@
-"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, significance.py computes."""
+"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, evaluation/ratings.py computes."""
 from __future__ import annotations
 
 import tempfile

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from generation.chat import TWEET_LIMIT, render_prompt
+from common.text import TWEET_LIMIT
+from generation.chat import render_prompt
 
 __all__ = ["EvalItem", "ReplyRecord", "BatchReplies", "ReplyCache", "load_items", "exported_eval_splits",
            "generate_replies", "cache_key", "EVAL_SEED"]

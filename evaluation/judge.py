@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from security.escape import prompt_data as escape_data
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,6 @@ class Prompt:
     def digest(self, temperature: float | None, max_tokens: int) -> str:
         blob = json.dumps([self.system, self.user, temperature, max_tokens], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def escape_data(text: str | None) -> str:
-    """Escape &, < and > so user text cannot open or close a delimiter tag."""
-    return html.escape(text or "", quote=False)
 
 
 def _criteria_block() -> str:

@@ -1,8 +1,9 @@
-"""Significance statistics for Reply Arena's anonymous pairwise votes.
+"""Arena ratings from battle records: Bradley-Terry fit, bootstrap CIs, rank bounds, length control, leaderboard.
 
-UI-free (numpy + scipy only) so the Gradio Leaderboard tab, the CLI and the
-benchmarks share one implementation.  ``compute_leaderboard`` is the entry point;
-the building blocks below are public so tests can check each one in isolation.
+Takes battle dicts only (model_a, model_b, winner, optional len_a/len_b -- Chatbot Arena's format); it never opens
+the vote store. UI-free (numpy + scipy) so the Leaderboard tab, the CLI and the benchmarks share one implementation.
+``compute_leaderboard`` is the entry point; the building blocks are public so tests can check each one in isolation.
+Hypothesis tests and the logistic solver are evaluation.stats; the adapter verdict rule is evaluation.gates.
 
 Conventions (also returned verbatim in ``compute_leaderboard(...)["scale"]``):
 
@@ -32,41 +33,33 @@ Conventions (also returned verbatim in ``compute_leaderboard(...)["scale"]``):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
+
+from generation.variants import BASE, RAG, is_lora
+
+from .gates import DecisionRule, decide
+from .stats import LogisticConfig, cohens_h, holm, logistic_newton, num, sign_test, votes_for_power, wilson_ci
 
 __all__ = [
     "SCALE",
     "BASE_RATING",
     "WINNER_VALUES",
-    "LORA_PREFIX",
     "SCALE_NOTE",
-    "VERDICT_HELP",
     "BTConfig",
-    "DecisionRule",
     "ParsedBattles",
     "PairTable",
-    "MannWhitneyResult",
-    "CohensDResult",
     "parse_battles",
     "aggregate",
     "fit_bt",
     "bootstrap_bt",
     "beta_to_rating",
     "rank_upper_bounds",
-    "wilson_ci",
-    "sign_test",
-    "holm",
-    "cohens_h",
-    "votes_for_power",
-    "decide",
     "adapter_verdicts",
     "length_controlled_bt",
-    "mann_whitney",
-    "cohens_d",
     "compute_leaderboard",
 ]
 
@@ -75,22 +68,7 @@ BASE_RATING: float = 1000.0
 WINNER_VALUES: tuple[str, ...] = ("model_a", "model_b", "tie", "tie (bothbad)")
 _WINNER_CODE = {w: k for k, w in enumerate(WINNER_VALUES)}
 A_WINS, B_WINS, TIE, BOTH_BAD = 0, 1, 2, 3
-LORA_PREFIX = "lora:"
-_Z975 = float(stats.norm.ppf(0.975))
-
-
-@dataclass(frozen=True)
-class BTConfig:
-    """Fitting knobs for the Bradley-Terry / logistic fits.
-
-    ``l2`` is the precision of the Gaussian prior on each beta (see module doc);
-    ``max_step`` caps a Newton step (in log-odds) so separated data cannot overshoot.
-    """
-
-    l2: float = 1e-2
-    tol: float = 1e-9
-    max_iter: int = 100
-    max_step: float = 4.0
+BTConfig = LogisticConfig  # the BT fit is a logistic fit: one solver, one set of knobs
 
 
 SCALE_NOTE = (
@@ -101,37 +79,6 @@ SCALE_NOTE = (
     "percentile bootstrap over battles; rank_ub = 1 + number of contenders whose "
     "CI lower bound exceeds this contender's CI upper bound."
 )
-
-
-@dataclass(frozen=True)
-class DecisionRule:
-    """The seed's go/no-go rule for a LoRA adapter against base or RAG."""
-
-    alpha_success: float = 0.05
-    alpha_marginal: float = 0.10
-    min_improvement: float = 0.20
-    marginal_improvement: float = 0.10
-    min_effect: float = 0.3
-    min_votes: int = 10
-
-
-VERDICT_HELP = """\
-How a LoRA adapter ("lora:<name>") is judged against "base" and against "rag":
-
-* improvement = (adapter wins + ties/2) / (other wins + ties/2) - 1,
-  the relative lift in preference (0.25 = preferred 25% more often).
-* effect size = Cohen's h of the adapter's decisive win rate vs 0.5,
-  h = 2*asin(sqrt(p)) - 2*asin(sqrt(0.5)); 0.2 small, 0.5 medium, 0.8 large.
-* p = two-sided exact sign test on decisive votes (ties dropped), not adjusted
-  for multiple comparisons (the pairs table shows Holm-adjusted p-values).
-
-Verdicts:
-* not enough votes - fewer than the minimum number of decisive votes (default 10).
-* success  - p < 0.05 AND improvement > 20% AND effect size > 0.3.
-* marginal - adapter ahead (improvement > 0) and either p < 0.10 or
-  improvement between 10% and 20%.
-* failure  - anything else, including an adapter that is significantly worse.
-"""
 
 
 # --------------------------------------------------------------------------- #
@@ -259,66 +206,6 @@ def aggregate(parsed: ParsedBattles) -> PairTable:
 # --------------------------------------------------------------------------- #
 # Bradley-Terry fitting: one batched penalised Newton solver for everything
 # --------------------------------------------------------------------------- #
-def _neg_log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, -x)
-
-
-def _logistic_newton(
-    X: np.ndarray,
-    succ: np.ndarray,
-    fail: np.ndarray,
-    cfg: BTConfig,
-    theta0: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Maximise sum s*log(sig(X@t)) + f*log(sig(-X@t)) - l2/2 |t|^2 for B problems at once.
-
-    X is (R, D) and shared; succ/fail are (B, R) (fractional counts allowed: ties are
-    0.5/0.5).  Damped Newton with step capping and batched backtracking, so separated
-    data and bootstrap replicates converge together.  Returns (theta (B, D), the
-    negative Hessian at the solution (B, D, D)) -- the latter gives Wald SEs.
-    """
-    succ = np.atleast_2d(np.asarray(succ, dtype=float))
-    fail = np.atleast_2d(np.asarray(fail, dtype=float))
-    nb, nr = succ.shape
-    d = X.shape[1]
-    tot = succ + fail
-    theta = np.zeros((nb, d)) if theta0 is None else np.array(np.broadcast_to(theta0, (nb, d)), dtype=float)
-    eye = cfg.l2 * np.eye(d)
-    # Batched problems share X, so precompute the per-row outer products once (cheap for pair tables).
-    outer = (X[:, :, None] * X[:, None, :]).reshape(nr, d * d) if nb > 1 and nr * d * d <= 4_000_000 else None
-
-    def objective(t: np.ndarray) -> np.ndarray:
-        z = t @ X.T
-        return -(succ * _neg_log_sigmoid(z) + fail * _neg_log_sigmoid(-z)).sum(1) - 0.5 * cfg.l2 * (t * t).sum(1)
-
-    def neg_hessian(w: np.ndarray) -> np.ndarray:
-        if outer is not None:
-            return (w @ outer).reshape(nb, d, d) + eye
-        return np.stack([X.T @ (X * wb[:, None]) for wb in w]) + eye
-
-    f_cur = objective(theta)
-    for _ in range(cfg.max_iter):
-        p = special.expit(theta @ X.T)
-        grad = (succ - tot * p) @ X - cfg.l2 * theta
-        hess = neg_hessian(tot * p * (1.0 - p))
-        step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        biggest = np.abs(step).max(axis=1, keepdims=True)
-        step *= np.minimum(1.0, cfg.max_step / np.maximum(biggest, 1e-300))
-        scale = np.ones((nb, 1))
-        for _ in range(40):  # backtracking only where the objective would drop
-            cand = theta + scale * step
-            f_new = objective(cand)
-            bad = f_new < f_cur - 1e-12 * (1.0 + np.abs(f_cur))
-            if not bad.any():
-                break
-            scale[bad] *= 0.5
-        theta, f_cur = cand, f_new
-        if float(np.abs(scale * step).max()) < cfg.tol:
-            break
-    p = special.expit(theta @ X.T)
-    return theta, neg_hessian(tot * p * (1.0 - p))
-
-
 def _pair_design(i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
     """Row per pair: +1 for i, -1 for j (the Chatbot Arena design)."""
     X = np.zeros((i.size, k))
@@ -338,7 +225,7 @@ def fit_bt(table: PairTable, cfg: BTConfig = BTConfig()) -> np.ndarray:
     if table.k == 0:
         return np.zeros(0)
     wi, wj = _pair_weights(table.counts.astype(float))
-    theta, _ = _logistic_newton(_pair_design(table.i, table.j, table.k), wi[None], wj[None], cfg)
+    theta, _ = logistic_newton(_pair_design(table.i, table.j, table.k), wi[None], wj[None], cfg)
     return theta[0] - theta[0].mean()  # already ~0 mean; removes round-off
 
 
@@ -365,7 +252,7 @@ def bootstrap_bt(
     wi, wj = _pair_weights(draws.astype(float))
     X = _pair_design(table.i, table.j, table.k)
     start = fit_bt(table, cfg) if beta_hat is None else beta_hat
-    theta, _ = _logistic_newton(X, wi, wj, cfg, theta0=start)
+    theta, _ = logistic_newton(X, wi, wj, cfg, theta0=start)
     return theta - theta.mean(axis=1, keepdims=True)
 
 
@@ -389,123 +276,9 @@ def rank_upper_bounds(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Per-pair statistics (vectorised over pairs)
 # --------------------------------------------------------------------------- #
-def wilson_ci(k: Any, n: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for k successes of n; NaN where n == 0.
-
-    Preferred over the Wald interval because it stays inside [0, 1] and keeps
-    near-nominal coverage for small n and extreme rates (common with few votes).
-    """
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(1 - alpha / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    bad = n <= 0
-    return np.where(bad, np.nan, centre - half), np.where(bad, np.nan, centre + half)
-
-
-def sign_test(k: Any, n: Any) -> np.ndarray:
-    """Two-sided exact binomial test of H0: p = 0.5; NaN where n == 0.
-
-    For p = 0.5 the distribution is symmetric, so scipy.stats.binomtest's two-sided
-    p-value is min(1, 2 * P(X <= min(k, n-k))); computed in one vectorised call.
-    """
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    p = np.minimum(1.0, 2.0 * stats.binom.cdf(np.minimum(k, n - k), n, 0.5))
-    return np.where(n > 0, p, np.nan)
-
-
-def holm(pvals: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaNs (untested pairs) stay NaN and are not counted."""
-    p = np.asarray(pvals, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = q.size
-    if m == 0:
-        return out
-    order = np.argsort(q, kind="stable")
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * q[order]))
-    res = np.empty(m)
-    res[order] = adj
-    out[ok] = res
-    return out
-
-
-def cohens_h(p1: Any, p2: Any = 0.5) -> np.ndarray:
-    """Cohen's h = 2 asin(sqrt(p1)) - 2 asin(sqrt(p2)): effect size for proportions."""
-    p1 = np.asarray(p1, dtype=float)
-    p2 = np.asarray(p2, dtype=float)
-    return 2 * np.arcsin(np.sqrt(p1)) - 2 * np.arcsin(np.sqrt(p2))
-
-
-def votes_for_power(h: float | None, have: int, alpha: float = 0.05, power: float = 0.8) -> int | None:
-    """Extra decisive votes for `power` at the current effect (two-sided, normal approx).
-
-    n = ((z_{1-alpha/2} + z_power) / h)^2 for a one-sample test of p = 0.5 on the arcsine
-    scale; returns max(0, ceil(n) - have), or None when h is 0/undefined (no finite n).
-    """
-    if h is None or not math.isfinite(h) or h == 0:
-        return None
-    n_req = ((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) / abs(h)) ** 2
-    return max(0, int(math.ceil(n_req - 1e-9)) - int(have))
-
-
 # --------------------------------------------------------------------------- #
 # Decision rule
 # --------------------------------------------------------------------------- #
-def _num(x: Any) -> float | None:
-    """Plain float for JSON; NaN/inf -> None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def decide(
-    wins: int, losses: int, ties: float, rule: DecisionRule = DecisionRule()
-) -> dict[str, Any]:
-    """Apply the seed's rule to one adapter-vs-other tally (wins/losses from the adapter's side)."""
-    decisive = int(wins + losses)
-    num, den = wins + ties / 2, losses + ties / 2
-    improvement = num / den - 1 if den > 0 else (math.inf if num > 0 else math.nan)
-    p = float(sign_test(wins, decisive)) if decisive else math.nan
-    h = float(cohens_h(wins / decisive)) if decisive else math.nan
-    imp_txt = "unbounded (the other side has no wins or ties)" if improvement == math.inf else (
-        f"{improvement:+.1%}" if math.isfinite(improvement) else "n/a")
-    facts = (f"{wins} wins / {losses} losses / {ties:g} ties; improvement {imp_txt}, "
-             f"Cohen's h {h:.2f}, sign-test p = {p:.3g}" if decisive else
-             f"{wins} wins / {losses} losses / {ties:g} ties")
-    if decisive < rule.min_votes:
-        verdict = "not enough votes"
-        why = f"only {decisive} decisive votes, need {rule.min_votes}"
-    elif p < rule.alpha_success and improvement > rule.min_improvement and h > rule.min_effect:
-        verdict = "success"
-        why = (f"p < {rule.alpha_success}, improvement > {rule.min_improvement:.0%} "
-               f"and effect size > {rule.min_effect}")
-    elif improvement > 0 and (p < rule.alpha_marginal
-                              or rule.marginal_improvement <= improvement <= rule.min_improvement):
-        verdict = "marginal"
-        why = "adapter ahead but not all success criteria met"
-    else:
-        verdict = "failure"
-        why = ("the adapter is not ahead" if not improvement > 0 else
-               f"p >= {rule.alpha_marginal} and improvement outside the "
-               f"{rule.marginal_improvement:.0%}-{rule.min_improvement:.0%} marginal band")
-    return {
-        "improvement": _num(improvement),
-        "effect_size": _num(h),
-        "p_value": _num(p),
-        "decisive": decisive,
-        "verdict": verdict,
-        "explanation": f"{verdict}: {why} ({facts}).",
-    }
-
-
 def adapter_verdicts(table: PairTable, rule: DecisionRule = DecisionRule()) -> list[dict[str, Any]]:
     """Verdict for each "lora:*" contender vs "base" and vs "rag" (when those contenders exist)."""
     names = table.names
@@ -513,9 +286,9 @@ def adapter_verdicts(table: PairTable, rule: DecisionRule = DecisionRule()) -> l
     lookup = {(int(i), int(j)): r for r, (i, j) in enumerate(zip(table.i, table.j))}
     out = []
     for adapter in names:
-        if not adapter.startswith(LORA_PREFIX):
+        if not is_lora(adapter):
             continue
-        for other in ("base", "rag"):
+        for other in (BASE, RAG):
             if other not in pos:
                 continue
             ia, io = pos[adapter], pos[other]
@@ -578,7 +351,7 @@ def length_controlled_bt(
     X[np.arange(n), sub.b] = -1.0
     X[:, k] = f
     y = np.where(sub.outcome == A_WINS, 1.0, np.where(sub.outcome == B_WINS, 0.0, 0.5))
-    theta, hess = _logistic_newton(X, y[None], (1.0 - y)[None], cfg)
+    theta, hess = logistic_newton(X, y[None], (1.0 - y)[None], cfg)
     beta = theta[0, :k] - theta[0, :k].mean()
     gamma = float(theta[0, k])
     se = float(math.sqrt(np.linalg.inv(hess[0])[k, k]))
@@ -590,9 +363,9 @@ def length_controlled_bt(
     rows = [
         {
             "name": names[c],
-            "rating": _num(lc[c]),
-            "rating_plain": _num(plain[c]),
-            "rating_shift": _num(lc[c] - plain[c]),
+            "rating": num(lc[c]),
+            "rating_plain": num(plain[c]),
+            "rating_shift": num(lc[c] - plain[c]),
             "rank": int(rank_lc[c]),
             "rank_plain": int(rank_plain[c]),
             "rank_change": int(rank_plain[c] - rank_lc[c]),  # > 0: moves up once length is controlled
@@ -607,11 +380,11 @@ def length_controlled_bt(
     return {
         "feature": LENGTH_FEATURE,
         "n_battles_used": int(n),
-        "length_coef": _num(gamma),
-        "length_coef_se": _num(se),
-        "length_coef_z": _num(z),
-        "length_coef_p": _num(2 * stats.norm.sf(abs(z))),
-        "length_coef_rating_points": _num(gamma * SCALE),
+        "length_coef": num(gamma),
+        "length_coef_se": num(se),
+        "length_coef_z": num(z),
+        "length_coef_p": num(2 * stats.norm.sf(abs(z))),
+        "length_coef_rating_points": num(gamma * SCALE),
         "interpretation": (
             f"gamma = {gamma:.3f} (SE {se:.3f}): the {direction} reply is favoured; an all-length "
             f"advantage (feature = 1) is worth {abs(gamma) * SCALE:.0f} rating points."
@@ -621,83 +394,6 @@ def length_controlled_bt(
         "n_rank_changes": len(moved),
         "max_abs_rank_change": max((abs(m["change"]) for m in moved), default=0),
     }, None
-
-
-# --------------------------------------------------------------------------- #
-# Score data (1-10 ratings, judge scores)
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class MannWhitneyResult:
-    """U statistic of x, its p-value and two readable effect sizes."""
-
-    u: float
-    p_value: float
-    alternative: str
-    n_x: int
-    n_y: int
-    cles: float  # P(X > Y) + P(X = Y)/2 = U / (n_x n_y)
-    rank_biserial: float  # 2*cles - 1, in [-1, 1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (_num(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def mann_whitney(x: Sequence[float], y: Sequence[float], alternative: str = "two-sided") -> MannWhitneyResult:
-    """Mann-Whitney U (rank-based, fine for ordinal 1-10 scores); alternative is about x vs y.
-
-    "greater" tests whether x tends to be larger than y.  Uses scipy's exact/asymptotic
-    choice (method="auto", tie- and continuity-corrected when asymptotic).
-    """
-    if alternative not in ("two-sided", "greater", "less"):
-        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.size == 0 or y.size == 0:
-        raise ValueError("mann_whitney needs at least one score in each group")
-    res = stats.mannwhitneyu(x, y, alternative=alternative, method="auto")
-    cles = float(res.statistic) / (x.size * y.size)
-    return MannWhitneyResult(float(res.statistic), float(res.pvalue), alternative,
-                             int(x.size), int(y.size), cles, 2 * cles - 1)
-
-
-@dataclass(frozen=True)
-class CohensDResult:
-    """Standardised mean difference (x - y) / pooled SD with a normal-approximation CI."""
-
-    d: float
-    se: float
-    ci_low: float
-    ci_high: float
-    hedges_g: float  # small-sample bias-corrected d
-    n_x: int
-    n_y: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (_num(v) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def cohens_d(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) -> CohensDResult:
-    """Cohen's d with pooled SD (ddof=1) and a Hedges-Olkin CI.
-
-    SE(d) = sqrt((n_x + n_y)/(n_x n_y) + d^2 / (2 (n_x + n_y))) (Hedges & Olkin 1985,
-    large-sample normal approximation); CI = d -/+ z_{1-alpha/2} SE.
-    Hedges' g = d * (1 - 3/(4(n_x+n_y) - 9)).
-    """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    nx, ny = x.size, y.size
-    if nx < 2 or ny < 2:
-        raise ValueError("cohens_d needs at least two scores in each group")
-    sp = math.sqrt(((nx - 1) * x.var(ddof=1) + (ny - 1) * y.var(ddof=1)) / (nx + ny - 2))
-    diff = float(x.mean() - y.mean())
-    if sp == 0:
-        d = 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    else:
-        d = diff / sp
-    se = math.sqrt((nx + ny) / (nx * ny) + d * d / (2 * (nx + ny)))
-    z = float(stats.norm.ppf(1 - alpha / 2))
-    g = d * (1 - 3 / (4 * (nx + ny) - 9))
-    return CohensDResult(d, se, d - z * se, d + z * se, g, nx, ny)
 
 
 # --------------------------------------------------------------------------- #
@@ -757,9 +453,9 @@ def compute_leaderboard(
     contenders = [
         {
             "name": table.names[m],
-            "rating": _num(rating[m]),
-            "ci_low": _num(ci_low[m]),
-            "ci_high": _num(ci_high[m]),
+            "rating": num(rating[m]),
+            "ci_low": num(ci_low[m]),
+            "ci_high": num(ci_high[m]),
             "rank": int(rank[m]),
             "rank_ub": int(rank_ub[m]) if rank_ub is not None else None,
             "votes": int(votes[m]),
@@ -767,7 +463,7 @@ def compute_leaderboard(
             "losses": int(losses[m]),
             "ties": int(ties[m]),
             "both_bad": int(both_bad[m]),
-            "win_rate": _num((wins[m] + ties[m] / 2) / votes[m]),
+            "win_rate": num((wins[m] + ties[m] / 2) / votes[m]),
         }
         for m in order
     ]
@@ -799,14 +495,14 @@ def compute_leaderboard(
             "b_wins": int(b_w[r]),
             "ties": int(t[r]),
             "both_bad": int(c[r, 3]),
-            "win_rate_a": _num((a_w[r] + t[r] / 2) / n[r]),
-            "decisive_win_rate_a": _num(p_dec[r]),
-            "wilson_low": _num(w_lo[r]),
-            "wilson_high": _num(w_hi[r]),
-            "p_value": _num(pval[r]),
-            "p_holm": _num(p_holm[r]),
-            "cohens_h": _num(h[r]),
-            "more_votes_for_power": votes_for_power(_num(h[r]), int(dec[r])),
+            "win_rate_a": num((a_w[r] + t[r] / 2) / n[r]),
+            "decisive_win_rate_a": num(p_dec[r]),
+            "wilson_low": num(w_lo[r]),
+            "wilson_high": num(w_hi[r]),
+            "p_value": num(pval[r]),
+            "p_holm": num(p_holm[r]),
+            "cohens_h": num(h[r]),
+            "more_votes_for_power": votes_for_power(num(h[r]), int(dec[r])),
         }
         for r in pair_order
     ]

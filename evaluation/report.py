@@ -10,7 +10,6 @@ report and made inert (HTML-escaped + Markdown-neutralised) in the Markdown one:
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -22,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from security.sanitize import inert
+from security.escape import html_text as _e
+from security.escape import inert_line as _md
+from security.escape import own_markdown as _mt
 
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP
 
@@ -34,20 +35,6 @@ _COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#c
 def safe_name(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", name or "eval").strip("-.")
     return s[:60] or "eval"
-
-
-def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _md(x: Any) -> str:
-    """User text (tweets, replies, names, paths) for Markdown: HTML-escaped and Markdown-neutralised, one line."""
-    return inert(("" if x is None else str(x)).replace("\r", " ").replace("\n", " "))
-
-
-def _mt(x: Any) -> str:
-    """Our own text for Markdown (may quote adapter names): no HTML, no table breaks, otherwise readable."""
-    return html.escape("" if x is None else str(x), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _f(x: Any, fmt: str = "{:.3f}") -> str:

@@ -31,7 +31,7 @@ from .gates import Weights, phase0, phase4, rank_models, read_eval_loss
 from .judge import DEFAULT_MODEL, Judge, JudgeError, JudgeUnavailable, make_judge
 from .metrics import (judge_vs_human, length_controlled_win_rate, score_summary, score_tests, text_metrics,
                       win_counts, win_rate_stats)
-from .significance import DecisionRule, decide
+from .gates import DecisionRule, decide
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent

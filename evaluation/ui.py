@@ -19,7 +19,7 @@ from security import AdminRequired, inert
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
 from .ledger import LEDGER_COLUMNS, Ledger
-from .significance import DecisionRule
+from .gates import DecisionRule
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from common.text import validate_tweet
+
 from .adapters import AdapterBank
-from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking, validate_tweet
+from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking
 from .config import SamplingConfig, default_sampling
 from .fastgen import cuda_generate_kwargs, pad_multiple
 from .loader import LoadedModel
-from .prompts import SYSTEM_PROMPT
+from .prompts import SYSTEM_PROMPT, build_fewshot_messages
+from .variants import BASE, RAG, adapter_name, lora_variant
 
-BASE, RAG, LORA_PREFIX = "base", "rag", "lora:"
 
 
 @dataclass
@@ -52,10 +54,6 @@ class StreamEvent:
     thinking: str
     done: bool = False
     result: GenerationResult | None = None
-
-
-def adapter_name(variant: str) -> str | None:
-    return variant[len(LORA_PREFIX):] if variant.startswith(LORA_PREFIX) else None
 
 
 class _Cancel:
@@ -119,7 +117,7 @@ class Engine:
 
     def variants(self) -> list[str]:
         out = [BASE] + ([RAG] if self.retriever is not None else [])
-        return out + [LORA_PREFIX + n for n in self.bank.available()]
+        return out + [lora_variant(n) for n in self.bank.available()]
 
     def default_sampling(self, thinking: bool = False) -> SamplingConfig:
         return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded)
@@ -128,7 +126,6 @@ class Engine:
         if variant == RAG:
             if self.retriever is None:
                 raise ValueError("The RAG variant needs a retrieval index; none is loaded.")
-            from retrieval.fewshot import build_fewshot_messages
 
             examples = self.retriever(tweet)
             return build_fewshot_messages(tweet, examples, self.system_prompt), examples

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app_server import ROOT, browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import ROOT, browser_page, chromium_available, open_app, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

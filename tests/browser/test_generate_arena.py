@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, chromium_available, open_app, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,6 +29,9 @@ def test_generate_base_and_rag_in_browser(app_url, tmp_path):
         page.locator("#gen-tweet textarea").fill("Coffee before code or code before coffee? Asking for a friend.")
         page.locator("#gen-go").click()
         page.wait_for_function("() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000)
+        # the condition the assertions read: both stats lines final (the status and the stats are separate components)
+        page.wait_for_function("() => [0, 1].every(i => /tok\\/s/.test(document.querySelector('#gen-stats-' + i)?.innerText || ''))",
+                               timeout=30_000)
         replies = [page.locator(f"#gen-reply-{i} textarea").input_value() for i in range(2)]
         stats = [page.locator(f"#gen-stats-{i}").inner_text() for i in range(2)]
         page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, chromium_available, open_app, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

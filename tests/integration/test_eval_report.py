@@ -1,7 +1,7 @@
 """Batch replies + cache, the whole evaluation pipeline, report escaping, the A/B ledger, the CLI and the tab's gate.
 
-Model: the tiny random Qwen3 (tests/tiny_qwen3.py) with a tiny LoRA adapter. Judge: the real anthropic client
-against tests/messages_server.py.
+Model: the tiny random Qwen3 (tests/support/tiny_qwen3.py) with a tiny LoRA adapter. Judge: the real anthropic client
+against tests/support/messages_server.py.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from evaluation.judge import make_judge
 from evaluation.ledger import Ledger, LedgerRow
 from evaluation.run import EvalConfig, run_evaluation
 from generation import Engine, GenerationResult, ModelConfig, SamplingConfig, load_base
-from messages_server import MessagesServer
-from tiny_qwen3 import save_tiny_qwen3
+from tests.support.messages_server import MessagesServer
+from tests.support.tiny_qwen3 import save_tiny_qwen3
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GREEDY = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=12)
 
 

@@ -17,7 +17,7 @@ in ``server.requests``.
     with MessagesServer() as srv:
         client = anthropic.Anthropic(api_key="test", base_url=srv.url)
 
-Run it by hand: ``python tests/messages_server.py --port 8765`` then ``--anthropic-base-url http://127.0.0.1:8765``.
+Run it by hand: ``python tests/support/messages_server.py --port 8765`` then ``--anthropic-base-url http://127.0.0.1:8765``.
 """
 from __future__ import annotations
 

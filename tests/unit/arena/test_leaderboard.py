@@ -13,7 +13,7 @@ import pytest
 from arena.export import export_votes
 from arena.store import VoteRecord, VoteStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ import pytest
 from arena.export import CSV_FIELDS, export_votes, push_to_hub, write_jsonl
 from arena.store import DuplicateVoteError, SCHEMA_VERSION, VoteRecord, VoteStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_record(bid: str, **over) -> VoteRecord:

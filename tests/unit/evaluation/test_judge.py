@@ -1,4 +1,4 @@
-"""LLM judge: the real anthropic client against a local Messages API server (tests/messages_server.py).
+"""LLM judge: the real anthropic client against a local Messages API server (tests/support/messages_server.py).
 
 The server's "model" obeys prompt injections it sees outside the data delimiters and otherwise judges by a visible
 rule (shorter + more tweet-word overlap wins), so the injection tests fail if our prompt stops delimiting/escaping.
@@ -11,7 +11,7 @@ import pytest
 from evaluation.judge import (DEFAULT_MODEL, JUDGE_TEMPERATURE, NO_KEY_MESSAGE, AnthropicBackend, Judge, JudgeError,
                               JudgeUnavailable, Prompt, VerdictCache, absolute_prompt, combine_orders, cost_usd,
                               escape_data, make_judge, pairwise_prompt, parse_score, parse_verdict, price_for)
-from messages_server import MessagesServer, merit, rule_judge
+from tests.support.messages_server import MessagesServer, merit, rule_judge
 
 TWEET = "Is remote work better for deep focus than the office?"
 GOOD = "Remote work wins for deep focus: no office drop-ins."
@@ -247,7 +247,7 @@ def test_prices_are_per_mtok_and_match_dated_ids():
 # ---------------------------------------------------------------- local judge (tiny Qwen3, same prompts/parser)
 def test_local_judge_uses_the_base_model_and_the_same_parser(tmp_path):
     from generation import Engine, ModelConfig, load_base
-    from tiny_qwen3 import save_tiny_qwen3
+    from tests.support.tiny_qwen3 import save_tiny_qwen3
 
     loaded = load_base(ModelConfig(base_model=str(save_tiny_qwen3(tmp_path / "tiny")), device="cpu", cpu_dtype="float32"))
     engine = Engine(loaded, tmp_path / "adapters")

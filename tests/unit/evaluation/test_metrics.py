@@ -11,7 +11,8 @@ from evaluation.gates import Weights, composite_score, phase0, phase4, rank_mode
 from evaluation.metrics import (cohens_kappa, distinct_n, engagement_from_scores, judge_vs_human, length_controlled_win_rate,
                                 length_stats, rouge_scores, score_summary, score_tests, text_metrics, win_counts,
                                 win_rate_stats)
-from evaluation.significance import DecisionRule, cohens_d, decide, mann_whitney, wilson_ci
+from evaluation.gates import DecisionRule, decide
+from evaluation.stats import cohens_d, mann_whitney, wilson_ci
 
 
 # ---------------------------------------------------------------- text metrics

@@ -12,7 +12,7 @@ import pytest
 from evaluation.ledger import Ledger, LedgerRow
 from evaluation.publish import PublishError, build_model_card, publish, upload_files
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Reply clean-up and thinking split: pure functions, checked on hand-written cases."""
 import pytest
 
-from generation.chat import clean_reply, split_thinking, truncate_words, validate_tweet
+from common.text import validate_tweet
+from generation.chat import clean_reply, split_thinking, truncate_words
 
 
 def test_split_complete_think_block():

@@ -21,7 +21,7 @@ from retrieval import (
     build_or_load,
     format_examples_markdown,
 )
-from retrieval.index import has_url
+from common.text import has_url
 
 
 def row(pid: str, tweet: str, reply: str, likes: int = 50, **kw: Any) -> dict[str, Any]:
