@@ -25,13 +25,13 @@ import logging
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from common import sqlite
 from security.escape import prompt_data as escape_data
 
 log = logging.getLogger(__name__)
@@ -482,8 +482,7 @@ class VerdictCache:
         self.path = Path(cache_dir) / "judge.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn = sqlite.connect(self.path, row_factory=False)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, prompt_hash TEXT NOT NULL, text TEXT NOT NULL, "
             "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, created_at REAL NOT NULL, "
@@ -496,7 +495,7 @@ class VerdictCache:
         return Completion(row[0], int(row[1]), int(row[2]), model) if row else None
 
     def put(self, model: str, prompt_hash: str, c: Completion) -> None:
-        with self._lock:
+        with self._lock, sqlite.transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                                (model, prompt_hash, c.text, c.input_tokens, c.output_tokens, time.time()))
 
