@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from generation.variants import adapter_name, is_lora
 from common import sqlite
 from common.text import TWEET_LIMIT
 from generation.chat import render_prompt
@@ -204,9 +205,9 @@ class ReplyCache:
 
 def _adapter_fingerprint(engine, variant: str) -> str:
     """Sizes + mtimes of the adapter's top-level files, so a retrained adapter with the same name misses the cache."""
-    if not variant.startswith("lora:"):
+    if not is_lora(variant):
         return ""
-    d = Path(getattr(getattr(engine, "bank", None), "adapters_dir", "adapters")) / variant[len("lora:"):]
+    d = Path(getattr(getattr(engine, "bank", None), "adapters_dir", "adapters")) / adapter_name(variant)
     if not d.is_dir():
         return "missing"
     parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(d.iterdir())

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from generation.variants import lora_variant
 from common import sqlite
 
 __all__ = ["LEDGER_FILENAME", "LEDGER_COLUMNS", "LedgerRow", "Ledger"]
@@ -92,7 +93,7 @@ class Ledger:
 
     def latest_report(self, adapter: str) -> str | None:
         """Report path of the newest evaluation that involved this adapter (bare name or "lora:<name>")."""
-        for name in (adapter, f"lora:{adapter}"):
+        for name in (adapter, lora_variant(adapter)):
             got = self.list(limit=1, adapter=name)
             if got and got[0].report_path:
                 return got[0].report_path

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from generation.variants import adapter_name, lora_variant
+
 __all__ = ["PublishError", "PublishResult", "upload_files", "build_model_card", "publish", "main"]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -97,7 +99,7 @@ def _latest_eval(data_dir: Path, adapter: str) -> dict | None:
 
     led = Ledger(data_dir)
     try:
-        rows = [r for r in led.list(500) if r.adapter in (adapter, f"lora:{adapter}")]
+        rows = [r for r in led.list(500) if r.adapter in (adapter, lora_variant(adapter))]
     finally:
         led.close()
     if not rows:
@@ -194,8 +196,7 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
             report_link: str | None = None) -> PublishResult:
     """Dry run: write card + file list locally. Otherwise create the repo and upload (raises PublishError)."""
     adapter = (adapter or "").strip()
-    if adapter.startswith("lora:"):
-        adapter = adapter[5:]
+    adapter = adapter_name(adapter) or adapter
     repo_id = (repo_id or "").strip()
     if not adapter:
         raise PublishError("Pick an adapter to publish.")

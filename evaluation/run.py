@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
 from generation.errors import ModelLoadError
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
@@ -67,10 +68,10 @@ def plan_pairs(variants: Sequence[str]) -> list[tuple[str, str]]:
     """Each adapter vs base and vs RAG (Phase 4), and RAG vs base (the RAG gate)."""
     pairs = []
     for v in variants:
-        if v.startswith("lora:"):
-            pairs += [(v, o) for o in ("base", "rag") if o in variants]
-    if "rag" in variants and "base" in variants:
-        pairs.append(("rag", "base"))
+        if is_lora(v):
+            pairs += [(v, o) for o in (BASE, RAG) if o in variants]
+    if RAG in variants and BASE in variants:
+        pairs.append((RAG, BASE))
     return pairs
 
 
@@ -87,10 +88,10 @@ def _variants(engine, cfg: EvalConfig) -> list[str]:
     if cfg.include_rag and "rag" in available:
         out.append("rag")
     for a in cfg.adapters:
-        v = a if a.startswith("lora:") else f"lora:{a}"
+        v = lora_variant(a)
         if v not in available:
-            names = [x[5:] for x in available if x.startswith("lora:")]
-            raise ValueError(f"No adapter named {v[5:]!r}; available: {', '.join(names) or 'none'}.")
+            names = [adapter_name(x) for x in available if is_lora(x)]
+            raise ValueError(f"No adapter named {adapter_name(v)!r}; available: {', '.join(names) or 'none'}.")
         if v not in out:
             out.append(v)
     return out
@@ -232,8 +233,8 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
 
     # 5. gates
     p0 = phase0(score_stats["base"]["mean"], score_stats["rag"]["mean"] if "rag" in variants else None)
-    p4 = [phase4(r["a"], r["b"], r["wins"], r["losses"], r["ties"], cfg.rule) for r in pair_rows if r["a"].startswith("lora:")]
-    eval_loss = {v: (read_eval_loss(adapters_dir, v[5:]) if v.startswith("lora:") else None) for v in variants}
+    p4 = [phase4(r["a"], r["b"], r["wins"], r["losses"], r["ties"], cfg.rule) for r in pair_rows if is_lora(r["a"])]
+    eval_loss = {v: (read_eval_loss(adapters_dir, adapter_name(v)) if is_lora(v) else None) for v in variants}
     win_rate = {v: (pooled[v][0] / pooled[v][1] if pooled[v][1] else None) for v in variants}
     ranking = rank_models(variants, {v: score_stats[v]["engagement"] for v in variants}, win_rate,
                           {v: eval_loss[v] for v in variants}, cfg.weights)
@@ -286,7 +287,7 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
         "items": item_rows,
         "n_unparsed": n_unparsed,
     }
-    result["limitations"] = _limitations(cfg, judge, len(items), n_unparsed, {v: eval_loss[v] for v in variants if v.startswith("lora:")}, pair_rows)
+    result["limitations"] = _limitations(cfg, judge, len(items), n_unparsed, {v: eval_loss[v] for v in variants if is_lora(v)}, pair_rows)
     result["summary"] = summary_lines(result)
     result["seconds"] = round(time.time() - t0, 2)
 
@@ -350,7 +351,8 @@ def _build_engine(a) -> Any:
                                    load_in_4bit=a.load_in_4bit))
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    engine = Engine(loaded, Path(a.adapters_dir))
+    budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
+    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=int(budget) if budget else None)
     if not a.no_rag:
         try:
             from retrieval import build_or_load, get_encoder

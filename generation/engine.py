@@ -90,8 +90,10 @@ class _ReplyLongEnough:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None, system_prompt: str = SYSTEM_PROMPT):
+    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None,
+                 system_prompt: str = SYSTEM_PROMPT, max_new_tokens: int | None = None):
         self.loaded = loaded
+        self.max_new_tokens = max_new_tokens  # reply budget for the default sampling; None = the card default
         self.tokenizer = loaded.tokenizer
         self.bank = AdapterBank(loaded.model, loaded.name, adapters_dir)
         self.retriever = retriever
@@ -120,7 +122,8 @@ class Engine:
         return out + [lora_variant(n) for n in self.bank.available()]
 
     def default_sampling(self, thinking: bool = False) -> SamplingConfig:
-        return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded)
+        return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded,
+                                max_new_tokens=self.max_new_tokens)
 
     def messages_for(self, tweet: str, variant: str) -> tuple[list[dict], list]:
         if variant == RAG:

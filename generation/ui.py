@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -10,6 +11,9 @@ from security import inert
 
 from .config import SamplingConfig
 from .present import display_name, format_examples_markdown, stats_line
+
+if TYPE_CHECKING:  # type-only: generation never imports the app layer at run time
+    from context import AppContext
 
 MAX_SLOTS = 6  # base + RAG + up to four adapters side by side
 
@@ -22,7 +26,7 @@ def _examples(path) -> list[str]:
         return []
 
 
-def build_generate_tab(ctx) -> None:
+def build_generate_tab(ctx: AppContext) -> None:
     engine = ctx.engine
     with gr.Tab("Generate", id="generate"):
         gr.Markdown(f"**Model:** {inert(ctx.model_banner())}", elem_id="model-banner")

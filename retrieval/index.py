@@ -6,7 +6,7 @@ rebuilt whenever the dataset bytes, the filter config or the model change.
 """
 from __future__ import annotations
 
-from common.atomic import atomic_write_bytes
+from common.jsonio import atomic_write_bytes
 from common.text import TWEET_LIMIT, has_url
 
 import dataclasses

@@ -25,7 +25,7 @@ tweet) and retweets are skipped and counted in the report.
 """
 from __future__ import annotations
 
-from common.atomic import atomic_write
+from common.jsonio import atomic_write
 from common.text import URL_RE
 
 import csv

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from arena.export import CSV_FIELDS, export_votes, push_to_hub, write_jsonl
+from arena.export import CSV_FIELDS, export_votes, push_to_hub
+from common.jsonio import write_jsonl
 from arena.store import DuplicateVoteError, SCHEMA_VERSION, VoteRecord, VoteStore
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -228,10 +229,10 @@ def test_export_is_atomic(tmp_path: Path) -> None:
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError, match="disk on fire"):
-        write_jsonl(rows(), out)
+        write_jsonl(out, rows())
     assert out.read_text() == "OLD\n"  # old file untouched, not half-written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["votes.jsonl"]  # no temp left behind
-    assert write_jsonl(iter([{"a": 1}, {"a": 2}]), out) == 2
+    assert write_jsonl(out, iter([{"a": 1}, {"a": 2}])) == 2
     assert out.read_text() == '{"a": 1}\n{"a": 2}\n'
 
 
