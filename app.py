@@ -9,6 +9,7 @@ from pathlib import Path
 from context import ROOT, AppContext, Settings, build_context  # first: it sets the offline env defaults
 
 import gradio as gr
+
 from arena.ui import build_arena_tab, build_leaderboard_tab
 from evaluation.ui import build_evaluate_tab
 from generation.ui import build_generate_tab

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import secrets
 import threading
@@ -18,8 +17,6 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-from common.text import validate_tweet
 
 from arena.abuse import (
     DEFAULT_REVEAL_PATTERNS,
@@ -31,7 +28,7 @@ from arena.abuse import (
     resolve_salt,
 )
 from arena.store import VOTE_CHOICES, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
-
+from common.text import validate_tweet
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]

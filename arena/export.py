@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from arena.store import DB_FILENAME, VoteRecord, VoteStore
 from common.jsonio import atomic_write, write_jsonl

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from generation.variants import adapter_name, is_lora
 from common import sqlite
 from common.text import TWEET_LIMIT
 from generation.chat import render_prompt
+from generation.variants import adapter_name, is_lora
 
 __all__ = ["EvalItem", "ReplyRecord", "BatchReplies", "ReplyCache", "load_items", "exported_eval_splits",
            "generate_replies", "cache_key", "EVAL_SEED"]

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from generation.variants import lora_variant
 from common import sqlite
+from generation.variants import lora_variant
 
 __all__ = ["LEDGER_FILENAME", "LEDGER_COLUMNS", "LedgerRow", "Ledger"]
 

@@ -24,15 +24,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
 from generation.errors import ModelLoadError
+from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
-from .gates import Weights, phase0, phase4, rank_models, read_eval_loss
+from .gates import DecisionRule, Weights, decide, phase0, phase4, rank_models, read_eval_loss
 from .judge import DEFAULT_MODEL, Judge, JudgeError, JudgeUnavailable, make_judge
-from .metrics import (judge_vs_human, length_controlled_win_rate, score_summary, score_tests, text_metrics,
-                      win_counts, win_rate_stats)
-from .gates import DecisionRule, decide
+from .metrics import (
+    judge_vs_human,
+    length_controlled_win_rate,
+    score_summary,
+    score_tests,
+    text_metrics,
+    win_counts,
+    win_rate_stats,
+)
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent

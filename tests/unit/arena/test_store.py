@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from arena.export import CSV_FIELDS, export_votes, push_to_hub
+from arena.store import SCHEMA_VERSION, DuplicateVoteError, VoteRecord, VoteStore
 from common.jsonio import write_jsonl
-from arena.store import DuplicateVoteError, SCHEMA_VERSION, VoteRecord, VoteStore
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -8,9 +8,26 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from evaluation.judge import (DEFAULT_MODEL, JUDGE_TEMPERATURE, NO_KEY_MESSAGE, AnthropicBackend, Judge, JudgeError,
-                              JudgeUnavailable, Prompt, VerdictCache, absolute_prompt, combine_orders, cost_usd,
-                              escape_data, make_judge, pairwise_prompt, parse_score, parse_verdict, price_for)
+from evaluation.judge import (
+    DEFAULT_MODEL,
+    JUDGE_TEMPERATURE,
+    NO_KEY_MESSAGE,
+    AnthropicBackend,
+    Judge,
+    JudgeError,
+    JudgeUnavailable,
+    Prompt,
+    VerdictCache,
+    absolute_prompt,
+    combine_orders,
+    cost_usd,
+    escape_data,
+    make_judge,
+    pairwise_prompt,
+    parse_score,
+    parse_verdict,
+    price_for,
+)
 from tests.support.messages_server import MessagesServer, merit, rule_judge
 
 TWEET = "Is remote work better for deep focus than the office?"

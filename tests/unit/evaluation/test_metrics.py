@@ -7,11 +7,21 @@ import numpy as np
 import pytest
 from scipy import special
 
-from evaluation.gates import Weights, composite_score, phase0, phase4, rank_models, read_eval_loss
-from evaluation.metrics import (cohens_kappa, distinct_n, engagement_from_scores, judge_vs_human, length_controlled_win_rate,
-                                length_stats, rouge_scores, score_summary, score_tests, text_metrics, win_counts,
-                                win_rate_stats)
-from evaluation.gates import DecisionRule, decide
+from evaluation.gates import DecisionRule, Weights, composite_score, decide, phase0, phase4, rank_models, read_eval_loss
+from evaluation.metrics import (
+    cohens_kappa,
+    distinct_n,
+    engagement_from_scores,
+    judge_vs_human,
+    length_controlled_win_rate,
+    length_stats,
+    rouge_scores,
+    score_summary,
+    score_tests,
+    text_metrics,
+    win_counts,
+    win_rate_stats,
+)
 from evaluation.stats import cohens_d, mann_whitney, wilson_ci
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from common.text import has_url
 from generation.prompts import SYSTEM_PROMPT, build_fewshot_messages, user_message
 from retrieval import (
     DEFAULT_DATASET,
@@ -19,7 +20,6 @@ from retrieval import (
     Retrieved,
     build_or_load,
 )
-from common.text import has_url
 
 
 def row(pid: str, tweet: str, reply: str, likes: int = 50, **kw: Any) -> dict[str, Any]:
