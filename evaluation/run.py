@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from common.jsonio import read_jsonl
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
 
@@ -161,9 +162,12 @@ def _limitations(cfg: EvalConfig, judge: Judge, n_items: int, n_unparsed: int, e
 
 def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge: Judge, data_dir: str | Path,
                    reports_root: str | Path | None = None, adapters_dir: str | Path | None = None,
-                   data_info: dict | None = None, progress: Progress | None = None, votes: Sequence | None = None,
+                   data_info: dict | None = None, progress: Progress | None = None, votes: Sequence = (),
                    write_ledger: bool = True) -> dict[str, Any]:
-    """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written)."""
+    """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written).
+
+    ``votes``: human battle records (VoteRecords or exported dicts with tweet, reply_a, reply_b, vote) for the
+    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``)."""
     from .ledger import Ledger, LedgerRow
     from .report import write_report
 
@@ -246,13 +250,6 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
                           {v: eval_loss[v] for v in variants}, cfg.weights)
 
     # 6. judge vs humans
-    if votes is None:
-        votes = []
-        if (data_dir / "votes.sqlite3").exists():
-            from arena.store import VoteStore
-
-            with VoteStore(data_dir) as store:
-                votes = list(store.iter_votes())
     kappa = judge_vs_human(votes, judged_for_kappa)
 
     n_unparsed = sum(s["n_unparsed"] for s in score_stats.values()) + sum(r["unparsed"] for r in pair_rows)
@@ -393,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--weights", type=float, nargs=3, default=(0.4, 0.3, 0.3), metavar=("ENGAGEMENT", "WIN_RATE", "EVAL_LOSS"))
+    p.add_argument("--votes", default=None, help="human votes as JSONL (python -m arena.export) for judge-vs-human kappa")
     p.add_argument("--min-votes", type=int, default=DecisionRule().min_votes, help="minimum decisive judgments for a Phase 4 verdict")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -418,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             judge = make_judge("local", engine=engine, cache_dir=data_dir / "eval_cache")
         result = run_evaluation(engine, items, cfg, judge=judge, data_dir=data_dir, reports_root=a.out,
                                 adapters_dir=a.adapters_dir, data_info={"warnings": warnings},
-                                progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None)
+                                progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None,
+                                votes=read_jsonl(a.votes) if a.votes else ())
     except (JudgeUnavailable, JudgeError, ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,7 +73,8 @@ def run_for_tab(ctx, *, source: str, split_path: str | None, upload, adapters: l
                      limit=lim, weights=w, rule=DecisionRule(min_votes=int(min_votes or DecisionRule().min_votes)),
                      tweets_source=label)
     return run_evaluation(ctx.engine, items, cfg, judge=judge, data_dir=data_dir,
-                          adapters_dir=ctx.settings.adapters_dir, data_info={"warnings": warnings}, progress=progress)
+                          adapters_dir=ctx.settings.adapters_dir, data_info={"warnings": warnings}, progress=progress,
+                          votes=list(ctx.votes.iter_votes()))
 
 
 def _copy_out(result: dict) -> dict[str, str]:

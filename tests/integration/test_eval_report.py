@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from arena.store import VoteStore
 from evaluation.batch import EvalItem, ReplyCache, generate_replies, load_items
 from evaluation.judge import make_judge
 from evaluation.ledger import Ledger, LedgerRow
@@ -239,7 +240,7 @@ def _ctx(tiny, tmp_path):
     engine.tweets = tweets  # canned replies: this test is about the tab's wiring and gate, not generation
     settings = SimpleNamespace(data_dir=tmp_path / "data", adapters_dir=tiny.adapters, heldout=heldout)
     return SimpleNamespace(engine=engine, settings=settings, gate=AdminGate(password="pw", on_space=False),
-                           extras={}, model_banner=lambda: "tiny")
+                           votes=VoteStore(settings.data_dir), model_banner=lambda: "tiny")
 
 
 def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch):
