@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from common import sqlite
+from common.text import TWEET_LIMIT
 from security.escape import prompt_data as escape_data
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ CRITERIA: dict[str, str] = {
     "relevance": "does it respond to what the tweet actually says",
     "tone": "natural, fitting the tweet's register, not robotic or preachy",
     "wit": "clever, fresh or funny where that fits",
-    "concision": "says it in few words, well under 280 characters",
+    "concision": f"says it in few words, well under {TWEET_LIMIT} characters",
 }
 JUDGE_TEMPERATURE = 0.3
 DEFAULT_MODEL = "claude-sonnet-4-5"

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common.text import TWEET_LIMIT
 from security.escape import html_text as _e
 from security.escape import inert_line as _md
 from security.escape import own_markdown as _mt
@@ -129,8 +130,8 @@ def lengths_plot(result: dict) -> bytes:
     bins = list(range(0, int(top) + 20, 20))
     for k, v in enumerate(variants):
         ax.hist(lens[v], bins=bins, histtype="step", lw=1.6, color=_COLORS[k % len(_COLORS)], label=v)
-    ax.axvline(280, color="#dc2626", lw=0.8, ls="--")
-    ax.set_xlabel("reply length (characters); dashed line = 280")
+    ax.axvline(TWEET_LIMIT, color="#dc2626", lw=0.8, ls="--")
+    ax.set_xlabel(f"reply length (characters); dashed line = {TWEET_LIMIT}")
     ax.set_ylabel("replies")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -161,8 +162,23 @@ def pair_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["variant", "judge mean (1-10)", "engagement", "unparsed scores", "ROUGE-1", "ROUGE-2", "ROUGE-L",
-            "distinct-1", "distinct-2", "mean chars", "median", "p90", "> 280", "think leak", "empty"]
+    head = [
+        "variant",
+        "judge mean (1-10)",
+        "engagement",
+        "unparsed scores",
+        "ROUGE-1",
+        "ROUGE-2",
+        "ROUGE-L",
+        "distinct-1",
+        "distinct-2",
+        "mean chars",
+        "median",
+        "p90",
+        f"> {TWEET_LIMIT}",
+        "think leak",
+        "empty",
+    ]
     rows = []
     for v in result["settings"]["variants"]:
         t, s = result["text_metrics"][v], result["scores"][v]

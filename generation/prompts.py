@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 from typing import Protocol, Sequence
 
+from common.text import TWEET_LIMIT
+
 SYSTEM_PROMPT = (
-    "You write replies to tweets on X (Twitter). Write one reply: concise (under 280 characters), "
+    "You write replies to tweets on X (Twitter). "
+    f"Write one reply: concise (under {TWEET_LIMIT} characters), "
     "specific to the tweet, natural and engaging. No hashtags unless they add something. Output only the reply text."
 )
 
