@@ -1,6 +1,8 @@
 """Bad model input gets one clear sentence; the embedded default loads offline and really replies."""
 from __future__ import annotations
 
+from context import Settings
+
 import pytest
 
 from generation import Engine, ModelConfig, ModelLoadError, load_base
@@ -21,8 +23,9 @@ def test_directory_without_config(tmp_path):
 def test_hub_id_while_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing to fall back on
+    offline = Settings.from_env().offline  # context reads HF_HUB_OFFLINE and passes it to the loader
     with pytest.raises(ModelLoadError, match="offline"):
-        load_base(ModelConfig(base_model="Qwen/Qwen3-8B", device="cpu"))
+        load_base(ModelConfig(base_model="Qwen/Qwen3-8B", device="cpu", offline=offline))
 
 
 def test_corrupt_gguf(tmp_path):
