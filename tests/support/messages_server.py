@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):  # the name BaseHTTPRequestHandler dispatches to
         owner: MessagesServer = self.server.owner
         n = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(n) if n else b""
