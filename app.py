@@ -2,40 +2,40 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from context import ROOT, AppContext, Settings, build_context  # first: it sets the offline env defaults
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from context import ROOT, AppContext, Settings, build_context  # noqa: E402
+from arena.ui import build_arena_tab, build_leaderboard_tab
+from evaluation.ui import build_evaluate_tab
+from generation.ui import build_generate_tab
+from security.ui import build_admin_panel
+from training.ui import build_data_tab, build_training_tab
 
 
-def parse_args(argv=None) -> Settings:
+def parse_args(argv=None, defaults: Settings | None = None) -> Settings:
+    """Flags override the environment (read by context.Settings.from_env)."""
+    d = defaults or Settings.from_env()
     p = argparse.ArgumentParser(description="Reply Arena: fine-tune, compare and vote on tweet-reply models.")
-    p.add_argument("--base-model", default=os.environ.get("BASE_MODEL", ""), help="hub id or local dir; empty = embedded SmolLM2-135M (offline)")
-    p.add_argument("--load-in-4bit", action="store_true", default=os.environ.get("LOAD_IN_4BIT", "") in ("1", "true"), help="NF4 double-quant on CUDA")
-    p.add_argument("--device", default=os.environ.get("DEVICE", "auto"), help="auto | cpu | cuda")
-    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="votes, reviews, runs (use /data on Spaces)")
-    p.add_argument("--adapters-dir", default=os.environ.get("ADAPTERS_DIR", "adapters"))
-    p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
+    p.add_argument("--base-model", default=d.base_model, help="hub id or local dir; empty = embedded SmolLM2-135M (offline)")
+    p.add_argument("--load-in-4bit", action="store_true", default=d.load_in_4bit, help="NF4 double-quant on CUDA")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    p.add_argument("--no-model", action="store_true", help="start without a model (data / training / leaderboard only)")
+    p.add_argument("--data-dir", default=str(d.data_dir), help="votes, reviews, runs (use /data on Spaces)")
+    p.add_argument("--adapters-dir", default=str(d.adapters_dir))
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
     a = p.parse_args(argv)
-    s = Settings(base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir))
-    s.host, s.port = a.host, a.port  # type: ignore[attr-defined]
-    return s
+    return dataclasses.replace(d, base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device,
+                               load_model=not a.no_model, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir),
+                               host=a.host, port=a.port)
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    from arena.ui import build_arena_tabs
-    from evaluation.ui import build_evaluate_tab
-    from generation.ui import build_generate_tab
-    from security.ui import build_admin_panel
-    from training.ui import build_data_tab, build_training_tab
-
     with gr.Blocks(title="Reply Arena") as demo:
         gr.Markdown("# Reply Arena\nBase vs RAG vs LoRA replies to tweets — generate, battle anonymously, and see who really wins.")
         for b in ctx.banners:
@@ -43,7 +43,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         build_admin_panel(ctx)
         with gr.Tabs():
             build_generate_tab(ctx)
-            build_arena_tabs(ctx)
+            build_arena_tab(ctx)
+            build_leaderboard_tab(ctx)
             build_data_tab(ctx)
             build_training_tab(ctx)
             build_evaluate_tab(ctx)

@@ -7,15 +7,15 @@ system wrote which reply, vote on someone else's battle, or vote twice.
 from __future__ import annotations
 
 import copy
-import os
+import json
 import random
 import secrets
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from arena.abuse import (
@@ -28,8 +28,7 @@ from arena.abuse import (
     resolve_salt,
 )
 from arena.store import VOTE_CHOICES, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
-
-MAX_TWEET_CHARS = 280
+from common.text import validate_tweet
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]
@@ -46,7 +45,7 @@ class ArenaConfig:
     # None -> env ARENA_SALT, else a random salt persisted in the store's data dir.
     salt: str | None = None
     reveal_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_REVEAL_PATTERNS))
-    app_version: str = field(default_factory=lambda: os.environ.get("ARENA_APP_VERSION", "dev"))
+    app_version: str = "dev"  # context passes ARENA_APP_VERSION
     # Bound on in-memory battles (oldest dropped first) so issuing battles can't exhaust memory.
     max_pending_battles: int = 100_000
 
@@ -66,37 +65,13 @@ class NotEnoughContenders(RuntimeError):
 
 @dataclass(frozen=True)
 class Battle:
-    """What the UI may show before the vote: no contender names anywhere.
-
-    ``reveal()`` asks the manager for the names and only works after the vote.
-    """
+    """What the UI may show before the vote: no contender names anywhere (``BattleManager.reveal`` after the vote)."""
 
     battle_id: str
     tweet: str
     reply_a: str
     reply_b: str
 
-    def reveal(self) -> tuple[str, str]:
-        ref = self.__dict__.get("_manager_ref")
-        manager = ref() if ref is not None else None
-        if manager is None:
-            raise RuntimeError("This battle is not attached to a BattleManager; use BattleManager.reveal().")
-        return manager.reveal(self.battle_id)
-
-    def _attach(self, manager: "BattleManager") -> "Battle":
-        # Not a dataclass field: keeps asdict()/repr()/== free of server internals.
-        object.__setattr__(self, "_manager_ref", weakref.ref(manager))
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> "Battle":
-        new = Battle(self.battle_id, self.tweet, self.reply_a, self.reply_b)
-        if "_manager_ref" in self.__dict__:
-            object.__setattr__(new, "_manager_ref", self.__dict__["_manager_ref"])
-        return new
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled copies keep the data only (weakrefs can't be pickled).
-        return (Battle, (self.battle_id, self.tweet, self.reply_a, self.reply_b))
 
 
 @dataclass(frozen=True)
@@ -129,17 +104,6 @@ class _PendingBattle:
 def _pair_key(x: str, y: str) -> tuple[str, str]:
     return (x, y) if x <= y else (y, x)
 
-
-def validate_tweet(tweet: str) -> str:
-    """Strip and check the tweet; ValueError messages are shown to the user."""
-    if not isinstance(tweet, str):
-        raise ValueError("The tweet must be text.")
-    text = tweet.strip()
-    if not text:
-        raise ValueError("Please enter a tweet to reply to.")
-    if len(text) > MAX_TWEET_CHARS:
-        raise ValueError(f"The tweet is {len(text)} characters long; the limit is {MAX_TWEET_CHARS}.")
-    return text
 
 
 class BattleManager:
@@ -219,7 +183,7 @@ class BattleManager:
         with self._lock:
             self._prune_locked(pending.created)
             self._battles[battle_id] = pending
-        return Battle(battle_id, text, reply_a, reply_b)._attach(self)
+        return Battle(battle_id, text, reply_a, reply_b)
 
     def _generate(self, contender: str, tweet: str) -> tuple[str, dict[str, Any]]:
         out = self.generate_fn(contender, tweet)
@@ -307,3 +271,9 @@ class BattleManager:
             if not b.voted:
                 raise VoteRefused("not_voted", "The contenders are revealed only after you vote.")
             return b.contender_a, b.contender_b
+
+
+def random_heldout_tweet(path: Path, rng: random.Random = random.SystemRandom()) -> str:
+    with open(path, encoding="utf-8") as f:
+        tweets = [json.loads(line)["tweet"] for line in f if line.strip()]
+    return rng.choice(tweets)

@@ -7,17 +7,16 @@ crash or error mid-export never leaves a truncated file where a good one was.
 """
 from __future__ import annotations
 
-from common.atomic import atomic_write as _atomic_write
-
 import argparse
 import csv
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from arena.store import DB_FILENAME, VoteRecord, VoteStore
+from common.jsonio import atomic_write, write_jsonl
 
 # Column order for CSV: arena fields first, then the full record.
 ARENA_FIELDS: tuple[str, ...] = ("battle_id", "model_a", "model_b", "winner", "len_a", "len_b", "tstamp")
@@ -38,25 +37,6 @@ def export_row(record: VoteRecord) -> dict[str, Any]:
 def iter_export_rows(store: VoteStore, include_excluded: bool = False) -> Iterator[dict[str, Any]]:
     for rec in store.iter_votes(include_excluded=include_excluded):
         yield export_row(rec)
-
-
-def atomic_write(path: Path | str, write: Callable[[TextIO], None], newline: str | None = None) -> None:
-    """Run ``write(fh)`` on a temp file and move it over ``path`` only if it succeeds."""
-    _atomic_write(path, write, newline=newline)
-
-
-def write_jsonl(rows: Iterable[dict[str, Any]], path: Path | str) -> int:
-    """One JSON object per line; returns the number of rows written."""
-    n = 0
-
-    def _write(fh: TextIO) -> None:
-        nonlocal n
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            n += 1
-
-    atomic_write(path, _write)
-    return n
 
 
 def write_csv(rows: Iterable[dict[str, Any]], path: Path | str) -> int:
@@ -86,7 +66,7 @@ def export_votes(store: VoteStore, out: Path | str, include_excluded: bool = Fal
     suffix = out.suffix.lower()
     rows = iter_export_rows(store, include_excluded=include_excluded)
     if suffix == ".jsonl":
-        return write_jsonl(rows, out)
+        return write_jsonl(out, rows)
     if suffix == ".csv":
         return write_csv(rows, out)
     raise ValueError(f"Unsupported export format {out.suffix!r}: use a .jsonl or .csv file name.")

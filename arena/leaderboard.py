@@ -1,9 +1,9 @@
-"""Leaderboard CLI over stored votes or a Chatbot Arena battles file.
+"""The Leaderboard: its view model (table rows, verdicts) and a CLI over stored votes or a Chatbot Arena battles file.
 
     python -m arena.leaderboard --data-dir data --json
     python -m arena.leaderboard --battles battles.jsonl --json
 
-The statistics live in ``evaluation.significance.compute_leaderboard``; this module
+The statistics live in ``evaluation.ratings.compute_leaderboard``; this module
 only loads and validates battles, so the app, the CLI and exported datasets all
 rank with the same code. Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from arena.store import DB_FILENAME, WINNER_BY_VOTE, VoteStore
+from evaluation.ratings import compute_leaderboard
 
 ARENA_KEYS: tuple[str, ...] = ("model_a", "model_b", "winner", "len_a", "len_b", "battle_id", "tstamp")
 WINNERS: frozenset[str] = frozenset(WINNER_BY_VOTE.values())
@@ -79,6 +80,42 @@ def load_data_dir(data_dir: Path, include_excluded: bool = False) -> tuple[list[
         excluded = {"total": total_excluded, "by_flag": store.excluded_counts(),
                     "included_in_ranking": include_excluded}
     return battles, excluded
+
+
+# --------------------------------------------------------------------------- #
+# View model for the Leaderboard tab (the CLI below prints the same board)
+# --------------------------------------------------------------------------- #
+def leaderboard(store: VoteStore, include_flagged: bool = False, n_boot: int = 200) -> dict:
+    """Straight from the store on every view: no export step between a vote and the leaderboard."""
+    board = compute_leaderboard(store.battles_for_leaderboard(include_excluded=include_flagged), n_boot=n_boot, seed=0)
+    board["excluded"] = store.excluded_counts()
+    board["total_votes"] = store.count(include_excluded=True)
+    return board
+
+
+def leaderboard_rows(board: dict) -> list[list]:
+    rows = []
+    for c in board.get("contenders", []):
+        ci = f"{c['ci_low']:.0f} – {c['ci_high']:.0f}" if c.get("ci_low") is not None else "–"
+        wr = f"{c['win_rate']:.1%}" if c.get("win_rate") is not None else "–"
+        rows.append([c.get("rank"), c["name"], round(c["rating"], 1), ci, c.get("rank_ub"), c["votes"], wr])
+    return rows
+
+
+LEADERBOARD_COLUMNS = ["rank", "contender", "rating", "95% CI", "rank upper bound", "votes", "win rate"]
+
+
+def verdicts_markdown(board: dict) -> str:
+    vs = board.get("verdicts") or []
+    if not vs:
+        return "_No LoRA adapter has votes yet: train one in the Training tab and let it battle._"
+    lines = ["| adapter | vs | verdict | improvement | Cohen's h | p | decisive votes |", "|---|---|---|---|---|---|---|"]
+    for v in vs:
+        imp = f"{v['improvement']:+.0%}" if v.get("improvement") is not None else "–"
+        h = f"{v['effect_size']:.2f}" if v.get("effect_size") is not None else "–"
+        p = f"{v['p_value']:.3g}" if v.get("p_value") is not None else "–"
+        lines.append(f"| {v['adapter']} | {v['versus']} | **{v['verdict']}** | {imp} | {h} | {p} | {v.get('decisive', 0)} |")
+    return "\n".join(lines)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -183,11 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    try:
-        from evaluation.significance import compute_leaderboard
-    except ImportError as exc:
-        print(f"error: cannot import evaluation.significance.compute_leaderboard ({exc})", file=sys.stderr)
-        return 1
     try:
         result = dict(compute_leaderboard(battles, n_boot=args.n_boot, seed=args.seed,
                                           min_votes=args.min_votes))

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from common import sqlite
+
 DB_FILENAME = "votes.sqlite3"
 SCHEMA_VERSION = 1
 VOTE_CHOICES: tuple[str, ...] = ("a", "b", "tie", "both_bad")
@@ -39,7 +41,6 @@ WINNER_BY_VOTE: dict[str, str] = {
     "tie": "tie",
     "both_bad": "tie (bothbad)",
 }
-BUSY_TIMEOUT_S = 30.0
 _PAGE = 500
 
 # Each entry migrates the schema from version (index) to version (index + 1).
@@ -216,19 +217,11 @@ class VoteStore:
         self.path = self.data_dir / DB_FILENAME
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        conn = sqlite3.connect(
-            str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(
-                    f"Could not enable WAL journaling on {self.path} (got {mode!r}); "
-                    "put the data dir on a local filesystem."
-                )
-            conn.execute("PRAGMA synchronous = FULL")
+            conn = sqlite.connect(self.path, synchronous="FULL")
+        except sqlite.SQLiteError as exc:
+            raise StoreError(str(exc)) from None
+        try:
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -239,8 +232,7 @@ class VoteStore:
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         """Bring the schema to SCHEMA_VERSION; IMMEDIATE so two processes can't race."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -252,10 +244,6 @@ class VoteStore:
                     conn.execute(stmt)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
@@ -286,20 +274,14 @@ class VoteStore:
         params = _row_params(rec)
         sql = f"INSERT INTO votes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
         with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(sql, params)
+                with sqlite.transaction(self._db()) as conn:
+                    conn.execute(sql, params)
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
                 msg = str(exc)
                 if "UNIQUE" in msg or "PRIMARY KEY" in msg:
                     raise DuplicateVoteError(rec.battle_id) from None
                 raise ValueError(f"vote record rejected by the database: {msg}") from exc
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     # -- reads -------------------------------------------------------------
     def count(self, include_excluded: bool = True) -> int:
@@ -354,11 +336,6 @@ class VoteStore:
                 f"count(*) AS n FROM votes{where} GROUP BY x, y"
             ).fetchall()
         return {(r["x"], r["y"]): int(r["n"]) for r in rows}
-
-    def has_vote(self, battle_id: str) -> bool:
-        with self._lock:
-            row = self._db().execute("SELECT 1 FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
-        return row is not None
 
     # -- diagnostics -------------------------------------------------------
     def integrity_check(self) -> str:

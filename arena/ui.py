@@ -1,16 +1,22 @@
-"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, significance.py computes."""
+"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, evaluation/ratings.py computes."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from evaluation.gates import VERDICT_HELP
 from security import AdminRequired, inert
 
-from .battles import NotEnoughContenders, VoteRefused
+from .battles import NotEnoughContenders, VoteRefused, random_heldout_tweet
+from .export import export_votes
+from .leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_rows, verdicts_markdown
 from .plots import rating_ci_figure, winrate_heatmap
-from .service import LEADERBOARD_COLUMNS, arena_for, leaderboard, leaderboard_rows, random_heldout_tweet, verdicts_markdown
+
+if TYPE_CHECKING:  # type-only: arena never imports the app layer at run time
+    from context import AppContext
 
 VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
@@ -24,11 +30,9 @@ def _client_id(request: gr.Request | None) -> str:
     return host or "unknown"
 
 
-def build_arena_tabs(ctx) -> None:
-    manager = arena_for(ctx) if ctx.engine is not None else None
-    store = ctx.extras.get("votes")
-    from evaluation.significance import VERDICT_HELP
-
+def build_arena_tab(ctx: AppContext) -> None:
+    """Battle → vote → reveal. The vote is stored by ctx.battles (arena/battles.py → arena/store.py)."""
+    manager = ctx.battles
     with gr.Tab("Arena", id="arena"):
         gr.Markdown("Two anonymous models reply to the same tweet. Vote for the better reply; the names are revealed after your vote.")
         battle_id = gr.State(None)
@@ -44,23 +48,6 @@ def build_arena_tabs(ctx) -> None:
             buttons = {k: gr.Button(label, interactive=False, elem_id=f"vote-{k}") for k, label in VOTES.items()}
         reveal = gr.Markdown("", elem_id="arena-reveal")
         next_btn = gr.Button("Next battle", visible=False, elem_id="arena-next")
-
-    with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
-        include_flagged = gr.Checkbox(label="Include votes flagged as revealing the contender", value=False)
-        counts = gr.Markdown("", elem_id="lb-counts")
-        table = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="lb-table")
-        with gr.Row():
-            ci_plot = gr.Plot(label="Ratings with 95% CIs")
-            heat = gr.Plot(label="Pairwise win rates")
-        verdicts = gr.Markdown("")
-        with gr.Accordion("How the verdicts are decided", open=False):
-            gr.Markdown(VERDICT_HELP)
-        with gr.Accordion("Export votes (admin)", open=False):
-            with gr.Row():
-                fmt = gr.Radio(["jsonl", "csv"], value="jsonl", label="format")
-                export_btn = gr.Button("Export")
-            export_file = gr.File(label="export", interactive=False)
-            export_msg = gr.Markdown("")
 
     # ---- handlers --------------------------------------------------------------------------------------------
     lock_all = [gr.update(interactive=False)] * len(buttons)
@@ -90,10 +77,36 @@ def build_arena_tabs(ctx) -> None:
             return [None, text, gr.update(visible=True)] + lock_all
         return on_vote
 
+    new_tweet.click(on_new_tweet, None, [tweet])
+    start_outputs = [tweet, battle_id, reply_a, reply_b, reveal, next_btn] + list(buttons.values())
+    start.click(lambda: [gr.update(interactive=False)] * len(buttons), None, list(buttons.values())).then(
+        on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
+    for k, btn in buttons.items():
+        btn.click(make_vote(k), [battle_id], [battle_id, reveal, next_btn] + list(buttons.values()))
+    next_btn.click(lambda: ["", None, "", "", "", gr.update(visible=False)] + lock_all, None, start_outputs)
+
+
+def build_leaderboard_tab(ctx: AppContext) -> None:
+    """Ratings straight from the vote store on every view (arena/leaderboard.py → evaluation/ratings.py)."""
+    with gr.Tab("Leaderboard", id="leaderboard") as lb_tab:
+        include_flagged = gr.Checkbox(label="Include votes flagged as revealing the contender", value=False)
+        counts = gr.Markdown("", elem_id="lb-counts")
+        table = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="lb-table")
+        with gr.Row():
+            ci_plot = gr.Plot(label="Ratings with 95% CIs")
+            heat = gr.Plot(label="Pairwise win rates")
+        verdicts = gr.Markdown("")
+        with gr.Accordion("How the verdicts are decided", open=False):
+            gr.Markdown(VERDICT_HELP)
+        with gr.Accordion("Export votes (admin)", open=False):
+            with gr.Row():
+                fmt = gr.Radio(["jsonl", "csv"], value="jsonl", label="format")
+                export_btn = gr.Button("Export")
+            export_file = gr.File(label="export", interactive=False)
+            export_msg = gr.Markdown("")
+
     def refresh_board(flagged):
-        if store is None:
-            return "No vote store.", [], None, None, ""
-        board = leaderboard(store, include_flagged=bool(flagged))
+        board = leaderboard(ctx.votes, include_flagged=bool(flagged))
         ex = board.get("excluded") or {}
         ex_txt = ", ".join(f"{k}: {v}" for k, v in ex.items()) or "none"
         txt = (f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
@@ -105,21 +118,11 @@ def build_arena_tabs(ctx) -> None:
             ctx.gate.require(request)
         except AdminRequired as exc:
             return None, f"⚠️ {exc}"
-        from .export import export_votes
-
         out = Path(tempfile.mkdtemp(prefix="votes-")) / f"votes.{kind}"
-        n = export_votes(store, out, include_excluded=True)
+        n = export_votes(ctx.votes, out, include_excluded=True)
         return str(out), f"Exported {n} votes (Chatbot Arena battle format plus our fields)."
 
     board_outputs = [counts, table, ci_plot, heat, verdicts]
-    new_tweet.click(on_new_tweet, None, [tweet])
-    start_outputs = [tweet, battle_id, reply_a, reply_b, reveal, next_btn] + list(buttons.values())
-    start.click(lambda: [gr.update(interactive=False)] * len(buttons), None, list(buttons.values())).then(
-        on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
-    for k, btn in buttons.items():
-        btn.click(make_vote(k), [battle_id], [battle_id, reveal, next_btn] + list(buttons.values())).then(
-            refresh_board, [include_flagged], board_outputs)
-    next_btn.click(lambda: ["", None, "", "", "", gr.update(visible=False)] + lock_all, None, start_outputs)
     lb_tab.select(refresh_board, [include_flagged], board_outputs)
     include_flagged.change(refresh_board, [include_flagged], board_outputs)
     export_btn.click(on_export, [fmt], [export_file, export_msg])

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from evaluation.significance import compute_leaderboard  # noqa: E402
+from evaluation.ratings import compute_leaderboard  # noqa: E402
 
 CONTENDERS = ["base", "rag", "lora:tone", "lora:short", "lora:full"]
 TRUE_RATING = np.array([1000.0, 1040.0, 1075.0, 985.0, 1110.0])  # known strengths

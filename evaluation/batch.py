@@ -15,14 +15,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from generation.chat import TWEET_LIMIT, render_prompt
+from common import sqlite
+from common.text import TWEET_LIMIT
+from generation.chat import render_prompt
+from generation.variants import adapter_name, is_lora
 
 __all__ = ["EvalItem", "ReplyRecord", "BatchReplies", "ReplyCache", "load_items", "exported_eval_splits",
            "generate_replies", "cache_key", "EVAL_SEED"]
@@ -171,8 +173,7 @@ class ReplyCache:
         self.path = Path(cache_dir) / "replies.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn = sqlite.connect(self.path, row_factory=False)
         self._conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, variant TEXT NOT NULL, "
                            "record TEXT NOT NULL, created_at REAL NOT NULL)")
 
@@ -189,14 +190,9 @@ class ReplyCache:
     def put_many(self, rows: Iterable[tuple[str, str, dict]]) -> None:
         now = time.time()
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite.transaction(self._conn):
                 self._conn.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
                                        [(k, v, json.dumps(r, ensure_ascii=False), now) for k, v, r in rows])
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
 
     def __len__(self) -> int:
         with self._lock:
@@ -209,9 +205,9 @@ class ReplyCache:
 
 def _adapter_fingerprint(engine, variant: str) -> str:
     """Sizes + mtimes of the adapter's top-level files, so a retrained adapter with the same name misses the cache."""
-    if not variant.startswith("lora:"):
+    if not is_lora(variant):
         return ""
-    d = Path(getattr(getattr(engine, "bank", None), "adapters_dir", "adapters")) / variant[len("lora:"):]
+    d = Path(getattr(getattr(engine, "bank", None), "adapters_dir", "adapters")) / adapter_name(variant)
     if not d.is_dir():
         return "missing"
     parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(d.iterdir())

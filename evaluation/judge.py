@@ -20,18 +20,20 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from common import sqlite
+from common.text import TWEET_LIMIT
+from security.escape import prompt_data as escape_data
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ CRITERIA: dict[str, str] = {
     "relevance": "does it respond to what the tweet actually says",
     "tone": "natural, fitting the tweet's register, not robotic or preachy",
     "wit": "clever, fresh or funny where that fits",
-    "concision": "says it in few words, well under 280 characters",
+    "concision": f"says it in few words, well under {TWEET_LIMIT} characters",
 }
 JUDGE_TEMPERATURE = 0.3
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -90,11 +92,6 @@ class Prompt:
     def digest(self, temperature: float | None, max_tokens: int) -> str:
         blob = json.dumps([self.system, self.user, temperature, max_tokens], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def escape_data(text: str | None) -> str:
-    """Escape &, < and > so user text cannot open or close a delimiter tag."""
-    return html.escape(text or "", quote=False)
 
 
 def _criteria_block() -> str:
@@ -486,8 +483,7 @@ class VerdictCache:
         self.path = Path(cache_dir) / "judge.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn = sqlite.connect(self.path, row_factory=False)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, prompt_hash TEXT NOT NULL, text TEXT NOT NULL, "
             "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, created_at REAL NOT NULL, "
@@ -500,7 +496,7 @@ class VerdictCache:
         return Completion(row[0], int(row[1]), int(row[2]), model) if row else None
 
     def put(self, model: str, prompt_hash: str, c: Completion) -> None:
-        with self._lock:
+        with self._lock, sqlite.transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                                (model, prompt_hash, c.text, c.input_tokens, c.output_tokens, time.time()))
 

@@ -7,12 +7,14 @@ transaction. WAL + synchronous=FULL like the vote store: rows are few and must s
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
+
+from common import sqlite
+from generation.variants import lora_variant
 
 __all__ = ["LEDGER_FILENAME", "LEDGER_COLUMNS", "LedgerRow", "Ledger"]
 
@@ -57,10 +59,7 @@ class Ledger:
         self.path = Path(data_dir) / LEDGER_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = sqlite.connect(self.path, synchronous="FULL")
         self._conn.execute(_SCHEMA)
         self._conn.execute("CREATE INDEX IF NOT EXISTS ledger_adapter ON ledger (adapter, created_at)")
 
@@ -68,8 +67,7 @@ class Ledger:
         """Insert the rows of one evaluation in one transaction; returns their ids."""
         ids = []
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with sqlite.transaction(self._conn):
                 for r in rows:
                     cur = self._conn.execute(
                         "INSERT INTO ledger (created_at, eval_id, name, adapter, versus, metrics, verdict, report_path, config_hash) "
@@ -78,10 +76,6 @@ class Ledger:
                          json.dumps(r.metrics, sort_keys=True, allow_nan=False, default=str), r.verdict,
                          str(r.report_path), r.config_hash))
                     ids.append(int(cur.lastrowid))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
         return ids
 
     def list(self, limit: int = 200, adapter: str | None = None) -> list[LedgerRow]:
@@ -99,7 +93,7 @@ class Ledger:
 
     def latest_report(self, adapter: str) -> str | None:
         """Report path of the newest evaluation that involved this adapter (bare name or "lora:<name>")."""
-        for name in (adapter, f"lora:{adapter}"):
+        for name in (adapter, lora_variant(adapter)):
             got = self.list(limit=1, adapter=name)
             if got and got[0].report_path:
                 return got[0].report_path

@@ -1,7 +1,7 @@
 """Evaluation metrics: reference overlap, diversity, length, judge win rates, score tests, judge-vs-human agreement.
 
-UI-free (numpy/scipy + rouge_score). Statistics reuse evaluation.significance (Wilson CI, Mann-Whitney U,
-Cohen's d) so the Leaderboard and the Evaluate tab agree on definitions.
+UI-free (numpy/scipy + rouge_score). Statistics reuse evaluation.stats (Wilson CI, Mann-Whitney U,
+Cohen's d, the one logistic solver) so the Leaderboard and the Evaluate tab agree on definitions.
 
 * ROUGE-1/2/L: F1 with Porter stemming (``rouge_score``), the max over an item's references, averaged over items
   that have a reference.
@@ -24,9 +24,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from scipy import special, stats
 
-from generation.chat import THINK_CLOSE, THINK_OPEN, TWEET_LIMIT
+from common.text import TWEET_LIMIT
+from generation.chat import THINK_CLOSE, THINK_OPEN
 
-from .significance import cohens_d, mann_whitney, wilson_ci
+from .stats import LogisticConfig, cohens_d, logistic_newton, mann_whitney, num, wilson_ci
 
 __all__ = ["rouge_scores", "distinct_n", "length_stats", "text_metrics", "win_counts", "win_rate_stats",
            "length_controlled_win_rate", "score_summary", "score_tests", "cohens_kappa", "judge_vs_human",
@@ -34,12 +35,6 @@ __all__ = ["rouge_scores", "distinct_n", "length_stats", "text_metrics", "win_co
 
 _TOKEN = re.compile(r"[\w']+|[^\w\s]", re.UNICODE)
 
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 # --------------------------------------------------------------------------- #
@@ -70,7 +65,7 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[Sequence[str] 
         res = sc.score_multi(refs, pred or "") if len(refs) > 1 else sc.score(refs[0], pred or "")
         for k in totals:
             totals[k].append(res[k].fmeasure)
-    out: dict[str, Any] = {k: (_num(np.mean(v)) if v else None) for k, v in totals.items()}
+    out: dict[str, Any] = {k: (num(np.mean(v)) if v else None) for k, v in totals.items()}
     out["n_with_reference"] = len(totals["rouge1"])
     return out
 
@@ -96,18 +91,18 @@ def length_stats(texts: Sequence[str]) -> dict[str, Any]:
     leak = [THINK_OPEN in (t or "") or THINK_CLOSE in (t or "") for t in texts]
     return {
         "n": int(lens.size),
-        "mean_chars": _num(lens.mean()),
-        "median_chars": _num(np.median(lens)),
-        "p90_chars": _num(np.percentile(lens, 90)),
-        "frac_over_280": _num((lens > TWEET_LIMIT).mean()),
-        "frac_think_leak": _num(np.mean(leak)),
-        "frac_empty": _num(np.mean([not (t or "").strip() for t in texts])),
+        "mean_chars": num(lens.mean()),
+        "median_chars": num(np.median(lens)),
+        "p90_chars": num(np.percentile(lens, 90)),
+        "frac_over_280": num((lens > TWEET_LIMIT).mean()),
+        "frac_think_leak": num(np.mean(leak)),
+        "frac_empty": num(np.mean([not (t or "").strip() for t in texts])),
     }
 
 
 def text_metrics(replies: Sequence[str], references: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
     """Everything reference- and judge-free for one variant's shown replies."""
-    out = {**length_stats(replies), "distinct_1": _num(distinct_n(replies, 1)), "distinct_2": _num(distinct_n(replies, 2))}
+    out = {**length_stats(replies), "distinct_1": num(distinct_n(replies, 1)), "distinct_2": num(distinct_n(replies, 2))}
     out.update(rouge_scores(replies, references) if references is not None else
                {"rouge1": None, "rouge2": None, "rougeL": None, "n_with_reference": 0})
     return out
@@ -136,34 +131,17 @@ def win_rate_stats(wins: int, losses: int, ties: int, alpha: float = 0.05) -> di
         "wins": int(wins),
         "losses": int(losses),
         "ties": int(ties),
-        "win_rate": _num((wins + ties / 2) / n) if n else None,
-        "ci_low": _num(lo),
-        "ci_high": _num(hi),
+        "win_rate": num((wins + ties / 2) / n) if n else None,
+        "ci_low": num(lo),
+        "ci_high": num(hi),
         "decisive": int(dec),
-        "decisive_win_rate": _num(wins / dec) if dec else None,
-        "decisive_ci_low": _num(dlo),
-        "decisive_ci_high": _num(dhi),
+        "decisive_win_rate": num(wins / dec) if dec else None,
+        "decisive_ci_low": num(dlo),
+        "decisive_ci_high": num(dhi),
     }
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Penalised logistic regression with fractional outcomes (Newton); returns (coef, covariance)."""
-    theta = np.zeros(X.shape[1])
-    eye = l2 * np.eye(X.shape[1])
-    for _ in range(iters):
-        p = special.expit(X @ theta)
-        grad = X.T @ (y - p) - l2 * theta
-        H = X.T @ (X * (p * (1 - p))[:, None]) + eye
-        step = np.linalg.solve(H, grad)
-        big = np.abs(step).max()
-        if big > 4:
-            step *= 4 / big
-        theta = theta + step
-        if big < 1e-10:
-            break
-    p = special.expit(X @ theta)
-    H = X.T @ (X * (p * (1 - p))[:, None]) + eye
-    return theta, np.linalg.inv(H)
+_LENGTH_FIT = LogisticConfig(l2=1e-3, tol=1e-10)  # weak prior: only keeps separated data finite
 
 
 def length_controlled_win_rate(verdicts: Sequence[str], len_a: Sequence[float], len_b: Sequence[float],
@@ -181,22 +159,23 @@ def length_controlled_win_rate(verdicts: Sequence[str], len_a: Sequence[float], 
     d = np.divide(la - lb, tot, out=np.zeros_like(tot), where=tot > 0)
     raw = float(y.mean())
     if np.allclose(d, 0):
-        return {"n": n, "win_rate_at_equal_length": _num(raw), "raw_win_rate": _num(raw), "length_coef": None,
+        return {"n": n, "win_rate_at_equal_length": num(raw), "raw_win_rate": num(raw), "length_coef": None,
                 "reason": "all pairs have equal length; nothing to control"}
     X = np.column_stack([np.ones(n), d])
-    theta, cov = _fit_logistic(X, y)
+    theta, neg_hess = logistic_newton(X, y[None], (1.0 - y)[None], _LENGTH_FIT)
+    theta, cov = theta[0], np.linalg.inv(neg_hess[0])
     z = float(stats.norm.ppf(1 - alpha / 2))
     se0, se1 = math.sqrt(max(cov[0, 0], 0)), math.sqrt(max(cov[1, 1], 0))
     return {
         "n": n,
-        "raw_win_rate": _num(raw),
-        "win_rate_at_equal_length": _num(special.expit(theta[0])),
-        "ci_low": _num(special.expit(theta[0] - z * se0)),
-        "ci_high": _num(special.expit(theta[0] + z * se0)),
-        "length_coef": _num(theta[1]),
-        "length_coef_se": _num(se1),
-        "length_coef_p": _num(2 * stats.norm.sf(abs(theta[1] / se1))) if se1 > 0 else None,
-        "mean_length_diff": _num(d.mean()),
+        "raw_win_rate": num(raw),
+        "win_rate_at_equal_length": num(special.expit(theta[0])),
+        "ci_low": num(special.expit(theta[0] - z * se0)),
+        "ci_high": num(special.expit(theta[0] + z * se0)),
+        "length_coef": num(theta[1]),
+        "length_coef_se": num(se1),
+        "length_coef_p": num(2 * stats.norm.sf(abs(theta[1] / se1))) if se1 > 0 else None,
+        "mean_length_diff": num(d.mean()),
         "feature": "(len_a - len_b) / (len_a + len_b)",
         # every pair on one side of equal length: the rate at zero difference is an extrapolation
         "extrapolated": bool(np.all(d > 0) or np.all(d < 0)),
@@ -210,7 +189,7 @@ def length_controlled_win_rate(verdicts: Sequence[str], len_a: Sequence[float], 
 def engagement_from_scores(scores: Sequence[int | None]) -> float | None:
     """Mean normalised judge score (s - 1) / 9 in [0, 1]: the engagement proxy when nothing better is given."""
     vals = [s for s in scores if s is not None]
-    return _num(np.mean([(s - 1) / 9 for s in vals])) if vals else None
+    return num(np.mean([(s - 1) / 9 for s in vals])) if vals else None
 
 
 def score_summary(scores: Sequence[int | None]) -> dict[str, Any]:
@@ -219,9 +198,9 @@ def score_summary(scores: Sequence[int | None]) -> dict[str, Any]:
     return {
         "n": len(vals),
         "n_unparsed": len(scores) - len(vals),
-        "mean": _num(np.mean(vals)) if vals else None,
-        "median": _num(statistics.median(vals)) if vals else None,
-        "sd": _num(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+        "mean": num(np.mean(vals)) if vals else None,
+        "median": num(statistics.median(vals)) if vals else None,
+        "sd": num(np.std(vals, ddof=1)) if len(vals) > 1 else None,
         "engagement": engagement_from_scores(vals),
         "histogram": {str(k): hist.get(k, 0) for k in range(1, 11)},
     }
@@ -261,7 +240,7 @@ def cohens_kappa(r1: Sequence[str], r2: Sequence[str], categories: Sequence[str]
     po = np.trace(m) / n
     pe = float((m.sum(1) / n) @ (m.sum(0) / n))
     kappa = (po - pe) / (1 - pe) if pe < 1 else (1.0 if po == 1 else None)
-    return {"n": n, "kappa": _num(kappa), "observed_agreement": _num(po), "expected_agreement": _num(pe),
+    return {"n": n, "kappa": num(kappa), "observed_agreement": num(po), "expected_agreement": num(pe),
             "confusion": m.astype(int).tolist(), "categories": list(categories)}
 
 

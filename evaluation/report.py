@@ -10,7 +10,6 @@ report and made inert (HTML-escaped + Markdown-neutralised) in the Markdown one:
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -22,7 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from security.sanitize import inert
+from common.text import TWEET_LIMIT
+from security.escape import html_text as _e
+from security.escape import inert_line as _md
+from security.escape import own_markdown as _mt
 
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP
 
@@ -34,20 +36,6 @@ _COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#c
 def safe_name(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", name or "eval").strip("-.")
     return s[:60] or "eval"
-
-
-def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _md(x: Any) -> str:
-    """User text (tweets, replies, names, paths) for Markdown: HTML-escaped and Markdown-neutralised, one line."""
-    return inert(("" if x is None else str(x)).replace("\r", " ").replace("\n", " "))
-
-
-def _mt(x: Any) -> str:
-    """Our own text for Markdown (may quote adapter names): no HTML, no table breaks, otherwise readable."""
-    return html.escape("" if x is None else str(x), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _f(x: Any, fmt: str = "{:.3f}") -> str:
@@ -142,8 +130,8 @@ def lengths_plot(result: dict) -> bytes:
     bins = list(range(0, int(top) + 20, 20))
     for k, v in enumerate(variants):
         ax.hist(lens[v], bins=bins, histtype="step", lw=1.6, color=_COLORS[k % len(_COLORS)], label=v)
-    ax.axvline(280, color="#dc2626", lw=0.8, ls="--")
-    ax.set_xlabel("reply length (characters); dashed line = 280")
+    ax.axvline(TWEET_LIMIT, color="#dc2626", lw=0.8, ls="--")
+    ax.set_xlabel(f"reply length (characters); dashed line = {TWEET_LIMIT}")
     ax.set_ylabel("replies")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -174,8 +162,23 @@ def pair_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["variant", "judge mean (1-10)", "engagement", "unparsed scores", "ROUGE-1", "ROUGE-2", "ROUGE-L",
-            "distinct-1", "distinct-2", "mean chars", "median", "p90", "> 280", "think leak", "empty"]
+    head = [
+        "variant",
+        "judge mean (1-10)",
+        "engagement",
+        "unparsed scores",
+        "ROUGE-1",
+        "ROUGE-2",
+        "ROUGE-L",
+        "distinct-1",
+        "distinct-2",
+        "mean chars",
+        "median",
+        "p90",
+        f"> {TWEET_LIMIT}",
+        "think leak",
+        "empty",
+    ]
     rows = []
     for v in result["settings"]["variants"]:
         t, s = result["text_metrics"][v], result["scores"][v]

@@ -24,14 +24,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from common.jsonio import read_jsonl
 from generation.errors import ModelLoadError
+from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
-from .gates import Weights, phase0, phase4, rank_models, read_eval_loss
+from .gates import DecisionRule, Weights, decide, phase0, phase4, rank_models, read_eval_loss
 from .judge import DEFAULT_MODEL, Judge, JudgeError, JudgeUnavailable, make_judge
-from .metrics import (judge_vs_human, length_controlled_win_rate, score_summary, score_tests, text_metrics,
-                      win_counts, win_rate_stats)
-from .significance import DecisionRule, decide
+from .metrics import (
+    judge_vs_human,
+    length_controlled_win_rate,
+    score_summary,
+    score_tests,
+    text_metrics,
+    win_counts,
+    win_rate_stats,
+)
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +75,10 @@ def plan_pairs(variants: Sequence[str]) -> list[tuple[str, str]]:
     """Each adapter vs base and vs RAG (Phase 4), and RAG vs base (the RAG gate)."""
     pairs = []
     for v in variants:
-        if v.startswith("lora:"):
-            pairs += [(v, o) for o in ("base", "rag") if o in variants]
-    if "rag" in variants and "base" in variants:
-        pairs.append(("rag", "base"))
+        if is_lora(v):
+            pairs += [(v, o) for o in (BASE, RAG) if o in variants]
+    if RAG in variants and BASE in variants:
+        pairs.append((RAG, BASE))
     return pairs
 
 
@@ -87,10 +95,10 @@ def _variants(engine, cfg: EvalConfig) -> list[str]:
     if cfg.include_rag and "rag" in available:
         out.append("rag")
     for a in cfg.adapters:
-        v = a if a.startswith("lora:") else f"lora:{a}"
+        v = lora_variant(a)
         if v not in available:
-            names = [x[5:] for x in available if x.startswith("lora:")]
-            raise ValueError(f"No adapter named {v[5:]!r}; available: {', '.join(names) or 'none'}.")
+            names = [adapter_name(x) for x in available if is_lora(x)]
+            raise ValueError(f"No adapter named {adapter_name(v)!r}; available: {', '.join(names) or 'none'}.")
         if v not in out:
             out.append(v)
     return out
@@ -154,9 +162,12 @@ def _limitations(cfg: EvalConfig, judge: Judge, n_items: int, n_unparsed: int, e
 
 def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge: Judge, data_dir: str | Path,
                    reports_root: str | Path | None = None, adapters_dir: str | Path | None = None,
-                   data_info: dict | None = None, progress: Progress | None = None, votes: Sequence | None = None,
+                   data_info: dict | None = None, progress: Progress | None = None, votes: Sequence = (),
                    write_ledger: bool = True) -> dict[str, Any]:
-    """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written)."""
+    """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written).
+
+    ``votes``: human battle records (VoteRecords or exported dicts with tweet, reply_a, reply_b, vote) for the
+    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``)."""
     from .ledger import Ledger, LedgerRow
     from .report import write_report
 
@@ -232,20 +243,13 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
 
     # 5. gates
     p0 = phase0(score_stats["base"]["mean"], score_stats["rag"]["mean"] if "rag" in variants else None)
-    p4 = [phase4(r["a"], r["b"], r["wins"], r["losses"], r["ties"], cfg.rule) for r in pair_rows if r["a"].startswith("lora:")]
-    eval_loss = {v: (read_eval_loss(adapters_dir, v[5:]) if v.startswith("lora:") else None) for v in variants}
+    p4 = [phase4(r["a"], r["b"], r["wins"], r["losses"], r["ties"], cfg.rule) for r in pair_rows if is_lora(r["a"])]
+    eval_loss = {v: (read_eval_loss(adapters_dir, adapter_name(v)) if is_lora(v) else None) for v in variants}
     win_rate = {v: (pooled[v][0] / pooled[v][1] if pooled[v][1] else None) for v in variants}
     ranking = rank_models(variants, {v: score_stats[v]["engagement"] for v in variants}, win_rate,
                           {v: eval_loss[v] for v in variants}, cfg.weights)
 
     # 6. judge vs humans
-    if votes is None:
-        votes = []
-        if (data_dir / "votes.sqlite3").exists():
-            from arena.store import VoteStore
-
-            with VoteStore(data_dir) as store:
-                votes = list(store.iter_votes())
     kappa = judge_vs_human(votes, judged_for_kappa)
 
     n_unparsed = sum(s["n_unparsed"] for s in score_stats.values()) + sum(r["unparsed"] for r in pair_rows)
@@ -286,7 +290,7 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
         "items": item_rows,
         "n_unparsed": n_unparsed,
     }
-    result["limitations"] = _limitations(cfg, judge, len(items), n_unparsed, {v: eval_loss[v] for v in variants if v.startswith("lora:")}, pair_rows)
+    result["limitations"] = _limitations(cfg, judge, len(items), n_unparsed, {v: eval_loss[v] for v in variants if is_lora(v)}, pair_rows)
     result["summary"] = summary_lines(result)
     result["seconds"] = round(time.time() - t0, 2)
 
@@ -350,7 +354,8 @@ def _build_engine(a) -> Any:
                                    load_in_4bit=a.load_in_4bit))
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    engine = Engine(loaded, Path(a.adapters_dir))
+    budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
+    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=int(budget) if budget else None)
     if not a.no_rag:
         try:
             from retrieval import build_or_load, get_encoder
@@ -385,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--weights", type=float, nargs=3, default=(0.4, 0.3, 0.3), metavar=("ENGAGEMENT", "WIN_RATE", "EVAL_LOSS"))
+    p.add_argument("--votes", default=None, help="human votes as JSONL (python -m arena.export) for judge-vs-human kappa")
     p.add_argument("--min-votes", type=int, default=DecisionRule().min_votes, help="minimum decisive judgments for a Phase 4 verdict")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -410,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             judge = make_judge("local", engine=engine, cache_dir=data_dir / "eval_cache")
         result = run_evaluation(engine, items, cfg, judge=judge, data_dir=data_dir, reports_root=a.out,
                                 adapters_dir=a.adapters_dir, data_info={"warnings": warnings},
-                                progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None)
+                                progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None,
+                                votes=read_jsonl(a.votes) if a.votes else ())
     except (JudgeUnavailable, JudgeError, ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

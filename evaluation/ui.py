@@ -10,16 +10,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from generation.errors import ModelLoadError
+from generation.variants import adapter_name, is_lora
 from security import AdminRequired, inert
 
-from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, Weights
+from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
 from .ledger import LEDGER_COLUMNS, Ledger
-from .significance import DecisionRule
+
+if TYPE_CHECKING:  # type-only: evaluation never imports the app layer at run time
+    from context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +68,13 @@ def run_for_tab(ctx, *, source: str, split_path: str | None, upload, adapters: l
     judge = make_judge(judge_kind, model=(judge_model or DEFAULT_MODEL).strip(), engine=ctx.engine,
                        cache_dir=data_dir / "eval_cache")
     w = Weights(*(float(x) for x in weights))
-    cfg = EvalConfig(name=(name or "eval").strip() or "eval", adapters=[a[5:] if a.startswith("lora:") else a for a in adapters or []],
+    cfg = EvalConfig(name=(name or "eval").strip() or "eval", adapters=[adapter_name(a) or a for a in adapters or []],
                      include_rag=bool(include_rag), thinking=bool(thinking), judge=judge_kind, judge_model=judge.model,
                      limit=lim, weights=w, rule=DecisionRule(min_votes=int(min_votes or DecisionRule().min_votes)),
                      tweets_source=label)
     return run_evaluation(ctx.engine, items, cfg, judge=judge, data_dir=data_dir,
-                          adapters_dir=ctx.settings.adapters_dir, data_info={"warnings": warnings}, progress=progress)
+                          adapters_dir=ctx.settings.adapters_dir, data_info={"warnings": warnings}, progress=progress,
+                          votes=list(ctx.votes.iter_votes()))
 
 
 def _copy_out(result: dict) -> dict[str, str]:
@@ -119,13 +124,13 @@ def verdict_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def build_evaluate_tab(ctx) -> None:
+def build_evaluate_tab(ctx: AppContext) -> None:
     from .batch import exported_eval_splits
     from .report import metrics_table, pair_table, ranking_table, render_html
 
     engine = ctx.engine
     data_dir = Path(ctx.settings.data_dir)
-    lora = [v for v in (engine.variants() if engine else []) if v.startswith("lora:")]
+    lora = [v for v in (engine.variants() if engine else []) if is_lora(v)]
     has_rag = bool(engine and "rag" in engine.variants())
 
     def denied(request) -> str | None:
@@ -188,7 +193,7 @@ def build_evaluate_tab(ctx) -> None:
             ledger_btn = gr.Button("Refresh ledger", size="sm")
         with gr.Accordion("Publish an adapter to the Hugging Face Hub", open=False):
             with gr.Row():
-                pub_adapter = gr.Dropdown(choices=[v[5:] for v in lora], label="Adapter", elem_id="pub-adapter")
+                pub_adapter = gr.Dropdown(choices=[adapter_name(v) for v in lora], label="Adapter", elem_id="pub-adapter")
                 pub_repo = gr.Textbox(label="Repo id (user/name)", placeholder="your-name/reply-lora", elem_id="pub-repo")
                 pub_dry = gr.Checkbox(value=True, label="Dry run (write the card and file list locally)", elem_id="pub-dry")
                 pub_public = gr.Checkbox(value=False, label="Public repo")
@@ -212,8 +217,8 @@ def build_evaluate_tab(ctx) -> None:
         no = denied(request)
         if no:
             return no, gr.update(), gr.update()
-        names = [v for v in (engine.variants() if engine else []) if v.startswith("lora:")]
-        return "", gr.update(choices=names, value=names), gr.update(choices=[v[5:] for v in names])
+        names = [v for v in (engine.variants() if engine else []) if is_lora(v)]
+        return "", gr.update(choices=names, value=names), gr.update(choices=[adapter_name(v) for v in names])
 
     n_run_out = 10
 

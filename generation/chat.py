@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 
+from common.text import TWEET_LIMIT
+
 from .prompts import SYSTEM_PROMPT, user_message
 
-TWEET_LIMIT = 280
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _SPECIAL = re.compile(r"<\|[^|<>]{1,40}\|>")
 _QUOTES = {('"', '"'), ("“", "”"), ("'", "'")}
@@ -80,12 +81,3 @@ def clean_reply(text: str, limit: int = TWEET_LIMIT) -> str:
         answer = answer[1:-1].strip()
     return truncate_words(answer, limit)
 
-
-def validate_tweet(tweet: str | None, limit: int = TWEET_LIMIT) -> str:
-    """Refuse empty or over-long input with a message the UI can show as is."""
-    text = (tweet or "").strip()
-    if not text:
-        raise ValueError("Please type a tweet first: the input is empty.")
-    if len(text) > limit:
-        raise ValueError(f"A tweet is at most {limit} characters; this one has {len(text)}. Shorten it by {len(text) - limit}.")
-    return text

@@ -10,14 +10,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from common.text import validate_tweet
+
 from .adapters import AdapterBank
-from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking, validate_tweet
+from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking
 from .config import SamplingConfig, default_sampling
 from .fastgen import cuda_generate_kwargs, pad_multiple
 from .loader import LoadedModel
-from .prompts import SYSTEM_PROMPT
-
-BASE, RAG, LORA_PREFIX = "base", "rag", "lora:"
+from .prompts import SYSTEM_PROMPT, build_fewshot_messages
+from .variants import BASE, RAG, adapter_name, lora_variant
 
 
 @dataclass
@@ -54,10 +55,6 @@ class StreamEvent:
     result: GenerationResult | None = None
 
 
-def adapter_name(variant: str) -> str | None:
-    return variant[len(LORA_PREFIX):] if variant.startswith(LORA_PREFIX) else None
-
-
 class _Cancel:
     """A stopping criterion flipped when a stream's consumer goes away, so the worker thread ends promptly."""
 
@@ -92,8 +89,10 @@ class _ReplyLongEnough:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None, system_prompt: str = SYSTEM_PROMPT):
+    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None,
+                 system_prompt: str = SYSTEM_PROMPT, max_new_tokens: int | None = None):
         self.loaded = loaded
+        self.max_new_tokens = max_new_tokens  # reply budget for the default sampling; None = the card default
         self.tokenizer = loaded.tokenizer
         self.bank = AdapterBank(loaded.model, loaded.name, adapters_dir)
         self.retriever = retriever
@@ -119,16 +118,16 @@ class Engine:
 
     def variants(self) -> list[str]:
         out = [BASE] + ([RAG] if self.retriever is not None else [])
-        return out + [LORA_PREFIX + n for n in self.bank.available()]
+        return out + [lora_variant(n) for n in self.bank.available()]
 
     def default_sampling(self, thinking: bool = False) -> SamplingConfig:
-        return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded)
+        return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded,
+                                max_new_tokens=self.max_new_tokens)
 
     def messages_for(self, tweet: str, variant: str) -> tuple[list[dict], list]:
         if variant == RAG:
             if self.retriever is None:
                 raise ValueError("The RAG variant needs a retrieval index; none is loaded.")
-            from retrieval.fewshot import build_fewshot_messages
 
             examples = self.retriever(tweet)
             return build_fewshot_messages(tweet, examples, self.system_prompt), examples

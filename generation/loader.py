@@ -35,9 +35,6 @@ class LoadedModel:
         q = f", {self.quantized}" if self.quantized else ""
         return f"{self.name} on {self.device} ({self.dtype}{q}), {self.memory_gb:.2f} GB, loaded in {self.load_seconds:.1f} s"
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
-
 def resolve_device(requested: str, warnings: list[str]) -> str:
     import torch
 
@@ -102,7 +99,7 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
     except ModelLoadError:
         raise
     except (OSError, ValueError) as exc:
-        if not embedded and not Path(path).exists() and _offline():
+        if not embedded and not Path(path).exists() and cfg.offline:
             raise ModelLoadError(f"Cannot fetch {name} from the Hugging Face Hub while offline (HF_HUB_OFFLINE=1); download it first or pass a local directory.") from exc
         if not embedded and not Path(path).exists():
             raise ModelLoadError(f"Could not load {name} from the Hugging Face Hub ({type(exc).__name__}); check the id, your network and HF_TOKEN.") from exc

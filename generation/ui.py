@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from common.text import TWEET_LIMIT, validate_tweet
 from security import inert
 
 from .config import SamplingConfig
-from .present import stats_line, variant_label
+from .present import display_name, format_examples_markdown, stats_line
+
+if TYPE_CHECKING:  # type-only: generation never imports the app layer at run time
+    from context import AppContext
 
 MAX_SLOTS = 6  # base + RAG + up to four adapters side by side
 
@@ -21,20 +26,20 @@ def _examples(path) -> list[str]:
         return []
 
 
-def build_generate_tab(ctx) -> None:
+def build_generate_tab(ctx: AppContext) -> None:
     engine = ctx.engine
     with gr.Tab("Generate", id="generate"):
         gr.Markdown(f"**Model:** {inert(ctx.model_banner())}", elem_id="model-banner")
         with gr.Row():
             with gr.Column(scale=3):
-                tweet = gr.Textbox(label="Tweet", lines=3, placeholder="Paste or type a tweet (up to 280 characters)", elem_id="gen-tweet",
-                                   info="At most 280 characters.")
+                tweet = gr.Textbox(label="Tweet", lines=3, placeholder=f"Paste or type a tweet (up to {TWEET_LIMIT} characters)", elem_id="gen-tweet",
+                                   info=f"At most {TWEET_LIMIT} characters.")
                 ex = _examples(ctx.settings.heldout)
                 if ex:
                     gr.Examples(examples=[[t] for t in ex], inputs=[tweet], label="Example tweets (click one)")
             with gr.Column(scale=2):
                 choices = engine.variants() if engine else []
-                variants = gr.CheckboxGroup(choices=[(variant_label(v), v) for v in choices], value=[v for v in choices if v in ("base", "rag")],
+                variants = gr.CheckboxGroup(choices=[(display_name(v), v) for v in choices], value=[v for v in choices if v in ("base", "rag")],
                                             label="Variants", elem_id="gen-variants")
                 refresh = gr.Button("Refresh adapter list", size="sm")
                 can_think = bool(engine and engine.supports_thinking)
@@ -73,13 +78,11 @@ def build_generate_tab(ctx) -> None:
 
         def on_refresh(current):
             vs = engine.variants() if engine else []
-            return gr.update(choices=[(variant_label(v), v) for v in vs], value=[v for v in current if v in vs])
+            return gr.update(choices=[(display_name(v), v) for v in vs], value=[v for v in current if v in vs])
 
         refresh.click(on_refresh, [variants], [variants])
 
         def run(text, chosen, think_on, t, p, k, mp, mx, rp, sd):
-            from generation.chat import validate_tweet
-
             if engine is None:
                 raise gr.Error(ctx.model_banner())
             try:
@@ -93,33 +96,35 @@ def build_generate_tab(ctx) -> None:
                                       repetition_penalty=float(rp), seed=None if sd in (None, "") else int(sd))
             state = [[gr.update(visible=False)] + [gr.update()] * 7 for _ in range(MAX_SLOTS)]
             for i, v in enumerate(chosen):
-                state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(variant_label(v))}"), gr.update(value=""),
+                state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(display_name(v))}"), gr.update(value=""),
                             gr.update(value="waiting…"), gr.update(visible=False), gr.update(value=""), gr.update(visible=False), gr.update(value="")]
             yield [x for s in state for x in s] + [gr.update(value="Generating…")]
-            errors = []
+            errors, final = [], {}
             for i, v in enumerate(chosen):
                 try:
+                    st = state[i]
+                    st[3] = gr.update(value="generating…")  # once: the stats line changes again only when final
                     for ev in engine.stream(text, v, sampling, bool(think_on)):
-                        st = state[i]
                         st[2] = gr.update(value=ev.reply)
                         st[4] = gr.update(visible=bool(ev.thinking))
                         st[5] = gr.update(value=inert(ev.thinking))
                         if ev.done:
                             r = ev.result
-                            st[3] = gr.update(value=stats_line(r))
+                            final[i] = stats_line(r)
+                            st[3] = gr.update(value=final[i])
                             if r.retrieved:
-                                from retrieval import format_examples_markdown
-
                                 st[6] = gr.update(visible=True)
                                 st[7] = gr.update(value=format_examples_markdown(r.retrieved))
-                        else:
-                            st[3] = gr.update(value="generating…")
                         yield [x for s in state for x in s] + [gr.update()]
+                        st[3] = gr.update()  # sent; later token yields leave the stats line alone
                 except Exception as exc:  # one variant failing (e.g. a bad adapter) must not stop the others
                     msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                    errors.append(f"{variant_label(v)}: {msg}")
-                    state[i][3] = gr.update(value=f"⚠️ {inert(msg)}")
+                    errors.append(f"{display_name(v)}: {msg}")
+                    final[i] = f"⚠️ {inert(msg)}"
+                    state[i][3] = gr.update(value=final[i])
                     yield [x for s in state for x in s] + [gr.update()]
+            for i, text_ in final.items():  # "Done." travels in the same update as every final stats line
+                state[i][3] = gr.update(value=text_)
             done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors)
             yield [x for s in state for x in s] + [gr.update(value=done)]
 

@@ -1,6 +1,6 @@
-"""Retrieval for the RAG few-shot variant: encoder (+ disk cache), example index, prompt assembly."""
+"""Retrieval for the RAG few-shot variant: encoder (+ disk cache) and the example index. Returns examples only;
+the few-shot prompt is generation.prompts, the UI rendering generation.present."""
 from .encoder import EMBEDDING_DIM, MODEL_ID, CacheStats, Encoder, get_encoder
-from .fewshot import build_fewshot_messages, escape_markdown, format_examples_markdown
 from .index import DEFAULT_DATASET, Example, ExampleIndex, RetrievalConfig, Retrieved, build_or_load
 
 __all__ = [
@@ -15,7 +15,4 @@ __all__ = [
     "RetrievalConfig",
     "Retrieved",
     "build_or_load",
-    "build_fewshot_messages",
-    "escape_markdown",
-    "format_examples_markdown",
 ]

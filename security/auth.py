@@ -6,7 +6,6 @@ must be on the ADMIN_USERS allow-list. Every admin handler calls `require()` —
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,15 +15,12 @@ class AdminRequired(PermissionError):
     """Raised by admin handlers for non-admin callers; its message is shown in the UI."""
 
 
-def _allow_list() -> set[str]:
-    return {u.strip().lower() for u in os.environ.get("ADMIN_USERS", "").split(",") if u.strip()}
-
-
 @dataclass
 class AdminGate:
-    password: str | None = field(default_factory=lambda: os.environ.get("ADMIN_PASSWORD") or None)
-    allowed_users: set[str] = field(default_factory=_allow_list)
-    on_space: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
+    # Filled from ADMIN_PASSWORD / ADMIN_USERS / SPACE_ID by context.Settings.from_env (the one env reader).
+    password: str | None = None
+    allowed_users: set[str] = field(default_factory=set)
+    on_space: bool = False
     session_ttl_s: float = 12 * 3600  # an admin session lasts a working day
     max_failures: int = 5  # per session per 10 minutes, to slow down password guessing
     _sessions: dict[str, float] = field(default_factory=dict)

@@ -1,12 +1,17 @@
 """Admin login panel (password locally, HF OAuth on Spaces). The check that matters is AdminGate.require in each handler."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
 
 from .auth import AdminRequired
 
+if TYPE_CHECKING:  # type-only: security never imports the app layer at run time
+    from context import AppContext
 
-def build_admin_panel(ctx):
+
+def build_admin_panel(ctx: AppContext) -> None:
     """Returns a gr.State-free login row; admin tabs call ctx.gate.require(request) themselves."""
     gate = ctx.gate
     with gr.Accordion("Admin", open=False, elem_id="admin-panel"):

@@ -1,15 +1,11 @@
-"""Shared fixtures. Everything runs offline; heavy objects are session-scoped."""
+"""Test-wide settings: everything runs offline. Shared helpers live in tests/support/ (app server, Messages API
+server, tiny Qwen3, training-run helpers); the project is imported as installed (`pip install -e .`) or from the
+repository root (`python -m pytest`), never by patching sys.path."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("WANDB_MODE", "offline")
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))

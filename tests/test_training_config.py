@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from tiny_qwen3 import build_model, build_tokenizer
+from tests.support.tiny_qwen3 import build_model, build_tokenizer
 from training.config import DEFAULT_TARGETS, PRESETS, TrainConfig, parse_set, preset_config, resolve, validate, validate_targets
 
 

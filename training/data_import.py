@@ -25,7 +25,8 @@ tweet) and retweets are skipped and counted in the report.
 """
 from __future__ import annotations
 
-from common.atomic import atomic_write
+from common.jsonio import atomic_write
+from common.text import URL_RE
 
 import csv
 import gzip
@@ -55,13 +56,6 @@ __all__ = [
     "write_pairs_jsonl",
 ]
 
-# Scheme links, www., t.co, pic.twitter.com, or a bare domain with a common TLD (foo.io, example.com/path).
-# TLDs that are also common words (so, is, to, me, us) are left out: "ok.so what" is not a link.
-URL_RE = re.compile(
-    r"(?i)(?:https?://|www\.|\bt\.co/|\bpic\.(?:twitter|x)\.com/)\S*"
-    r"|\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|io|ai|co|dev|app|ly|gg|tv|xyz|info"
-    r"|sh|uk|de|fr|es|ca|eu|biz|link|site|online|tech|blog|page)\b(?:/\S*)?"
-)
 _WS_RE = re.compile(r"\s+")
 _LEADING_MENTIONS_RE = re.compile(r"^(?:\s*@\w{1,50})+\s*")
 

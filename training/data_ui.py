@@ -11,7 +11,6 @@ from security import AdminRequired, inert
 
 from . import data_service as svc
 from .data_filter import FilterConfig
-from .review_store import ReviewStore
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,7 @@ def _reviewer(request: gr.Request | None) -> str:
 
 def build_data_tab(ctx) -> None:
     data_dir = ctx.settings.data_dir
-    store = ctx.extras.get("review_store")
-    if store is None:
-        store = ctx.extras["review_store"] = ReviewStore(data_dir)
+    store = ctx.reviews
     emb_cache = ctx.settings.cache_dir / "embeddings"  # shared with the RAG index: the sample set is already embedded
     d = FilterConfig()
 

@@ -7,7 +7,6 @@ because a single logged step on a micro-batch is noisy.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,7 +199,3 @@ def report(findings: list[Finding], new_config: dict, old_config: TrainConfig | 
     if diff:
         lines += ["", "Suggested v2 config:", "", "| key | now | v2 |", "|---|---|---|", *diff]
     return "\n".join(lines)
-
-
-def to_json(findings: list[Finding]) -> str:
-    return json.dumps([f.to_dict() for f in findings], indent=1)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from common import sqlite
+
 from .data_import import URL_RE, Pair
 
 __all__ = ["ReviewItem", "ReviewStore", "STATUSES", "validate_reply_text", "validate_dataset_name", "DB_NAME"]
@@ -132,7 +134,7 @@ class ReviewStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        conn = sqlite.connect(self.path, row_factory=False)
         try:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")

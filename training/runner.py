@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import sqlite
+
 from .config import TrainConfig, validate
 from .launch import check_gpus, launch_spec
 
@@ -193,9 +195,7 @@ class Registry:
             c.executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        c.row_factory = sqlite3.Row
-        return c
+        return sqlite.connect(self.path)
 
     def upsert(self, run_id: str, **values: Any) -> None:
         values = {k: (json.dumps(v, default=str) if k in ("config_json", "metrics_json") and not isinstance(v, str) and v is not None else v)

@@ -16,9 +16,7 @@ SAMPLE = "sample data (assets/sample_pairs.jsonl)"
 
 
 def manager_for(ctx) -> RunManager:
-    if "runs" not in ctx.extras:
-        ctx.extras["runs"] = RunManager(ctx.settings.data_dir, ctx.settings.adapters_dir)
-    return ctx.extras["runs"]
+    return ctx.runs
 
 
 def dataset_choices(data_dir) -> list[tuple[str, str]]:

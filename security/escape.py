@@ -1,0 +1,48 @@
+"""The one escaper: user text goes into Markdown/HTML components, prompts and reports; it renders as text, never markup.
+
+Four contexts, one module:
+* ``inert`` -- a gr.Markdown component: HTML-escape, then backslash-neutralise Markdown, keep line breaks.
+* ``inert_line`` -- one cell/line of Markdown (tables, lists): as ``inert`` with newlines folded to spaces.
+* ``html_text`` -- an HTML report or attribute value: HTML-escape (quotes too).
+* ``own_markdown`` -- our own text (adapter names, notes) in a Markdown table: no HTML, no cell breaks, readable.
+* ``prompt_data`` -- user text inside a judge prompt's delimiter tags: only &, < and > so it cannot close a tag.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+__all__ = ["inert", "inert_line", "html_text", "own_markdown", "prompt_data"]
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~$])")  # $: Gradio renders $...$ as LaTeX
+
+
+def _text(x: Any) -> str:
+    return "" if x is None else str(x)
+
+
+def inert(text: Any) -> str:
+    """HTML-escape, then neutralize Markdown syntax, so `<script>`, links and images from users stay plain text."""
+    escaped = html.escape(_text(text), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", escaped).replace("\n", "  \n")
+
+
+def inert_line(text: Any) -> str:
+    """``inert`` on one line: line breaks become spaces (a Markdown table cell or list item)."""
+    return inert(_text(text).replace("\r", " ").replace("\n", " "))
+
+
+def html_text(x: Any) -> str:
+    """Text or attribute value in HTML."""
+    return html.escape(_text(x), quote=True)
+
+
+def own_markdown(x: Any) -> str:
+    """Our own text for Markdown (may quote adapter names): no HTML, no table breaks, otherwise readable."""
+    return html.escape(_text(x), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def prompt_data(text: Any) -> str:
+    """Escape &, < and > so user text cannot open or close a delimiter tag in a prompt."""
+    return html.escape(_text(text), quote=False)

@@ -1,0 +1,57 @@
+"""The shared context: one env reader, and stores that exist whether or not a model loaded."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from context import AppContext, Settings, build_context, env_flag
+
+import gradio as gr
+import pytest
+
+from app import build_app, parse_args
+from arena.store import VoteRecord
+from arena.ui import build_leaderboard_tab
+
+
+@pytest.mark.parametrize("raw,want", [("1", True), ("true", True), ("yes", True), ("YES", True), ("on", True),
+                                      ("0", False), ("false", False), ("no", False), ("", False), (None, False)])
+def test_one_boolean_parser(raw, want):
+    assert env_flag(raw) is want
+
+
+def test_settings_from_env_and_flags_override(tmp_path: Path):
+    env = {"LOAD_IN_4BIT": "yes", "DATA_DIR": str(tmp_path / "d"), "REPLY_ARENA_MAX_NEW_TOKENS": "32",
+           "ADMIN_USERS": "Alice, bob", "SPACE_ID": "me/space", "HF_HUB_OFFLINE": "1"}
+    s = Settings.from_env(env)
+    assert s.load_in_4bit is True and s.offline is True and s.max_new_tokens == 32
+    assert s.data_dir == tmp_path / "d" and s.admin_users == {"alice", "bob"} and s.on_space
+    assert s.model_config().load_in_4bit is True and s.model_config().offline is True
+    flagged = parse_args(["--data-dir", str(tmp_path / "x"), "--no-model"], defaults=s)
+    assert flagged.data_dir == tmp_path / "x" and flagged.load_model is False and flagged.load_in_4bit is True
+    assert Settings.from_env({}).cache_dir == Settings().cache_dir  # one cache default
+
+
+def _vote(bid: str) -> VoteRecord:
+    return VoteRecord(battle_id=bid, tweet="Coffee or tea?", contender_a="base", contender_b="rag", reply_a="Coffee.",
+                      reply_b="Tea.", settings={}, vote="a", session_hash="s", client_hash="c", app_version="t")
+
+
+def test_stores_exist_without_a_model_so_leaderboard_and_export_work(tmp_path: Path):
+    """Regression: without a model the Arena built no vote store, the Leaderboard said "No vote store" and Export
+    passed None to the exporter."""
+    ctx = build_context(Settings(load_model=False, data_dir=tmp_path / "data", adapters_dir=tmp_path / "adapters"))
+    assert isinstance(ctx, AppContext) and ctx.engine is None and ctx.battles is None
+    ctx.votes.add_vote(_vote("b1"))
+    assert build_app(ctx) is not None  # every tab builds without a model
+    with gr.Blocks() as demo:
+        build_leaderboard_tab(ctx)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    counts = fns["refresh_board"](False)[0]
+    assert "**1** votes in the store" in counts
+    ctx.gate.password = "pw"
+    admin = SimpleNamespace(session_hash="boss")
+    ctx.gate.login("pw", admin)
+    path, msg = fns["on_export"]("jsonl", admin)
+    assert msg.startswith("Exported 1 votes") and '"battle_id": "b1"' in Path(path).read_text()
+    assert "without a model" in " ".join(ctx.banners)
