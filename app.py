@@ -34,7 +34,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     from evaluation.ui import build_evaluate_tab
     from generation.ui import build_generate_tab
     from security.ui import build_admin_panel
-    from training.ui import build_data_tab, build_training_tab
+    from training.data.ui import build_data_tab
+    from training.ui import build_training_tab
 
     with gr.Blocks(title="Reply Arena") as demo:
         gr.Markdown("# Reply Arena\nBase vs RAG vs LoRA replies to tweets — generate, battle anonymously, and see who really wins.")

@@ -1,14 +1,19 @@
 """Training tab (admin): start a background LoRA run, watch it live, stop it, read diagnostics, train v2.
 
-State lives in files under --data-dir (runner.py), so a refresh or a second browser shows the same run.
+State lives in files under --data-dir (rundir.py / runner.py), so a refresh or a second browser shows the same run.
 """
 from __future__ import annotations
 
+import json
+
 import gradio as gr
+import yaml
 
 from security import AdminRequired, inert
 
-from .train_service import HISTORY_COLUMNS, PRESET_NAMES, build_config, dataset_choices, history_rows, loss_figure, manager_for, progress_html
+from .config import TrainConfig
+from .diagnostics import report, suggest_v2
+from .service import HISTORY_COLUMNS, PRESET_NAMES, build_config, dataset_choices, history_rows, loss_figure, manager_for, progress_html
 
 
 def build_training_tab(ctx) -> None:
@@ -65,8 +70,6 @@ def build_training_tab(ctx) -> None:
             cfg = _cfg(p, ds, [v1, v2, v3, v4, v5, v6, v7, v8])
         except (AdminRequired, ValueError) as exc:
             return f"⚠️ {inert(str(exc))}", gr.update()
-        import yaml
-
         return "", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
     def on_start(p, ds, v1, v2, v3, v4, v5, v6, v7, v8, request: gr.Request):
@@ -91,8 +94,6 @@ def build_training_tab(ctx) -> None:
         tail = st.log_tail + (f"\n\nERROR: {st.error}" if st.error else "")
         diag_md = ""
         if st.state in ("completed", "stopped") and st.history:
-            from .diagnostics import report, suggest_v2
-
             findings, new = suggest_v2(_run_config(rm, run_id), st.history)
             diag_md = report(findings, new, _run_config(rm, run_id))
         elif st.state == "failed":
@@ -112,9 +113,6 @@ def build_training_tab(ctx) -> None:
     def on_v2_preview(run_id, request: gr.Request):
         if not gate.is_admin(request) or not run_id:
             return gr.update()
-        from .diagnostics import suggest_v2
-        import yaml
-
         st = rm.status(run_id, tail=0)
         if not st.history:
             return ""
@@ -124,9 +122,6 @@ def build_training_tab(ctx) -> None:
     def on_v2_start(run_id, request: gr.Request):
         try:
             gate.require(request)
-            from .diagnostics import suggest_v2
-            from .config import TrainConfig
-
             st = rm.status(run_id, tail=0)
             _, new = suggest_v2(_run_config(rm, run_id), st.history)
             for k in ("output_dir", "adapters_dir"):
@@ -164,6 +159,4 @@ def build_training_tab(ctx) -> None:
 
 def _run_config(rm, run_id: str) -> dict:
     row = rm.registry.get(run_id) or {}
-    import json
-
     return json.loads(row.get("config_json") or "{}")

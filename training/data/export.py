@@ -2,7 +2,7 @@
 
 Layout of ``<data_dir>/datasets/<name>/`` (``load_from_disk(path)`` works on the folder itself)::
 
-    dataset_dict.json, train/, eval/   DatasetDict (grouped split from data_split)
+    dataset_dict.json, train/, eval/   DatasetDict (grouped split from split.py)
     pairs.jsonl                        every exported row with its split
     README.md                          dataset card: counts, filters used, histograms
     length_hist.png, engagement_hist.png
@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data_import import Pair
-from .data_split import split_pairs
+from .pairs import Pair
+from .split import split_pairs
 from .review_store import ReviewStore, validate_dataset_name
 
 __all__ = ["ExportInfo", "EXPORT_COLUMNS", "export_dataset", "export_pairs", "list_exported", "datasets_dir"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .data_import import URL_RE, Pair
+from .importers import URL_RE
+from .pairs import Pair
 
 __all__ = ["ReviewItem", "ReviewStore", "STATUSES", "validate_reply_text", "validate_dataset_name", "DB_NAME"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence, TypeVar
 
-from .data_import import Pair
+from .pairs import Pair
 
 __all__ = ["group_key", "split_pairs"]
 
