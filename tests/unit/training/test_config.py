@@ -8,6 +8,7 @@ import yaml
 
 from tiny_qwen3 import build_model, build_tokenizer
 from training.config import DEFAULT_TARGETS, PRESETS, TrainConfig, parse_set, preset_config, resolve, validate, validate_targets
+from training.train import load_pairs
 
 
 def test_defaults_are_the_seed_recipe():
@@ -115,8 +116,6 @@ def test_4bit_without_cuda_falls_back_with_warning():
 
 
 def test_empty_eval_split_refused_before_model_load(tmp_path):
-    from training.train import load_pairs
-
     p = tmp_path / "pairs.jsonl"
     p.write_text("\n".join(json.dumps({"tweet": f"t{i}", "reply": f"reply number {i}", "split": "train"}) for i in range(5)))
     with pytest.raises(ValueError, match="eval split .* is empty"):

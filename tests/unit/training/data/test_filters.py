@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data_dedup import SemanticDedupConfig, near_duplicate_neighbors, semantic_dedup
-from training.data_filter import REASONS, FilterConfig, apply_filters, check_pair, engagement, guess_language, run_funnel
-from training.data_import import Pair, import_file
-from training.data_split import split_pairs
+from training.data.cli import main
+from training.data.dedup import SemanticDedupConfig, near_duplicate_neighbors, semantic_dedup
+from training.data.filters import FilterConfig, check_pair, guess_language
+from training.data.funnel import REASONS, apply_filters, run_funnel
+from training.data.importers import import_file
+from training.data.pairs import Pair, engagement
+from training.data.review_store import ReviewStore
+from training.data.split import split_pairs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 
 # From assets/README.md ("Rows that should be rejected by the filters").
@@ -244,9 +248,6 @@ def test_split_is_grouped_seeded_and_order_independent(sample: list[Pair]) -> No
 
 
 def test_cli_funnel_in_process(sample: list[Pair], encoder, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.data_cli import main
-    from training.review_store import ReviewStore
-
     plot = tmp_path / "funnel.png"
     rc = main(["funnel", str(SAMPLE), "--cache-dir", str(encoder.cache_dir), "--plot", str(plot),
                "--data-dir", str(tmp_path / "data"), "--dataset", "sample"])
@@ -258,7 +259,7 @@ def test_cli_funnel_in_process(sample: list[Pair], encoder, tmp_path: Path, caps
 
 def test_cli_subprocess_import_and_error(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, "-m", "training.data_cli", "import", str(ROOT / "tests/fixtures/apify_tweets.json"),
+    ok = subprocess.run([sys.executable, "-m", "training.data.cli", "import", str(ROOT / "tests/fixtures/apify_tweets.json"),
                          "--out", str(tmp_path / "p.jsonl")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert ok.returncode == 0, ok.stderr
     rep = json.loads(ok.stdout)["report"]
@@ -266,5 +267,5 @@ def test_cli_subprocess_import_and_error(tmp_path: Path) -> None:
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json}\n")
-    err = subprocess.run([sys.executable, "-m", "training.data_cli", "import", str(bad)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    err = subprocess.run([sys.executable, "-m", "training.data.cli", "import", str(bad)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert err.returncode == 2 and "bad.jsonl: line 1" in err.stderr and err.stdout == ""
