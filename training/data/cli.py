@@ -11,6 +11,7 @@ Results go to stdout as JSON; errors to stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -150,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cmd = {"import": _cmd_import, "funnel": _cmd_funnel, "export": _cmd_export, "list": _cmd_list}[args.cmd]
     try:
-        result = cmd(args)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON (libraries print banners on import)
+            result = cmd(args)
     except (ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
