@@ -32,7 +32,7 @@ from typing import Any
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
 from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
 from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
-from .runner import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .rundir import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,7 +289,7 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
     _generation_config(peft_model.get_base_model(), tokenizer, eot_token).save_pretrained(str(tmp))
     cfg.to_yaml(tmp / "training_config.yaml")
     (tmp / "dataset.json").write_text(json.dumps(data_info, indent=1))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=str))
     if dest.exists():
         old = dest_root / f".{run_id}.old-{os.getpid()}"
         os.replace(dest, old)
@@ -556,7 +556,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if is_main:
         status.update(phase="saving adapter")
         adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state))
-        write_json_atomic(run_dir / "metrics.json", metrics)
+        write_json_atomic(run_dir / METRICS_FILE, metrics)
         append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
                                           "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
                                           "elapsed": round(time.time() - log_cb.t0, 2)})

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .pairs import Pair
-from .split import split_pairs
 from .review_store import ReviewStore, validate_dataset_name
+from .split import split_pairs
 
 __all__ = ["ExportInfo", "EXPORT_COLUMNS", "export_dataset", "export_pairs", "list_exported", "datasets_dir"]
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from common.atomic import atomic_write
 
-from .pairs import PAIR_FIELDS, Pair, opt_str, to_bool, to_int
+from .pairs import Pair, opt_str, to_bool, to_int
 
 __all__ = [
     "ImportReport",
