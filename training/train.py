@@ -20,7 +20,6 @@ import importlib.util
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import time
@@ -31,6 +30,8 @@ from typing import Any
 
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
 from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
+from .data.export import sample_rows
+from .data.split import row_group_key, split_pairs
 from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
 from .rundir import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
 
@@ -83,28 +84,6 @@ def _read_jsonl_rows(path: Path) -> list[dict]:
     return rows
 
 
-def sample_filter(row: dict) -> bool:
-    """The seed's quality filters, enough for the sample data: >=5 likes, 30-280 character reply, no links or media."""
-    reply, tweet = str(row.get("reply") or ""), str(row.get("tweet") or "")
-    return (int(row.get("likes") or 0) >= 5 and 30 <= len(reply) <= 280 and not row.get("has_url") and not row.get("has_media")
-            and "http" not in reply and "http" not in tweet)
-
-
-def grouped_split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Seeded split that keeps replies to the same tweet on one side (otherwise eval sees train prompts)."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(str(r.get("tweet_id") or r["tweet"]), []).append(r)
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    target = max(1, round(eval_fraction * len(rows)))
-    evl: list[dict] = []
-    train: list[dict] = []
-    for i, g in enumerate(names):
-        (evl if len(evl) < target and i < len(names) - 1 else train).extend(groups[g])
-    return train, evl
-
-
 def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[list[dict], list[dict]]:
     if rows and any("split" in r for r in rows):
         train = [r for r in rows if r.get("split") == "train"]
@@ -112,7 +91,7 @@ def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[l
         if not evl:
             raise ValueError(f"The eval split of {source} is empty; export the dataset again with an eval fraction above 0.")
         return train, evl
-    return grouped_split(rows, cfg.eval_fraction, cfg.seed)
+    return split_pairs(rows, cfg.eval_fraction, cfg.seed, key=row_group_key)
 
 
 def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
@@ -129,11 +108,14 @@ def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
 
 
 def load_pairs(cfg: TrainConfig) -> PairData:
-    """Read (tweet, reply) rows and the train/eval split before any model loads, so data errors are instant."""
+    """Read (tweet, reply) rows and the train/eval split before any model loads, so data errors are instant.
+
+    Only the export format of training/data/export.py: its DatasetDict folder or its pairs.jsonl (a `split` column);
+    the bundled sample comes through `sample_rows` in that format, and rows without a split get the export's split rule.
+    """
     if not cfg.dataset:
         src = SAMPLE_DATA
-        rows = [r for r in _read_jsonl_rows(src) if sample_filter(r)]
-        train, evl = grouped_split(rows, cfg.eval_fraction, cfg.seed)
+        train, evl = _from_split_rows(sample_rows(src, cfg.eval_fraction, cfg.seed), cfg, str(src))
         kind = "sample"
     else:
         src = Path(cfg.dataset).expanduser()
@@ -146,7 +128,7 @@ def load_pairs(cfg: TrainConfig) -> PairData:
             train = splits["train"]
             name = next((s for s in EVAL_SPLITS if s in splits), None)
             if name is None:
-                train, evl = grouped_split(train, cfg.eval_fraction, cfg.seed)
+                train, evl = split_pairs(train, cfg.eval_fraction, cfg.seed, key=row_group_key)
             else:
                 evl = splits[name]
             kind = "datasetdict"
