@@ -2,6 +2,7 @@
 
     python -m training.train --preset cpu-demo
     python -m training.train --config run.yaml --run-dir data/runs/my-run [--resume] [--set rank=8 --set learning_rate=1e-3]
+    python -m training.train --preset cpu-demo --rank 8 --max_steps 10     # every TrainConfig field is a flag; --help lists them
 
 Precision by hardware: CUDA + load_in_4bit -> QLoRA (NF4 base, bf16 compute, prepare_model_for_kbit_training);
 CUDA otherwise -> bf16 base + bf16 autocast; CPU -> `cpu_dtype` base (bf16 by default: about 2x faster than fp32 on the
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
-from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
+from .config import TrainConfig, add_config_flags, flag_overrides, parse_set, preset_config, validate, validate_targets
 from .data.export import sample_rows
 from .data.split import row_group_key, split_pairs
 from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
@@ -558,12 +559,15 @@ def _finish_stopped(status: StatusFile, note: str | None, step: int | None = Non
 
 # ---- CLI -------------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.")
+    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.",
+                                allow_abbrev=False, usage="python -m training.train [--config YAML | --preset NAME] [--run-dir DIR] "
+                                "[--resume] [--set KEY=VALUE ...] [--KEY VALUE ...]")
     p.add_argument("--config", help="YAML config file (keys = training/config.py TrainConfig fields)")
     p.add_argument("--preset", help="start from a preset: qwen3-8b-qlora or cpu-demo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
     p.add_argument("--run-dir", help="run folder (default <output_dir>/<run_name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    add_config_flags(p)
     return p
 
 
@@ -576,7 +580,7 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
         base = TrainConfig.from_yaml(Path(ns.run_dir) / CONFIG_FILE)
     else:
         base = preset_config(ns.preset)
-    cfg = TrainConfig.from_dict(parse_set(ns.set), base=base)
+    cfg = TrainConfig.from_dict({**parse_set(ns.set), **flag_overrides(ns)}, base=base)
     if not cfg.run_name:
         name = Path(ns.run_dir).name if ns.run_dir else f"{ns.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = TrainConfig.from_dict({"run_name": name}, base=cfg)

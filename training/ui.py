@@ -11,7 +11,7 @@ import yaml
 
 from security import AdminRequired, inert
 
-from .config import TrainConfig
+from .config import TrainConfig, field_help
 from .diagnostics import report, suggest_v2
 from .service import HISTORY_COLUMNS, PRESET_NAMES, build_config, dataset_choices, history_rows, loss_figure, manager_for, progress_html
 
@@ -24,18 +24,20 @@ def build_training_tab(ctx) -> None:
         with gr.Row():
             with gr.Column(scale=2):
                 preset = gr.Dropdown(PRESET_NAMES, value="cpu-demo", label="Preset", info="qwen3-8b-qlora = the seed's recipe; cpu-demo = embedded model, minutes on a CPU")
-                dataset = gr.Dropdown(choices=[], value="", label="Dataset (exported in the Data tab)", allow_custom_value=True)
+                dataset = gr.Dropdown(choices=[], value="", label="Dataset (exported in the Data tab)", allow_custom_value=True,
+                                      info=field_help("dataset"))
+                # Field info is the TrainConfig field's help metadata: the same text as `python -m training.train --help`.
                 with gr.Row():
-                    rank = gr.Number(label="rank", precision=0)
-                    alpha = gr.Number(label="alpha", precision=0)
-                    lr = gr.Number(label="learning rate")
+                    rank = gr.Number(label="rank", precision=0, info=field_help("rank"))
+                    alpha = gr.Number(label="alpha", precision=0, info=field_help("alpha"))
+                    lr = gr.Number(label="learning rate", info=field_help("learning_rate"))
                 with gr.Row():
-                    epochs = gr.Number(label="epochs")
-                    max_steps = gr.Number(label="max steps (-1 = epochs)", precision=0, elem_id="train-max-steps")
-                    mb = gr.Number(label="micro-batch", precision=0)
+                    epochs = gr.Number(label="epochs", info=field_help("epochs"))
+                    max_steps = gr.Number(label="max steps (-1 = epochs)", precision=0, elem_id="train-max-steps", info=field_help("max_steps"))
+                    mb = gr.Number(label="micro-batch", precision=0, info=field_help("micro_batch_size"))
                 with gr.Row():
-                    run_name = gr.Textbox(label="run name (empty = generated)", elem_id="train-run-name")
-                    gpus = gr.Textbox(label="GPUs (e.g. 0,1; empty = all visible)")
+                    run_name = gr.Textbox(label="run name (empty = generated)", elem_id="train-run-name", info=field_help("run_name"))
+                    gpus = gr.Textbox(label="GPUs (e.g. 0,1)", info=field_help("gpus"))
                 with gr.Row():
                     preview_btn = gr.Button("Preview config")
                     start_btn = gr.Button("Start run", variant="primary", elem_id="train-start")
