@@ -20,7 +20,7 @@ from evaluation.ledger import Ledger, LedgerRow
 from evaluation.run import EvalConfig, run_evaluation
 from generation import Engine, GenerationResult, ModelConfig, SamplingConfig, load_base
 from messages_server import MessagesServer
-from tiny_qwen3 import save_tiny_qwen3
+from tests.support.tiny_qwen3 import save_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parent.parent
 GREEDY = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=12)

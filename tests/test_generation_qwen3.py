@@ -8,7 +8,7 @@ import torch
 
 from generation import AdapterError, Engine, ModelConfig, SamplingConfig, load_base
 from generation.chat import base_messages, render_prompt
-from tiny_qwen3 import build_model, build_tokenizer, save_tiny_qwen3
+from tests.support.tiny_qwen3 import build_model, build_tokenizer, save_tiny_qwen3
 
 GREEDY = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=40)
 

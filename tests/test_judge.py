@@ -247,7 +247,7 @@ def test_prices_are_per_mtok_and_match_dated_ids():
 # ---------------------------------------------------------------- local judge (tiny Qwen3, same prompts/parser)
 def test_local_judge_uses_the_base_model_and_the_same_parser(tmp_path):
     from generation import Engine, ModelConfig, load_base
-    from tiny_qwen3 import save_tiny_qwen3
+    from tests.support.tiny_qwen3 import save_tiny_qwen3
 
     loaded = load_base(ModelConfig(base_model=str(save_tiny_qwen3(tmp_path / "tiny")), device="cpu", cpu_dtype="float32"))
     engine = Engine(loaded, tmp_path / "adapters")

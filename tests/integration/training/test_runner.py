@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from run_helpers import tiny_run_config
-from run_helpers import wait_for as _wait_for
-from tiny_qwen3 import save_tiny_qwen3
+from tests.support.run_helpers import tiny_run_config
+from tests.support.run_helpers import wait_for as _wait_for
+from tests.support.tiny_qwen3 import save_tiny_qwen3
 
 from training.runner import RunError, RunManager, pid_alive
 

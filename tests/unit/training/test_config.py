@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_qwen3 import build_model, build_tokenizer
+from tests.support.tiny_qwen3 import build_model, build_tokenizer
 from training.config import (
     DEFAULT_TARGETS,
     FIELD_TYPES,

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from tiny_qwen3 import build_model, build_tokenizer
+from tests.support.tiny_qwen3 import build_model, build_tokenizer
 from training.fastpath import PackedCollator, pack_examples, packing_efficiency, prepare_for_packing
 
 

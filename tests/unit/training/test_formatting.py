@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from generation.chat import base_messages, render_prompt
-from tiny_qwen3 import build_tokenizer
+from tests.support.tiny_qwen3 import build_tokenizer
 from training.formatting import IGNORE_INDEX, PadCollator, end_of_turn_token, format_example, format_examples, render_conversation, turn_end
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_qwen3 import save_tiny_qwen3
+from tests.support.tiny_qwen3 import save_tiny_qwen3
 from training.callbacks import StopFlag
 from training.config import TrainConfig, resolve
 from training.fastpath import auto_rows, fast_plan
