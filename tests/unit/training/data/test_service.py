@@ -1,7 +1,7 @@
-"""Data tab glue (training/data_service.py) on real files: the sample export, a malformed file, review navigation.
+"""Data tab glue (training/data/service.py) on real files: the sample export, a malformed file, review navigation.
 
 Semantic dedup uses a stub encoder (seeded random vectors; the README's six near-duplicate pairs share one) so
-this stays quick; the real MiniLM path is covered by test_data_filter.py and the browser test.
+this stays quick; the real MiniLM path is covered by test_dedup.py and the browser test.
 """
 from __future__ import annotations
 
