@@ -14,7 +14,8 @@ from arena.ui import build_arena_tab, build_leaderboard_tab
 from evaluation.ui import build_evaluate_tab
 from generation.ui import build_generate_tab
 from security.ui import build_admin_panel
-from training.ui import build_data_tab, build_training_tab
+from training.data.ui import build_data_tab
+from training.ui import build_training_tab
 
 
 def parse_args(argv=None, defaults: Settings | None = None) -> Settings:

@@ -22,7 +22,7 @@ from arena.store import VoteStore
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from retrieval import ExampleIndex, build_or_load, get_encoder
 from security import AdminGate
-from training.review_store import ReviewStore
+from training.data.review_store import ReviewStore
 from training.runner import RunManager
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from bench.gpu_common import QWEN3_8B  # noqa: E402
 from training.launch import CPU_PROCESSES_ENV  # noqa: E402
 from training.runner import RunManager  # noqa: E402
-from training.train_service import build_config  # noqa: E402  (the Training tab's form -> config)
+from training.service import build_config  # noqa: E402  (the Training tab's form -> config)
 
 PRESET = "qwen3-8b-qlora"
 SMOKE_LAYERS = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_attention_heads=4,

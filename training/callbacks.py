@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .runner import LOG_FILE, STATUS_FILE, append_jsonl, read_json, write_json_atomic
+from .rundir import LOG_FILE, STATUS_FILE, append_jsonl, read_json, write_json_atomic
 
 FAIL_ENV = "REPLY_ARENA_FAIL_AT_STEP"  # tests: raise inside training at this optimizer step (a realistic crash)
 

@@ -5,6 +5,7 @@ This module imports only the standard library and PyYAML (torch lazily, for the 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import warnings as _warnings
@@ -22,57 +23,281 @@ _DTYPES = ("bfloat16", "float32", "float16")
 
 @dataclass
 class TrainConfig:
-    """One training run. Field names are the YAML keys and the `--set key=value` keys."""
+    """One training run. Field names are the YAML keys, the `--set key=value` keys and the `--<key>` flags of
+    `python -m training.train`; each field's help (metadata, as in TRL's SFTConfig) says where its default comes from
+    ("Seed:" = the recipe in the design card). The CLI help and the Training tab's field info read it from here.
 
-    # ---- model -------------------------------------------------------------------------------------------------
-    base_model: str = EMBEDDED_BASE  # "" = embedded SmolLM2-135M (offline default); production: Qwen/Qwen3-8B (seed)
-    load_in_4bit: bool = True  # seed: QLoRA, base weights in 4 bit (CUDA only; CPU falls back with a warning)
-    bnb_4bit_quant_type: str = "nf4"  # seed / QLoRA paper: NormalFloat4
-    bnb_4bit_use_double_quant: bool = True  # seed / QLoRA paper: quantize the quantization constants too
-    bnb_4bit_compute_dtype: str = "bfloat16"  # seed: bf16 compute on top of the 4-bit weights
-    cpu_dtype: str = "bfloat16"  # measured on the 2-core dev box: bf16 base ~2x faster than fp32, loss still falls (LoRA weights stay fp32)
-    gradient_checkpointing: bool = True  # seed: trades ~30% speed for memory on the 8B model (CUDA only)
-    # ---- LoRA --------------------------------------------------------------------------------------------------
-    rank: int = 16  # seed: r=16
-    alpha: int = 16  # seed: lora_alpha=16 (scale alpha/r = 1)
-    dropout: float = 0.1  # seed: lora_dropout=0.1
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # seed: all attention + MLP projections
-    layers_to_transform: list[int] | None = None  # seed: None = every decoder layer gets adapters
-    # ---- optimisation ------------------------------------------------------------------------------------------
-    learning_rate: float = 2e-4  # seed: 2e-4 (usual LoRA rate)
-    epochs: float = 2  # seed: 2 epochs
-    micro_batch_size: int = 4  # seed: per-device batch 4
-    grad_accum: int = 4  # seed: gradient accumulation 4 (effective batch 16)
-    warmup_ratio: float = 0.03  # seed: 3% linear warm-up
-    weight_decay: float = 0.01  # seed: 0.01
-    max_grad_norm: float = 1.0  # seed: clip at 1.0
-    max_steps: int = -1  # -1 = run the epochs (transformers convention); >0 caps the optimizer steps
-    max_seq_len: int = 512  # seed: 512 tokens (a tweet prompt + reply is 48-192 tokens)
-    seed: int = 42  # seed: 42
-    # ---- evaluation and checkpoints ----------------------------------------------------------------------------
-    eval_steps: int = 50  # seed: evaluate every 50 steps
-    save_steps: int = 50  # seed: checkpoint every 50 steps
-    logging_steps: int = 10  # loss is logged every 10 steps (the curve in the Training tab)
-    save_total_limit: int = 3  # seed: keep 3 checkpoints
-    load_best_model_at_end: bool = True  # seed: the adapter saved is the best by eval loss
-    early_stopping_patience: int = 3  # seed: stop after 3 evaluations without improvement
-    early_stopping_threshold: float = 0.01  # seed: an improvement smaller than 0.01 eval loss does not count
-    # ---- data --------------------------------------------------------------------------------------------------
-    dataset: str = ""  # a saved DatasetDict folder or a JSONL file; "" = assets/sample_pairs.jsonl (filtered)
-    eval_fraction: float = 0.1  # held out for eval loss when the dataset has no eval split
-    # ---- outputs -----------------------------------------------------------------------------------------------
-    output_dir: str = "data/runs"  # run folders (logs, checkpoints) are created under it
-    adapters_dir: str = "adapters"  # final adapters land in <adapters_dir>/<run_name>/ where the app discovers them
-    run_name: str = ""  # "" = generated (<preset>-<timestamp>); also the adapter's name in the app
-    gpus: list[int] | None = None  # CUDA device indices for the run; None = one process on the first visible GPU; 2+ = one process per GPU (accelerate launch)
-    distributed: str = "ddp"  # with 2+ gpus: ddp = a full model copy per GPU, gradients all-reduced (QLoRA works); fsdp = shard the bf16 base over the GPUs (FULL_SHARD) when one GPU's memory is short; not with load_in_4bit
-    wandb_project: str = "reply-arena"  # W&B project (offline unless WANDB_API_KEY is set; skipped if wandb is absent)
-    cache_dir: str = ".cache"  # where the embedded model's converted weights live
+    Groups: model, LoRA, optimisation, evaluation and checkpoints, data, outputs, speed.
+    """
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+    base_model: str = field(
+        default=EMBEDDED_BASE,
+        metadata={
+            "help": (
+                "Base model: a hub id or a local folder; empty = the embedded SmolLM2-135M-Instruct (offline "
+                "default). Production and the seed: Qwen/Qwen3-8B."
+            ),
+        },
+    )
+    load_in_4bit: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "QLoRA: load the base weights in 4 bit (CUDA + bitsandbytes only; on a CPU the run falls back to "
+                "cpu_dtype with a warning). Seed: on."
+            ),
+        },
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4",
+        metadata={"help": "4-bit number format, nf4 or fp4. Seed and the QLoRA paper: nf4 (NormalFloat4)."},
+    )
+    bnb_4bit_use_double_quant: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "Quantize the quantization constants too (saves ~0.4 bit per weight). Seed and the QLoRA paper: on."
+            ),
+        },
+    )
+    bnb_4bit_compute_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "Dtype of the matmuls on top of the 4-bit weights. Seed: bfloat16."},
+    )
+    cpu_dtype: str = field(
+        default="bfloat16",
+        metadata={
+            "help": (
+                "Base weight dtype on a CPU: bfloat16, float32 or float16. Measured on the 2-core dev box: bf16 ~2x"
+                " faster than fp32 and the loss still falls (the LoRA weights stay fp32)."
+            ),
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "Recompute activations in the backward pass: ~30% slower, much less memory on the 8B model (CUDA "
+                "only). Seed: on."
+            ),
+        },
+    )
+    # ---- LoRA ----------------------------------------------------------------------------------------------------
+    rank: int = field(
+        default=16,
+        metadata={"help": "LoRA rank r: the adapter's size. Seed: 16."},
+    )
+    alpha: int = field(
+        default=16,
+        metadata={"help": "LoRA alpha; the update is scaled by alpha/rank. Seed: 16 (scale 1)."},
+    )
+    dropout: float = field(
+        default=0.1,
+        metadata={"help": "LoRA dropout on the adapter input, in [0, 1). Seed: 0.1."},
+    )
+    target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TARGETS),
+        metadata={
+            "help": (
+                "Linear layers that get adapters. Seed: every attention and MLP projection (q, k, v, o, gate, up, "
+                "down)."
+            ),
+        },
+    )
+    layers_to_transform: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Decoder layer indices that get adapters; None = every layer (seed). The cpu-demo preset adapts "
+                "only the top 10 layers."
+            ),
+        },
+    )
+    # ---- optimisation --------------------------------------------------------------------------------------------
+    learning_rate: float = field(
+        default=2e-4,
+        metadata={"help": "Peak learning rate (AdamW, linear decay). Seed: 2e-4, the usual LoRA rate."},
+    )
+    epochs: float = field(
+        default=2,
+        metadata={"help": "Passes over the train split (ignored when max_steps > 0). Seed: 2."},
+    )
+    micro_batch_size: int = field(
+        default=4,
+        metadata={"help": "Examples per device per forward pass. Seed: 4."},
+    )
+    grad_accum: int = field(
+        default=4,
+        metadata={
+            "help": (
+                "Micro-batches per optimizer step (effective batch = micro_batch_size x grad_accum x GPUs). Seed: "
+                "4, effective batch 16."
+            ),
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.03,
+        metadata={"help": "Share of the steps with a linear learning-rate warm-up, in [0, 1). Seed: 0.03."},
+    )
+    weight_decay: float = field(
+        default=0.01,
+        metadata={"help": "AdamW weight decay. Seed: 0.01."},
+    )
+    max_grad_norm: float = field(
+        default=1.0,
+        metadata={"help": "Gradient clipping norm. Seed: 1.0."},
+    )
+    max_steps: int = field(
+        default=-1,
+        metadata={
+            "help": (
+                "Optimizer steps to run; -1 = run the epochs (transformers' convention), > 0 caps the steps."
+            ),
+        },
+    )
+    max_seq_len: int = field(
+        default=512,
+        metadata={
+            "help": (
+                "Tokens per example; longer ones are cut. Seed: 512 (a tweet prompt + reply is 48-192 tokens)."
+            ),
+        },
+    )
+    seed: int = field(
+        default=42,
+        metadata={"help": "Random seed for the split, the adapter's initialisation and the data order. Seed: 42."},
+    )
+    # ---- evaluation and checkpoints ------------------------------------------------------------------------------
+    eval_steps: int = field(
+        default=50,
+        metadata={"help": "Evaluate on the eval split every N optimizer steps. Seed: 50."},
+    )
+    save_steps: int = field(
+        default=50,
+        metadata={
+            "help": (
+                "Save a checkpoint every N steps (a multiple of eval_steps when the best one is kept). Seed: 50."
+            ),
+        },
+    )
+    logging_steps: int = field(
+        default=10,
+        metadata={"help": "Log the train loss every N steps (the curve in the Training tab). Default 10."},
+    )
+    save_total_limit: int = field(
+        default=3,
+        metadata={"help": "Checkpoints kept on disk. Seed: 3."},
+    )
+    load_best_model_at_end: bool = field(
+        default=True,
+        metadata={"help": "Publish the checkpoint with the lowest eval loss, not the last one. Seed: on."},
+    )
+    early_stopping_patience: int = field(
+        default=3,
+        metadata={"help": "Stop after N evaluations without improvement; 0 = never stop early. Seed: 3."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.01,
+        metadata={"help": "An eval-loss improvement smaller than this does not count. Seed: 0.01."},
+    )
+    # ---- data ----------------------------------------------------------------------------------------------------
+    dataset: str = field(
+        default="",
+        metadata={
+            "help": (
+                "An export from the Data tab (its DatasetDict folder or pairs.jsonl) or a JSONL file; empty = "
+                "assets/sample_pairs.jsonl through the funnel's rules."
+            ),
+        },
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": (
+                "Share held out for the eval loss when the dataset has no eval split (grouped by conversation). "
+                "Default 0.1."
+            ),
+        },
+    )
+    # ---- outputs -------------------------------------------------------------------------------------------------
+    output_dir: str = field(
+        default="data/runs",
+        metadata={"help": "Run folders (logs, checkpoints) are created under it."},
+    )
+    adapters_dir: str = field(
+        default="adapters",
+        metadata={"help": "Final adapters land in <adapters_dir>/<run_name>/, where the app finds them."},
+    )
+    run_name: str = field(
+        default="",
+        metadata={
+            "help": (
+                "Run and adapter name (letters, digits, '.', '_', '-'); empty = generated as <preset>-<timestamp>."
+            ),
+        },
+    )
+    gpus: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "CUDA device indices, e.g. 0,1; empty = one process on the first visible GPU; 2 or more = one "
+                "process per GPU (accelerate launch)."
+            ),
+        },
+    )
+    distributed: str = field(
+        default="ddp",
+        metadata={
+            "help": (
+                "With 2+ GPUs: ddp = a full model copy per GPU, gradients all-reduced (QLoRA works); fsdp = shard "
+                "the bf16 base over the GPUs when one GPU's memory is short (not with load_in_4bit)."
+            ),
+        },
+    )
+    wandb_project: str = field(
+        default="reply-arena",
+        metadata={"help": "W&B project (offline unless WANDB_API_KEY is set; skipped if wandb is not installed)."},
+    )
+    cache_dir: str = field(
+        default=".cache",
+        metadata={"help": "Where the embedded model's converted weights live."},
+    )
     # ---- speed (training/fastpath.py; measured in bench/gpu_train.py) --------------------------------------------
-    fast_path: str = "auto"  # auto = on CUDA only; on / off. Packing + Liger + fused AdamW (+ compiled layers for bf16)
-    pack_tokens: int = 1024  # tokens per packed row (H100: 1024-token rows beat 4096: less masked attention work)
-    pack_rows: int = 0  # rows per micro-batch; 0 = auto: the seed's examples per optimizer step (micro_batch x grad_accum)
-    compile_layers: bool = True  # torch.compile each decoder layer on the bf16 CUDA fast path (~1 min compile, +10-25%)
+    fast_path: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "auto = on CUDA only; on / off. Packing + Liger kernels + fused AdamW (+ compiled layers for bf16)."
+            ),
+        },
+    )
+    pack_tokens: int = field(
+        default=1024,
+        metadata={
+            "help": (
+                "Tokens per packed row. Measured on an H100: 1024-token rows beat 4096 (less masked attention "
+                "work)."
+            ),
+        },
+    )
+    pack_rows: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Packed rows per micro-batch; 0 = auto: the seed's examples per optimizer step (micro_batch_size x "
+                "grad_accum)."
+            ),
+        },
+    )
+    compile_layers: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "torch.compile each decoder layer on the bf16 CUDA fast path (~1 min compile, +10-25% speed)."
+            ),
+        },
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +335,32 @@ class TrainConfig:
 
 
 FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def field_help(name: str) -> str:
+    """A field's help text: the one text the CLI `--help` and the Training tab's field info show."""
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]
+
+
+def field_default(name: str) -> Any:
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--<key> VALUE` flag per field, its help from the field's metadata (as TRL's parser builds SFTConfig's CLI).
+
+    Values stay strings here and are coerced by field type in from_dict, like `--set`; an absent flag leaves no attribute.
+    """
+    group = parser.add_argument_group("config keys", "each sets one TrainConfig field over the preset or YAML (same as --set KEY=VALUE)")
+    for f in fields(TrainConfig):
+        text = f"{field_help(f.name)} (default: {field_default(f.name)!r})"
+        group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar="VALUE", help=text.replace("%", "%%"))
+
+
+def flag_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """The config flags given on the command line (see add_config_flags)."""
+    return {name: getattr(ns, name) for name in FIELD_TYPES if hasattr(ns, name)}
 
 # ---- presets ---------------------------------------------------------------------------------------------------
 PRESETS: dict[str, dict[str, Any]] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import TrainConfig
-from .runner import LOG_FILE, read_jsonl
+from .rundir import LOG_FILE, read_jsonl
 
 OVERFIT_GAP = 0.3
 UNDERFIT_LOSS = 1.0

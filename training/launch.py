@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from .rundir import CONFIG_FILE
+
 CPU_PROCESSES_ENV = "REPLY_ARENA_CPU_PROCESSES"  # tests / dev boxes: N gloo processes on the CPU through the same launcher
 SHUTDOWN_GRACE_S = 60  # after SIGTERM (stop) or a failed rank, torch.distributed.run gives workers this long before SIGKILL (runner stop: 120 s)
 ACCELERATE = "accelerate.commands.launch"
@@ -110,8 +112,6 @@ def accelerate_args(n: int, *, port: int | None = None, cpu: bool = False, fsdp_
 def build_command(cfg, run_dir: str | Path, python: str | None = None, resume: bool = False, *, port: int | None = None,
                   cpu_processes: int = 0) -> list[str]:
     """The argv that trains `cfg` in `run_dir` (whose run.yaml the runner has written)."""
-    from .runner import CONFIG_FILE
-
     run_dir = Path(run_dir)
     train = ["-m", "training.train", "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
     if resume:

@@ -27,17 +27,21 @@ from common import sqlite
 
 from .config import TrainConfig, validate
 from .launch import check_gpus, launch_spec
+from .rundir import (
+    ACTIVE,
+    CONFIG_FILE,
+    LOCK_FD_ENV,
+    LOCK_FILE,
+    LOG_FILE,
+    STATUS_FILE,
+    TERMINAL,
+    TRAIN_LOG,
+    read_json,
+    read_jsonl,
+    write_json_atomic,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-STATUS_FILE = "status.json"
-LOG_FILE = "trainer_log.jsonl"
-TRAIN_LOG = "train.log"
-CONFIG_FILE = "run.yaml"
-LOCK_FILE = ".lock"
-LOCK_FD_ENV = "REPLY_ARENA_LOCK_FD"
-ACTIVE = ("starting", "running", "stopping")
-TERMINAL = ("completed", "stopped", "failed")
-
 
 _RESUME_FIXED = {"base_model", "rank", "alpha", "target_modules", "layers_to_transform", "load_in_4bit", "run_name", "dataset",
                  "max_seq_len", "micro_batch_size", "grad_accum", "output_dir", "adapters_dir", "distributed"}
@@ -45,46 +49,6 @@ _RESUME_FIXED = {"base_model", "rank", "alpha", "target_modules", "layers_to_tra
 
 class RunError(RuntimeError):
     """A run could not be started / found / stopped; the message is one sentence for the UI."""
-
-
-# ---- file helpers shared with training/train.py (the child writes, this side reads) -----------------------------
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write to a temp file and rename, so a reader never sees half a JSON document."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: str | Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def append_jsonl(path: str | Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All complete records; a half-written last line (the writer is mid-append) is skipped, not an error."""
-    out: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except OSError:
-        pass
-    return out
 
 
 def tail_lines(path: str | Path, n: int = 20, max_bytes: int = 64_000) -> str:

@@ -2,6 +2,7 @@
 
     python -m training.train --preset cpu-demo
     python -m training.train --config run.yaml --run-dir data/runs/my-run [--resume] [--set rank=8 --set learning_rate=1e-3]
+    python -m training.train --preset cpu-demo --rank 8 --max_steps 10     # every TrainConfig field is a flag; --help lists them
 
 Precision by hardware: CUDA + load_in_4bit -> QLoRA (NF4 base, bf16 compute, prepare_model_for_kbit_training);
 CUDA otherwise -> bf16 base + bf16 autocast; CPU -> `cpu_dtype` base (bf16 by default: about 2x faster than fp32 on the
@@ -20,7 +21,6 @@ import importlib.util
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import time
@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
-from .config import TrainConfig, parse_set, preset_config, validate, validate_targets
+from .config import TrainConfig, add_config_flags, flag_overrides, parse_set, preset_config, validate, validate_targets
+from .data.export import sample_rows
+from .data.split import row_group_key, split_pairs
 from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
-from .runner import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .rundir import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,28 +85,6 @@ def _read_jsonl_rows(path: Path) -> list[dict]:
     return rows
 
 
-def sample_filter(row: dict) -> bool:
-    """The seed's quality filters, enough for the sample data: >=5 likes, 30-280 character reply, no links or media."""
-    reply, tweet = str(row.get("reply") or ""), str(row.get("tweet") or "")
-    return (int(row.get("likes") or 0) >= 5 and 30 <= len(reply) <= 280 and not row.get("has_url") and not row.get("has_media")
-            and "http" not in reply and "http" not in tweet)
-
-
-def grouped_split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Seeded split that keeps replies to the same tweet on one side (otherwise eval sees train prompts)."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(str(r.get("tweet_id") or r["tweet"]), []).append(r)
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    target = max(1, round(eval_fraction * len(rows)))
-    evl: list[dict] = []
-    train: list[dict] = []
-    for i, g in enumerate(names):
-        (evl if len(evl) < target and i < len(names) - 1 else train).extend(groups[g])
-    return train, evl
-
-
 def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[list[dict], list[dict]]:
     if rows and any("split" in r for r in rows):
         train = [r for r in rows if r.get("split") == "train"]
@@ -112,7 +92,7 @@ def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[l
         if not evl:
             raise ValueError(f"The eval split of {source} is empty; export the dataset again with an eval fraction above 0.")
         return train, evl
-    return grouped_split(rows, cfg.eval_fraction, cfg.seed)
+    return split_pairs(rows, cfg.eval_fraction, cfg.seed, key=row_group_key)
 
 
 def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
@@ -129,11 +109,14 @@ def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
 
 
 def load_pairs(cfg: TrainConfig) -> PairData:
-    """Read (tweet, reply) rows and the train/eval split before any model loads, so data errors are instant."""
+    """Read (tweet, reply) rows and the train/eval split before any model loads, so data errors are instant.
+
+    Only the export format of training/data/export.py: its DatasetDict folder or its pairs.jsonl (a `split` column);
+    the bundled sample comes through `sample_rows` in that format, and rows without a split get the export's split rule.
+    """
     if not cfg.dataset:
         src = SAMPLE_DATA
-        rows = [r for r in _read_jsonl_rows(src) if sample_filter(r)]
-        train, evl = grouped_split(rows, cfg.eval_fraction, cfg.seed)
+        train, evl = _from_split_rows(sample_rows(src, cfg.eval_fraction, cfg.seed), cfg, str(src))
         kind = "sample"
     else:
         src = Path(cfg.dataset).expanduser()
@@ -146,7 +129,7 @@ def load_pairs(cfg: TrainConfig) -> PairData:
             train = splits["train"]
             name = next((s for s in EVAL_SPLITS if s in splits), None)
             if name is None:
-                train, evl = grouped_split(train, cfg.eval_fraction, cfg.seed)
+                train, evl = split_pairs(train, cfg.eval_fraction, cfg.seed, key=row_group_key)
             else:
                 evl = splits[name]
             kind = "datasetdict"
@@ -289,7 +272,7 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
     _generation_config(peft_model.get_base_model(), tokenizer, eot_token).save_pretrained(str(tmp))
     cfg.to_yaml(tmp / "training_config.yaml")
     (tmp / "dataset.json").write_text(json.dumps(data_info, indent=1))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=str))
     if dest.exists():
         old = dest_root / f".{run_id}.old-{os.getpid()}"
         os.replace(dest, old)
@@ -578,7 +561,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if is_main:
         status.update(phase="saving adapter")
         adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state))
-        write_json_atomic(run_dir / "metrics.json", metrics)
+        write_json_atomic(run_dir / METRICS_FILE, metrics)
         append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
                                           "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
                                           "elapsed": round(time.time() - log_cb.t0, 2)})
@@ -598,12 +581,15 @@ def _finish_stopped(status: StatusFile, note: str | None, step: int | None = Non
 
 # ---- CLI -------------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.")
+    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.",
+                                allow_abbrev=False, usage="python -m training.train [--config YAML | --preset NAME] [--run-dir DIR] "
+                                "[--resume] [--set KEY=VALUE ...] [--KEY VALUE ...]")
     p.add_argument("--config", help="YAML config file (keys = training/config.py TrainConfig fields)")
     p.add_argument("--preset", help="start from a preset: qwen3-8b-qlora or cpu-demo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
     p.add_argument("--run-dir", help="run folder (default <output_dir>/<run_name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    add_config_flags(p)
     return p
 
 
@@ -616,7 +602,7 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
         base = TrainConfig.from_yaml(Path(ns.run_dir) / CONFIG_FILE)
     else:
         base = preset_config(ns.preset)
-    cfg = TrainConfig.from_dict(parse_set(ns.set), base=base)
+    cfg = TrainConfig.from_dict({**parse_set(ns.set), **flag_overrides(ns)}, base=base)
     if not cfg.run_name:
         name = Path(ns.run_dir).name if ns.run_dir else f"{ns.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = TrainConfig.from_dict({"run_name": name}, base=cfg)

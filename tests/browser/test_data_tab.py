@@ -133,6 +133,6 @@ def test_data_tab_import_review_resume_export(tmp_path):
 
     assert (tmp_path / "data" / "datasets" / "sample-v1" / "export.json").is_file()
     assert (tmp_path / "data_tab.png").stat().st_size > 10_000
-    from training.review_store import ReviewStore
+    from training.data.review_store import ReviewStore
 
     assert [d["name"] for d in ReviewStore(tmp_path / "data").datasets()] == ["sample_pairs"]

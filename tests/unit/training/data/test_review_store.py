@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from training.data_export import export_dataset, export_pairs, list_exported
-from training.data_filter import apply_filters
-from training.data_import import Pair, import_file
-from training.review_store import ReviewStore
+import training.data.export as de
+from training.data.export import export_dataset, export_pairs, list_exported
+from training.data.funnel import apply_filters
+from training.data.importers import import_file
+from training.data.pairs import Pair
+from training.data.review_store import ReviewStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def mk(i: int, tweet_id: str | None = None) -> Pair:
@@ -184,8 +186,6 @@ def test_export_dataset_dict_jsonl_and_card(tmp_path: Path) -> None:
 def test_failed_export_leaves_previous_export_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pairs = [(mk(i), False) for i in range(10)]
     first = export_pairs(tmp_path, "ds", pairs)
-    import training.data_export as de
-
     def boom(*a, **k):
         raise RuntimeError("disk full while drawing")
 

@@ -2,13 +2,14 @@
 
 Layout of ``<data_dir>/datasets/<name>/`` (``load_from_disk(path)`` works on the folder itself)::
 
-    dataset_dict.json, train/, eval/   DatasetDict (grouped split from data_split)
+    dataset_dict.json, train/, eval/   DatasetDict (grouped split from split.py)
     pairs.jsonl                        every exported row with its split
     README.md                          dataset card: counts, filters used, histograms
     length_hist.png, engagement_hist.png
     export.json                        manifest read by list_exported (Training tab)
 
 Built in a hidden temp folder and renamed into place, so the Training tab never sees half an export.
+``sample_rows`` gives the bundled sample in the same row format, so the trainer reads only this format.
 Only plain fields are stored; chat formatting belongs to training/formatting.py.
 """
 from __future__ import annotations
@@ -23,11 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data_import import Pair
-from .data_split import split_pairs
+from .filters import FilterConfig
+from .funnel import apply_filters
+from .importers import import_file
+from .pairs import Pair
 from .review_store import ReviewStore, validate_dataset_name
+from .split import group_key, split_pairs
 
-__all__ = ["ExportInfo", "EXPORT_COLUMNS", "export_dataset", "export_pairs", "list_exported", "datasets_dir"]
+__all__ = ["ExportInfo", "EXPORT_COLUMNS", "export_dataset", "export_pairs", "list_exported", "datasets_dir", "split_rows", "sample_rows"]
 
 EXPORT_COLUMNS = ("pair_id", "tweet_id", "tweet", "reply", "likes", "retweets", "edited")
 MANIFEST = "export.json"
@@ -66,6 +70,23 @@ def _features() -> Any:
 def _row(p: Pair, edited: bool) -> dict[str, Any]:
     return {"pair_id": p.pair_id, "tweet_id": p.tweet_id, "tweet": p.tweet, "reply": p.reply,
             "likes": int(p.likes or 0), "retweets": int(p.retweets or 0), "edited": bool(edited)}
+
+
+def split_rows(pairs: Sequence[tuple[Pair, bool]], eval_fraction: float = 0.1, seed: int = 42) -> tuple[list[dict], list[dict]]:
+    """(train rows, eval rows) of (pair, was_edited) tuples: the grouped split, then the exported columns."""
+    train, evl = split_pairs(list(pairs), eval_fraction=eval_fraction, seed=seed, key=lambda t: group_key(t[0]))
+    return [_row(p, e) for p, e in train], [_row(p, e) for p, e in evl]
+
+
+def sample_rows(path: str | os.PathLike[str], eval_fraction: float = 0.1, seed: int = 42) -> list[dict[str, Any]]:
+    """A raw pairs file as the rows of an export's ``pairs.jsonl`` (with ``split``), for training without a review.
+
+    The funnel's rules with the seed's defaults and the export's split. No semantic dedup: it needs the MiniLM encoder,
+    which the GPU hosts lack.
+    """
+    kept = apply_filters(import_file(path).pairs, FilterConfig()).kept
+    train, evl = split_rows([(p, False) for p in kept], eval_fraction, seed)
+    return [{**r, "split": "train"} for r in train] + [{**r, "split": "eval"} for r in evl]
 
 
 def _histograms(rows: list[dict[str, Any]], out: Path) -> None:
@@ -179,9 +200,7 @@ def export_pairs(
     if final.exists() and not overwrite:
         raise ValueError(f"export {final} already exists; pass overwrite=True to replace it")
 
-    train, evl = split_pairs(list(pairs), eval_fraction=eval_fraction, seed=seed, key=lambda t: t[0].conversation_id or t[0].tweet_id)
-    train_rows = [_row(p, e) for p, e in train]
-    eval_rows = [_row(p, e) for p, e in evl]
+    train_rows, eval_rows = split_rows(pairs, eval_fraction, seed)
     info = ExportInfo(
         name=name, path=str(final), n_total=len(pairs), n_train=len(train_rows), n_eval=len(eval_rows),
         n_edited=sum(1 for _, e in pairs if e), source_dataset=source_dataset, created_at=time.time(),

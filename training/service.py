@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import PRESETS, TrainConfig, resolve  # noqa: E402
+from .data.export import list_exported  # noqa: E402
 from .runner import RunManager  # noqa: E402
 
 SAMPLE = "sample data (assets/sample_pairs.jsonl)"
@@ -20,8 +21,6 @@ def manager_for(ctx) -> RunManager:
 
 
 def dataset_choices(data_dir) -> list[tuple[str, str]]:
-    from .data_export import list_exported
-
     out = [(SAMPLE, "")]
     for e in list_exported(data_dir):
         out.append((f"{e.name} ({e.n_train} train / {e.n_eval} eval)", e.path))

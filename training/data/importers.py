@@ -25,9 +25,6 @@ tweet) and retweets are skipped and counted in the report.
 """
 from __future__ import annotations
 
-from common.jsonio import atomic_write
-from common.text import URL_RE
-
 import csv
 import gzip
 import hashlib
@@ -37,16 +34,19 @@ import itertools
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from common.jsonio import atomic_write
+from common.text import URL_RE
+
+from .pairs import Pair, opt_str, to_bool, to_int
+
 __all__ = [
-    "Pair",
     "ImportReport",
     "ImportResult",
-    "PAIR_FIELDS",
     "URL_RE",
     "contains_url",
     "normalize_text",
@@ -72,59 +72,6 @@ def contains_url(text: str) -> bool:
 def normalize_text(text: str) -> str:
     """Key for exact-duplicate detection: casefold + collapsed whitespace."""
     return _WS_RE.sub(" ", (text or "").casefold()).strip()
-
-
-@dataclass(slots=True)
-class Pair:
-    """One training candidate, with the fields of assets/sample_pairs.jsonl.
-
-    ``author_followers`` / ``time_diff_seconds`` are ``None`` when the export did not carry them; the
-    filters then reject the pair (they cannot verify the rule) rather than guess.
-    """
-
-    pair_id: str
-    tweet_id: str
-    tweet: str
-    reply: str
-    likes: int = 0
-    retweets: int = 0
-    author_followers: int | None = None
-    time_diff_seconds: int | None = None
-    has_media: bool = False
-    has_url: bool = False
-    topic: str | None = None
-    tone: str | None = None
-    lang: str | None = None
-    conversation_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Pair":
-        """Build from a dict with our field names (unknown keys ignored)."""
-        missing = [k for k in ("pair_id", "tweet_id", "tweet", "reply") if d.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"missing required field(s) {missing}")
-        return cls(
-            pair_id=str(d["pair_id"]),
-            tweet_id=str(d["tweet_id"]),
-            tweet=str(d["tweet"]),
-            reply=str(d["reply"]),
-            likes=_to_int(d.get("likes")) or 0,
-            retweets=_to_int(d.get("retweets")) or 0,
-            author_followers=_to_int(d.get("author_followers")),
-            time_diff_seconds=_to_int(d.get("time_diff_seconds")),
-            has_media=_to_bool(d.get("has_media")),
-            has_url=_to_bool(d.get("has_url")),
-            topic=_opt_str(d.get("topic")),
-            tone=_opt_str(d.get("tone")),
-            lang=_opt_str(d.get("lang")),
-            conversation_id=_opt_str(d.get("conversation_id")),
-        )
-
-
-PAIR_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Pair))
 
 
 @dataclass
@@ -156,50 +103,6 @@ class ImportResult:
 
 
 # --------------------------------------------------------------------------- value coercion
-
-
-def _opt_str(v: Any) -> str | None:
-    if v is None:
-        return None
-    s = str(v).strip()
-    return s or None
-
-
-def _to_int(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None if v is None else int(v)
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float):
-        return int(v)
-    s = str(v).strip().replace(",", "").replace("_", "")
-    if not s:
-        return None
-    try:
-        return int(float(s))
-    except ValueError:
-        raise ValueError(f"expected an integer, got {v!r}") from None
-
-
-_TRUE = {"true", "t", "1", "yes", "y"}
-_FALSE = {"false", "f", "0", "no", "n", "", "none", "null", "nan"}
-
-
-def _to_bool(v: Any) -> bool:
-    if v is None:
-        return False
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, float)):
-        return bool(v)
-    if isinstance(v, (list, dict)):
-        return len(v) > 0
-    s = str(v).strip().casefold()
-    if s in _TRUE:
-        return True
-    if s in _FALSE:
-        return False
-    raise ValueError(f"expected a boolean, got {v!r}")
 
 
 def _parse_time(v: Any) -> int | None:
@@ -517,7 +420,7 @@ class _Joiner:
         self.report.skipped[reason] = self.report.skipped.get(reason, 0) + 1
 
     def add_user(self, user_id: Any, followers: Any) -> None:
-        f = _to_int(followers)
+        f = to_int(followers)
         if user_id is not None and f is not None:
             self.followers[str(user_id)] = f
 
@@ -639,22 +542,22 @@ def _v2_tweet(t: Mapping[str, Any], where: str) -> _Tweet:
     followers = None
     if author is not None:
         apm = author.get("public_metrics") if isinstance(author.get("public_metrics"), dict) else {}
-        followers = _to_int(apm.get("followers_count"))
+        followers = to_int(apm.get("followers_count"))
     return _Tweet(
         id=tid,
         text=text,
         created=_parse_time(t.get("created_at")),
-        author_id=_opt_str(t.get("author_id")),
+        author_id=opt_str(t.get("author_id")),
         parent_id=parent_id,
         is_reply=parent_id is not None or t.get("in_reply_to_user_id") is not None,
         is_retweet=is_rt,
-        likes=_to_int(pm.get("like_count")) or 0,
-        retweets=_to_int(pm.get("retweet_count")) or 0,
+        likes=to_int(pm.get("like_count")) or 0,
+        retweets=to_int(pm.get("retweet_count")) or 0,
         followers=followers,
         has_media=has_media,
         has_url=any(not _is_media_url(u) for u in urls) or contains_url(text),
-        lang=_opt_str(t.get("lang")),
-        conversation_id=_opt_str(t.get("conversation_id")),
+        lang=opt_str(t.get("lang")),
+        conversation_id=opt_str(t.get("conversation_id")),
     )
 
 
@@ -708,17 +611,17 @@ def _v1_tweet(t: Mapping[str, Any], where: str) -> _Tweet:
         id=tid,
         text=text,
         created=_parse_time(t.get("created_at")),
-        author_id=_opt_str(user.get("id_str") or user.get("id")),
+        author_id=opt_str(user.get("id_str") or user.get("id")),
         parent_id=str(parent) if parent is not None else None,
         is_reply=parent is not None,
         is_retweet="retweeted_status" in t,
-        likes=_to_int(t.get("favorite_count")) or 0,
-        retweets=_to_int(t.get("retweet_count")) or 0,
-        followers=_to_int(user.get("followers_count")),
+        likes=to_int(t.get("favorite_count")) or 0,
+        retweets=to_int(t.get("retweet_count")) or 0,
+        followers=to_int(user.get("followers_count")),
         has_media=bool(media),
         has_url=any(not _is_media_url(u) for u in urls) or contains_url(text),
-        lang=_opt_str(t.get("lang")),
-        conversation_id=_opt_str(t.get("conversation_id_str")),
+        lang=opt_str(t.get("lang")),
+        conversation_id=opt_str(t.get("conversation_id_str")),
     )
 
 
@@ -751,17 +654,17 @@ def _handle_apify(t: Mapping[str, Any], where: str, j: _Joiner) -> None:
             id=tid,
             text=text,
             created=_parse_time(t.get("createdAt")),
-            author_id=_opt_str(author.get("id")) or _opt_str(author.get("userName")),
+            author_id=opt_str(author.get("id")) or opt_str(author.get("userName")),
             parent_id=str(parent) if parent is not None else None,
             is_reply=bool(t.get("isReply")) or parent is not None,
             is_retweet=bool(t.get("isRetweet")) or bool(t.get("retweet")),
-            likes=_to_int(t.get("likeCount")) or 0,
-            retweets=_to_int(t.get("retweetCount")) or 0,
-            followers=_to_int(author.get("followers")),
+            likes=to_int(t.get("likeCount")) or 0,
+            retweets=to_int(t.get("retweetCount")) or 0,
+            followers=to_int(author.get("followers")),
             has_media=bool(media),
             has_url=any(not _is_media_url(u) for u in urls) or contains_url(text),
-            lang=_opt_str(t.get("lang")),
-            conversation_id=_opt_str(t.get("conversationId")),
+            lang=opt_str(t.get("lang")),
+            conversation_id=opt_str(t.get("conversationId")),
         )
     )
 
@@ -799,10 +702,10 @@ def _mapped_pair(rec: Mapping[str, Any], get: Callable[[Mapping[str, Any], str],
     tweet, reply = get(rec, "tweet"), get(rec, "reply")
     if tweet is None or reply is None:
         raise ValueError(f"{where}: missing 'tweet' or 'reply' value")
-    pair_id = _opt_str(get(rec, "pair_id")) or _opt_str(get(rec, "id")) or f"row{row_no}"
+    pair_id = opt_str(get(rec, "pair_id")) or opt_str(get(rec, "id")) or f"row{row_no}"
     # Without a parent id, identical tweet text is the same parent (keeps the grouped split honest).
-    tweet_id = _opt_str(get(rec, "tweet_id")) or "h" + hashlib.sha1(normalize_text(str(tweet)).encode()).hexdigest()[:12]
-    diff = _to_int(get(rec, "time_diff_seconds"))
+    tweet_id = opt_str(get(rec, "tweet_id")) or "h" + hashlib.sha1(normalize_text(str(tweet)).encode()).hexdigest()[:12]
+    diff = to_int(get(rec, "time_diff_seconds"))
     if diff is None:
         t0, t1 = _parse_time(get(rec, "tweet_created_at")), _parse_time(get(rec, "reply_created_at"))
         diff = t1 - t0 if t0 is not None and t1 is not None else None
@@ -813,41 +716,41 @@ def _mapped_pair(rec: Mapping[str, Any], get: Callable[[Mapping[str, Any], str],
         tweet_id=tweet_id,
         tweet=str(tweet),
         reply=reply_s,
-        likes=_to_int(get(rec, "likes")) or 0,
-        retweets=_to_int(get(rec, "retweets")) or 0,
-        author_followers=_to_int(get(rec, "author_followers")),
+        likes=to_int(get(rec, "likes")) or 0,
+        retweets=to_int(get(rec, "retweets")) or 0,
+        author_followers=to_int(get(rec, "author_followers")),
         time_diff_seconds=diff,
-        has_media=_to_bool(get(rec, "has_media")),
-        has_url=_to_bool(has_url_v) if has_url_v is not None else contains_url(reply_s),
-        topic=_opt_str(get(rec, "topic")),
-        tone=_opt_str(get(rec, "tone")),
-        lang=_opt_str(get(rec, "lang")),
-        conversation_id=_opt_str(get(rec, "conversation_id")),
+        has_media=to_bool(get(rec, "has_media")),
+        has_url=to_bool(has_url_v) if has_url_v is not None else contains_url(reply_s),
+        topic=opt_str(get(rec, "topic")),
+        tone=opt_str(get(rec, "tone")),
+        lang=opt_str(get(rec, "lang")),
+        conversation_id=opt_str(get(rec, "conversation_id")),
     )
 
 
 def _mapped_tweet(rec: Mapping[str, Any], get: Callable[[Mapping[str, Any], str], Any], where: str) -> _Tweet:
-    tid = _opt_str(get(rec, "id"))
+    tid = opt_str(get(rec, "id"))
     text = get(rec, "text")
     if tid is None or text is None:
         raise ValueError(f"{where}: missing 'id' or 'text' value")
-    parent = _opt_str(get(rec, "in_reply_to_id"))
+    parent = opt_str(get(rec, "in_reply_to_id"))
     clean = _clean_text(str(text))
     has_url_v = get(rec, "has_url")
     return _Tweet(
         id=tid,
         text=clean,
         created=_parse_time(get(rec, "created_at")),
-        author_id=_opt_str(get(rec, "author_id")),
+        author_id=opt_str(get(rec, "author_id")),
         parent_id=parent,
         is_reply=parent is not None,
-        likes=_to_int(get(rec, "likes")) or 0,
-        retweets=_to_int(get(rec, "retweets")) or 0,
-        followers=_to_int(get(rec, "author_followers")),
-        has_media=_to_bool(get(rec, "has_media")),
-        has_url=_to_bool(has_url_v) if has_url_v is not None else contains_url(clean),
-        lang=_opt_str(get(rec, "lang")),
-        conversation_id=_opt_str(get(rec, "conversation_id")),
+        likes=to_int(get(rec, "likes")) or 0,
+        retweets=to_int(get(rec, "retweets")) or 0,
+        followers=to_int(get(rec, "author_followers")),
+        has_media=to_bool(get(rec, "has_media")),
+        has_url=to_bool(has_url_v) if has_url_v is not None else contains_url(clean),
+        lang=opt_str(get(rec, "lang")),
+        conversation_id=opt_str(get(rec, "conversation_id")),
     )
 
 

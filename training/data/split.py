@@ -1,4 +1,4 @@
-"""Seeded train/eval split grouped by parent tweet.
+"""Seeded train/eval split grouped by parent tweet: the project's only split rule (the export and the trainer use it).
 
 Why grouped: replies to the same tweet on both sides leak the prompt into eval and inflate the score
 (assets/README.md, "Grouped tweets"). The group is ``conversation_id`` when the export has one (replies
@@ -8,17 +8,22 @@ shuffle, so the split depends only on the data and the seed, not on the input or
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from .data_import import Pair
+from .pairs import Pair
 
-__all__ = ["group_key", "split_pairs"]
+__all__ = ["group_key", "row_group_key", "split_pairs"]
 
 T = TypeVar("T")
 
 
 def group_key(p: Pair) -> str:
     return p.conversation_id or p.tweet_id
+
+
+def row_group_key(row: Mapping[str, Any]) -> str:
+    """``group_key`` for a plain row (an export or a user's JSONL); the tweet text stands in when it has no ids."""
+    return str(row.get("conversation_id") or row.get("tweet_id") or row.get("tweet") or "")
 
 
 def split_pairs(

@@ -3,7 +3,7 @@
 Why: generic replies reworded slightly ("Ship small, ship often…") would otherwise be learned as a
 template. Neighbours come from FAISS range search (inner product on unit vectors = cosine), so the
 cost is one BLAS matrix product per query batch, never a Python O(n²) loop. Selection is greedy in
-engagement order (likes + 2·retweets, see data_filter.engagement): the best pair of a cluster is kept
+engagement order (likes + 2·retweets, see pairs.engagement): the best pair of a cluster is kept
 and its neighbours are dropped with reason "near_duplicate" and the kept pair_id. Greedy rather than
 union-find so a chain A~B~C with A !~ C keeps C (it is not a duplicate of anything kept).
 
@@ -18,8 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .data_filter import Dropped, engagement
-from .data_import import Pair
+from .pairs import Dropped, Pair, engagement
 
 log = logging.getLogger(__name__)
 

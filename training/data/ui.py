@@ -1,4 +1,4 @@
-"""Data tab (admin): import → filter funnel → human review → export. Wiring only; the work is in data_service.py
+"""Data tab (admin): import → filter funnel → human review → export. Wiring only; the work is in service.py
 and the pipeline modules. Every handler checks admin server-side; review state lives in SQLite (ReviewStore),
 never in the browser, so a reload or a second admin resumes where the review stands."""
 from __future__ import annotations
@@ -9,8 +9,9 @@ import gradio as gr
 
 from security import AdminRequired, inert
 
-from . import data_service as svc
-from .data_filter import FilterConfig
+from . import service as svc
+from .export import export_dataset
+from .filters import FilterConfig
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +341,6 @@ def build_data_tab(ctx) -> None:
         if not dataset:
             return "⚠️ Pick a review dataset above first.", gr.update(), gr.update(), gr.update()
         try:
-            from .data_export import export_dataset
-
             info = export_dataset(data_dir, dataset, (name or "").strip() or None, store=store, eval_fraction=float(frac),
                                   seed=int(sd if sd is not None else 42), include_pending=bool(pending), overwrite=bool(over))
         except (ValueError, KeyError, OSError) as exc:

@@ -1,7 +1,7 @@
-"""Data tab glue (training/data_service.py) on real files: the sample export, a malformed file, review navigation.
+"""Data tab glue (training/data/service.py) on real files: the sample export, a malformed file, review navigation.
 
 Semantic dedup uses a stub encoder (seeded random vectors; the README's six near-duplicate pairs share one) so
-this stays quick; the real MiniLM path is covered by test_data_filter.py and the browser test.
+this stays quick; the real MiniLM path is covered by test_dedup.py and the browser test.
 """
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data_filter import FilterConfig
-from training.data_import import import_file
-from training.data_service import (
+from training.data.export import export_dataset
+from training.data.filters import FilterConfig
+from training.data.importers import import_file
+from training.data.service import (
     advance_after_decision, dataset_summary, export_rows, funnel_rows, import_report_markdown, import_to_review, make_filter_config,
     parse_mapping, progress_html, record_decision, resolve_sources, review_view, step, why_passed,
 )
-from training.review_store import ReviewStore
+from training.data.review_store import ReviewStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 FIXTURES = ROOT / "tests" / "fixtures"
 NEAR_DUPS = [("p0022", "p0162"), ("p0042", "p0136"), ("p0050", "p0053"), ("p0068", "p0144"), ("p0094", "p0145"), ("p0178", "p0259")]
@@ -169,8 +170,6 @@ def test_review_navigation_decisions_and_resume(imported) -> None:
 
 
 def test_export_rows_lists_exports(imported, tmp_path: Path) -> None:
-    from training.data_export import export_dataset
-
     _out, store, _ = imported
     assert export_rows(store.data_dir) == []
     idx = review_view(store, "sample").item.index

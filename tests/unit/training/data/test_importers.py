@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from training.data_import import Pair, detect_format, import_file, write_pairs_jsonl
+from training.data.importers import detect_format, import_file, write_pairs_jsonl
+from training.data.pairs import Pair
 
-FIX = Path(__file__).parent / "fixtures"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[4]
+FIX = ROOT / "tests" / "fixtures"
 CSV_MAPPING = {
     "id": "Tweet ID", "text": "Content", "created_at": "Posted At", "in_reply_to_id": "Reply To",
     "author_id": "Handle", "author_followers": "Followers", "likes": "Likes", "retweets": "Reposts",

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from common import sqlite
+from common.text import URL_RE
 
-from .data_import import URL_RE, Pair
+from .pairs import Pair
 
 __all__ = ["ReviewItem", "ReviewStore", "STATUSES", "validate_reply_text", "validate_dataset_name", "DB_NAME"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -16,8 +16,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from common import sqlite
 from security import inert
 
-from .data_filter import REASONS, FilterConfig, Funnel, guess_language, run_funnel
-from .data_import import PAIR_FIELDS, TWEET_FIELDS, ImportReport, Pair, import_file
+from .dedup import SemanticDedupConfig
+from .export import list_exported
+from .filters import FilterConfig, guess_language
+from .funnel import REASONS, Funnel, run_funnel
+from .importers import TWEET_FIELDS, ImportReport, import_file
+from .pairs import PAIR_FIELDS, Pair
 from .review_store import ReviewItem, ReviewStore, validate_dataset_name
 
 __all__ = [
@@ -229,8 +233,6 @@ def import_to_review(
     progress(0.5, f"Filtering {len(pairs)} pairs")
     semantic: Any = False
     if semantic_threshold is not None:
-        from .data_dedup import SemanticDedupConfig
-
         semantic = SemanticDedupConfig(threshold=float(semantic_threshold))
         progress(0.55, "Semantic dedup: embedding replies (cached after the first run)")
     fr = run_funnel(pairs, filter_config, semantic=semantic, encoder=encoder,
@@ -494,10 +496,6 @@ def record_decision(store: ReviewStore, dataset: str | None, index: int | None, 
 
 
 def export_rows(data_dir: str | os.PathLike[str]) -> list[list[Any]]:
-    import time
-
-    from .data_export import list_exported
-
     return [[e.name, e.n_total, e.n_train, e.n_eval, e.n_edited, e.source_dataset or "",
              time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.created_at)), e.path] for e in list_exported(data_dir)]
 

@@ -1,16 +1,17 @@
 """Command line for the data pipeline (the Data tab does the same through the same functions).
 
-    python -m training.data_cli import SRC [--map ours=theirs ...] [--out pairs.jsonl]
-    python -m training.data_cli funnel SRC [--no-semantic] [--threshold 0.85] [--min-likes 5] ...
+    python -m training.data.cli import SRC [--map ours=theirs ...] [--out pairs.jsonl]
+    python -m training.data.cli funnel SRC [--no-semantic] [--threshold 0.85] [--min-likes 5] ...
                                        [--plot funnel.png] [--out kept.jsonl] [--data-dir D --dataset NAME [--replace]]
-    python -m training.data_cli export --data-dir D --dataset NAME [--name OUT] [--include-pending] [--overwrite]
-    python -m training.data_cli list --data-dir D
+    python -m training.data.cli export --data-dir D --dataset NAME [--name OUT] [--include-pending] [--overwrite]
+    python -m training.data.cli list --data-dir D
 
 Results go to stdout as JSON; errors to stderr with exit status 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,8 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data_filter import FilterConfig, run_funnel
-from .data_import import import_file, write_pairs_jsonl
+from .dedup import SemanticDedupConfig
+from .export import export_dataset, list_exported
+from .filters import FilterConfig
+from .funnel import run_funnel
+from .importers import import_file, write_pairs_jsonl
+from .review_store import DB_NAME, ReviewStore
 
 
 def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
@@ -49,7 +54,7 @@ def _add_source(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.data_cli", description="Reply Arena data pipeline")
+    ap = argparse.ArgumentParser(prog="python -m training.data.cli", description="Reply Arena data pipeline")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("import", help="detect the format, join replies to parents, print the report")
@@ -112,8 +117,6 @@ def _cmd_funnel(args: argparse.Namespace) -> dict[str, Any]:
     )
     semantic: Any = False
     if not args.no_semantic:
-        from .data_dedup import SemanticDedupConfig
-
         semantic = SemanticDedupConfig() if args.threshold is None else SemanticDedupConfig(threshold=args.threshold)
     cache_dir = args.cache_dir or (str(Path(args.data_dir) / "embeddings") if args.data_dir else None)
     fr = run_funnel(res.pairs, cfg, semantic=semantic, cache_dir=cache_dir)
@@ -126,8 +129,6 @@ def _cmd_funnel(args: argparse.Namespace) -> dict[str, Any]:
     if args.out:
         out["written"] = write_pairs_jsonl(fr.kept, args.out)
     if args.dataset:
-        from .review_store import ReviewStore
-
         meta = {"source": str(args.src), "format": res.report.format, "filter_config": cfg.to_dict(),
                 "funnel": fr.funnel.to_dict(), "semantic": out.get("semantic")}
         n = ReviewStore(args.data_dir).create_dataset(args.dataset, fr.kept, replace=args.replace, meta=meta)
@@ -136,17 +137,12 @@ def _cmd_funnel(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from .data_export import export_dataset
-
     info = export_dataset(args.data_dir, args.dataset, args.name, eval_fraction=args.eval_fraction, seed=args.seed,
                           include_pending=args.include_pending, overwrite=args.overwrite)
     return info.to_dict()
 
 
 def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
-    from .data_export import list_exported
-    from .review_store import DB_NAME, ReviewStore
-
     reviews = ReviewStore(args.data_dir).datasets() if (Path(args.data_dir) / DB_NAME).exists() else []
     return {"review_datasets": reviews, "exports": [e.to_dict() for e in list_exported(args.data_dir)]}
 
@@ -155,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cmd = {"import": _cmd_import, "funnel": _cmd_funnel, "export": _cmd_export, "list": _cmd_list}[args.cmd]
     try:
-        result = cmd(args)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON (libraries print banners on import)
+            result = cmd(args)
     except (ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)

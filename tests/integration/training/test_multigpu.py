@@ -21,7 +21,7 @@ from training.config import TrainConfig, validate
 from training.launch import CPU_PROCESSES_ENV, accelerate_args, build_command, build_env, check_gpus, decoder_layer_class, launch_spec
 from training.runner import RunManager, pid_alive
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 WAIT = 240  # two processes on a 2-core box that other test runs may share
 
 

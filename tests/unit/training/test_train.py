@@ -16,9 +16,10 @@ import torch
 from tests.support.tiny_qwen3 import save_tiny_qwen3
 from training.callbacks import StopFlag
 from training.config import TrainConfig, resolve
+from training.fastpath import auto_rows, fast_plan
 from training.train import CHECKPOINTS, last_checkpoint, load_pairs, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 LOG_KEYS = {"step", "loss", "eval_loss", "lr", "epoch", "tokens_per_s", "elapsed", "eta_s", "max_steps", "status"}
 
 
@@ -240,8 +241,6 @@ def test_packed_fast_path_trains_and_saves(tiny_dir, tmp_path):
 
 
 def test_fast_plan_defaults():
-    from training.fastpath import auto_rows, fast_plan
-
     cfg = resolve(None, {"load_in_4bit": False})
     assert not fast_plan(cfg, on_cuda=False).enabled  # auto: CPU keeps the padded path
     plan = fast_plan(cfg, on_cuda=True)
