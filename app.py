@@ -8,10 +8,14 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# uvicorn would otherwise rewrite the client address from X-Forwarded-For for loopback peers; which forwarded entry
+# to believe is decided by --behind-proxy (security/client.py), not by where the request happens to come from.
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 import gradio as gr  # noqa: E402
 
 from context import ROOT, AppContext, Settings, build_context  # noqa: E402
+from security.launch import launch_options  # noqa: E402
 
 
 def parse_args(argv=None) -> Settings:
@@ -23,8 +27,12 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--adapters-dir", default=os.environ.get("ADAPTERS_DIR", "adapters"))
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
+    p.add_argument("--behind-proxy", type=int, default=None, metavar="N",
+                   help="number of proxies in front whose X-Forwarded-For entry is trusted (env BEHIND_PROXY; 1 on Spaces, else 0)")
     a = p.parse_args(argv)
     s = Settings(base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir))
+    if a.behind_proxy is not None:
+        s.proxy_hops = a.behind_proxy
     s.host, s.port = a.host, a.port  # type: ignore[attr-defined]
     return s
 
@@ -56,7 +64,8 @@ def main(argv=None) -> None:
     ctx = build_context(settings)
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4).launch(server_name=settings.host, server_port=settings.port, share=False,
-                                                   css_paths=[ROOT / "assets" / "app.css"], footer_links=[])
+                                                   css_paths=[ROOT / "assets" / "app.css"], footer_links=[],
+                                                   **launch_options(ctx))
 
 
 if __name__ == "__main__":

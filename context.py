@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation import Engine, ModelConfig, ModelLoadError, load_base
-from security import AdminGate
+from security import AdminGate, SecurityDB, VisitorLimits, client_address
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -31,6 +31,19 @@ class Settings:
     # The seed's RAG baseline retrieves from the high-engagement pairs; the bundled sample set by default.
     rag_dataset: Path = field(default_factory=lambda: Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl"))))
     heldout: Path = ROOT / "assets" / "heldout_tweets.jsonl"
+    # Proxies in front of the app whose X-Forwarded-For entry is believed (a Space has one); 0 = use the socket peer.
+    proxy_hops: int = field(default_factory=lambda: _int_env("BEHIND_PROXY", 1 if os.environ.get("SPACE_ID") else 0))
+    max_upload_mb: int = field(default_factory=lambda: _int_env("MAX_UPLOAD_MB", 20))  # bigger files: a server path
+    generate_per_minute: int = field(default_factory=lambda: _int_env("GENERATE_PER_MINUTE", 10))  # per address
+    battles_per_minute: int = field(default_factory=lambda: _int_env("BATTLES_PER_MINUTE", 6))  # per address
+    votes_per_minute: int = field(default_factory=lambda: _int_env("VOTES_PER_MINUTE", 20))  # per address and session
+
+
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, "") or default)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {os.environ.get(name)!r}.") from None
 
 
 @dataclass
@@ -41,6 +54,11 @@ class AppContext:
     banners: list[str] = field(default_factory=list)
     index: object | None = None
     extras: dict = field(default_factory=dict)  # filled by the tabs' own packages (vote store, run manager, ...)
+    limits: VisitorLimits | None = None  # per-address limits on Generate and battle starts (persisted)
+
+    def client_address(self, request) -> str:
+        """The caller's address for limits: X-Forwarded-For only as far as the configured proxies are trusted."""
+        return client_address(request, self.settings.proxy_hops)
 
     def model_banner(self) -> str:
         if self.engine is None:
@@ -88,4 +106,6 @@ def build_context(settings: Settings) -> AppContext:
     banners: list[str] = []
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
-    return AppContext(settings, engine, AdminGate(), banners, index)
+    db = SecurityDB(settings.data_dir)  # admin sessions and rate limits survive a restart
+    limits = VisitorLimits.build(db, settings.generate_per_minute, settings.battles_per_minute)
+    return AppContext(settings, engine, AdminGate(db=db), banners, index, limits=limits)

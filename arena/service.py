@@ -7,6 +7,7 @@ from pathlib import Path
 
 from arena.battles import ArenaConfig, BattleManager
 from arena.store import VoteStore
+from security.ratelimit import PersistentRateLimiter
 from evaluation.significance import compute_leaderboard
 
 
@@ -26,7 +27,11 @@ def arena_for(ctx) -> BattleManager:
         from context import APP_VERSION
 
         ctx.extras["votes"] = store
-        ctx.extras["battles"] = BattleManager(store, contenders, generate, config=ArenaConfig(app_version=APP_VERSION))
+        db = ctx.gate.db  # the app's security.sqlite3: vote limits survive a restart like the other limits
+        per_min = getattr(ctx.settings, "votes_per_minute", ArenaConfig.votes_per_minute)
+        ctx.extras["battles"] = BattleManager(store, contenders, generate,
+                                              config=ArenaConfig(app_version=APP_VERSION, votes_per_minute=per_min),
+                                              limiter_factory=lambda windows: PersistentRateLimiter(db, "vote", windows))
     return ctx.extras["battles"]
 
 

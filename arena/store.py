@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+from common.private_files import private_db
 
 DB_FILENAME = "votes.sqlite3"
 SCHEMA_VERSION = 1
@@ -217,7 +218,7 @@ class VoteStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         conn = sqlite3.connect(
-            str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            private_db(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
             conn.row_factory = sqlite3.Row

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from generation.chat import TWEET_LIMIT, render_prompt
+from common.private_files import private_db
 
 __all__ = ["EvalItem", "ReplyRecord", "BatchReplies", "ReplyCache", "load_items", "exported_eval_splits",
            "generate_replies", "cache_key", "EVAL_SEED"]
@@ -171,7 +172,7 @@ class ReplyCache:
         self.path = Path(cache_dir) / "replies.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(private_db(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, variant TEXT NOT NULL, "
                            "record TEXT NOT NULL, created_at REAL NOT NULL)")

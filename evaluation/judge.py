@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+from common.private_files import private_db
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +487,7 @@ class VerdictCache:
         self.path = Path(cache_dir) / "judge.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(private_db(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS answers (model TEXT NOT NULL, prompt_hash TEXT NOT NULL, text TEXT NOT NULL, "

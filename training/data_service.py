@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from security import inert
+from common.private_files import private_db
 
 from .data_filter import REASONS, FilterConfig, Funnel, guess_language, run_funnel
 from .data_import import PAIR_FIELDS, TWEET_FIELDS, ImportReport, Pair, import_file
@@ -400,7 +401,7 @@ def _check_filter(status_filter: str | None) -> str:
 def _query(store: ReviewStore, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
     # Read-only index queries on the store's table (idx/status only), so navigating a 1M-pair dataset never
     # loads its rows; the decision writes all go through ReviewStore.decide.
-    conn = sqlite3.connect(str(store.path), timeout=30.0)
+    conn = sqlite3.connect(private_db(store.path), timeout=30.0)
     try:
         return conn.execute(sql, list(args)).fetchall()
     finally:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from common.private_files import private_db
 
 from .config import TrainConfig, validate
 from .launch import check_gpus, launch_spec
@@ -193,7 +194,7 @@ class Registry:
             c.executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        c = sqlite3.connect(private_db(self.path), timeout=30, isolation_level=None)
         c.row_factory = sqlite3.Row
         return c
 
