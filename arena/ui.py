@@ -8,7 +8,7 @@ import gradio as gr
 
 from security import AdminRequired, RateLimited, inert
 
-from .battles import NotEnoughContenders, VoteRefused
+from .battles import NotEnoughContenders, VoteRefused, validate_tweet
 from .plots import rating_ci_figure, winrate_heatmap
 from .service import LEADERBOARD_COLUMNS, arena_for, leaderboard, leaderboard_rows, random_heldout_tweet, verdicts_markdown
 
@@ -65,6 +65,7 @@ def build_arena_tabs(ctx) -> None:
         if not (text or "").strip():
             text = random_heldout_tweet(ctx.settings.heldout)
         try:
+            text = validate_tweet(text)  # bad input is answered before it costs the visitor an allowance
             if ctx.limits is not None:  # per address, before any model time is spent
                 ctx.limits.battle.hit([ctx.client_address(request)])
             b = manager.new_battle(request.session_hash, text)

@@ -136,8 +136,10 @@ def build_training_tab(ctx) -> None:
             return f"⚠️ {inert(str(exc))}", gr.update()
         return f"Started v2 run **{inert(handle.run_id)}**.", gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id)
 
-    def preset_values(p):
+    def preset_values(p, request: gr.Request):
         """The form shows the preset's own values, so an untouched field keeps the preset's setting."""
+        if not gate.is_admin(request):
+            return [gr.update()] * 6
         c = build_config(p, "", {}).to_dict()
         return [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"]]
 
