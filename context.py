@@ -12,6 +12,7 @@ from pathlib import Path
 
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from security import AdminGate, SecurityDB, VisitorLimits, client_address
+from security.auth import running_on_space
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
@@ -32,11 +33,13 @@ class Settings:
     rag_dataset: Path = field(default_factory=lambda: Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl"))))
     heldout: Path = ROOT / "assets" / "heldout_tweets.jsonl"
     # Proxies in front of the app whose X-Forwarded-For entry is believed (a Space has one); 0 = use the socket peer.
-    proxy_hops: int = field(default_factory=lambda: _int_env("BEHIND_PROXY", 1 if os.environ.get("SPACE_ID") else 0))
+    proxy_hops: int = field(default_factory=lambda: _int_env("BEHIND_PROXY", 1 if running_on_space() else 0))
     max_upload_mb: int = field(default_factory=lambda: _int_env("MAX_UPLOAD_MB", 20))  # bigger files: a server path
     generate_per_minute: int = field(default_factory=lambda: _int_env("GENERATE_PER_MINUTE", 10))  # per address
     battles_per_minute: int = field(default_factory=lambda: _int_env("BATTLES_PER_MINUTE", 6))  # per address
     votes_per_minute: int = field(default_factory=lambda: _int_env("VOTES_PER_MINUTE", 20))  # per address and session
+    generate_per_day: int = field(default_factory=lambda: _int_env("GENERATE_PER_DAY", 300))  # per address
+    battles_per_day: int = field(default_factory=lambda: _int_env("BATTLES_PER_DAY", 180))  # per address
 
 
 def _int_env(name: str, default: int) -> int:
@@ -107,5 +110,6 @@ def build_context(settings: Settings) -> AppContext:
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
     db = SecurityDB(settings.data_dir)  # admin sessions and rate limits survive a restart
-    limits = VisitorLimits.build(db, settings.generate_per_minute, settings.battles_per_minute)
+    limits = VisitorLimits.build(db, settings.generate_per_minute, settings.battles_per_minute,
+                                 settings.generate_per_day, settings.battles_per_day)
     return AppContext(settings, engine, AdminGate(db=db), banners, index, limits=limits)

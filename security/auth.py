@@ -26,6 +26,12 @@ def _allow_list() -> set[str]:
     return {u.strip().lower() for u in os.environ.get("ADMIN_USERS", "").split(",") if u.strip()}
 
 
+def running_on_space() -> bool:
+    """What Gradio itself takes for a Space (SYSTEM=spaces + SPACE_ID). A SPACE_ID alone (a local copy of a Space's
+    settings) would make Gradio mock HF sign-in, which needs a logged-in HF CLI, and stop the app at start."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("SPACE_ID"))
+
+
 def oauth_username(request) -> str | None:
     """The HF username of a signed-in OAuth session, read the way Gradio builds gr.OAuthProfile.
 
@@ -50,7 +56,7 @@ def oauth_username(request) -> str | None:
 class AdminGate:
     password: str | None = field(default_factory=lambda: os.environ.get("ADMIN_PASSWORD") or None)
     allowed_users: set[str] = field(default_factory=_allow_list)
-    on_space: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
+    on_space: bool = field(default_factory=lambda: running_on_space())
     session_ttl_s: float = 12 * 3600  # an admin session lasts a working day
     max_failures: int = 5  # wrong passwords per address per 10 minutes
     max_failures_global: int = 30  # wrong passwords from all addresses per 10 minutes (rotating addresses)

@@ -98,11 +98,14 @@ class VisitorLimits:
     battle: PersistentRateLimiter
 
     @classmethod
-    def build(cls, db: SecurityDB, generate_per_minute: int, battles_per_minute: int) -> "VisitorLimits":
-        def windows(per_min: int, what: str) -> list[RateWindow]:
+    def build(cls, db: SecurityDB, generate_per_minute: int, battles_per_minute: int,
+              generate_per_day: int | None = None, battles_per_day: int | None = None) -> "VisitorLimits":
+        """Daily caps default to 30 minutes' worth of the per-minute rate."""
+        def windows(per_min: int, per_day: int | None, what: str) -> list[RateWindow]:
+            per_day = per_min * 30 if per_day is None else per_day
             return [RateWindow(60.0, per_min, f"Too many {what} from your address (limit: {per_min} per minute); "
                                               "please wait a minute and try again."),
-                    RateWindow(86400.0, per_min * 30, f"Your address has reached today's limit of {per_min * 30} {what}; "
-                                                      "please come back tomorrow.")]
-        return cls(PersistentRateLimiter(db, "generate", windows(generate_per_minute, "generations")),
-                   PersistentRateLimiter(db, "battle", windows(battles_per_minute, "battles")))
+                    RateWindow(86400.0, per_day, f"Your address has reached today's limit of {per_day} {what}; "
+                                                 "please come back tomorrow.")]
+        return cls(PersistentRateLimiter(db, "generate", windows(generate_per_minute, generate_per_day, "generations")),
+                   PersistentRateLimiter(db, "battle", windows(battles_per_minute, battles_per_day, "battles")))
