@@ -51,7 +51,7 @@ def plant_secrets(data_dir: Path) -> None:
         Pair(pair_id=f"p{i}", tweet_id=f"t{i}", tweet=f"{SECRET} tweet {i}?", reply=f"{SECRET} reply {i}") for i in range(3)])
 
 
-def _harmless(value: Any) -> bool:
+def harmless(value: Any) -> bool:
     """An output that gives a non-admin nothing: empty, a bare/visibility-only update, or a message naming admin."""
     if value in (None, "", [], {}):
         return True
@@ -59,7 +59,7 @@ def _harmless(value: Any) -> bool:
         return "admin" in value.lower()
     if isinstance(value, dict) and value.get("__type__") == "update":
         rest = {k: v for k, v in value.items() if k not in ("__type__", "visible", "interactive", "active")}
-        return all(_harmless(v) for v in rest.values()) or "admin" in json.dumps(rest).lower()
+        return all(harmless(v) for v in rest.values()) or "admin" in json.dumps(rest).lower()
     if isinstance(value, dict) and "headers" in value and "data" in value:  # an empty dataframe
         return not value["data"] or value["data"] == [[]] or all(all(c in ("", None) for c in row) for row in value["data"])
     return False
@@ -71,4 +71,4 @@ def refused(res: CallResult) -> bool:
         return True
     if SECRET in json.dumps(res.data):
         return False
-    return all(_harmless(v) for v in res.data) or any(isinstance(v, str) and "needs an admin" in v for v in res.data)
+    return all(harmless(v) for v in res.data) or any(isinstance(v, str) and "needs an admin" in v for v in res.data)

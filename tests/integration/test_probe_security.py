@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from common.unicode_input import INVALID_UNICODE_MESSAGE
-from probe_support import ADMIN_PW, PROBE_ENV, SECRET, GradioHTTP, _harmless, admin_dependencies, plant_secrets, refused, running_app
+from probe_support import ADMIN_PW, PROBE_ENV, SECRET, GradioHTTP, harmless, admin_dependencies, plant_secrets, refused, running_app
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_every_admin_handler_refuses_without_the_cookie(app):
         for d in deps:
             res = g.call(d["id"], g.default_inputs(d), session_hash=secrets.token_hex(8))
             if not refused(res):
-                leaks.append((d.get("api_name"), [json.dumps(v)[:150] for v in res.data if not _harmless(v)]))
+                leaks.append((d.get("api_name"), [json.dumps(v)[:150] for v in res.data if not harmless(v)]))
     assert not leaks, leaks
     assert not list((tmp / "data").glob("runs/*")) and not list((tmp / "data").glob("exports/*"))
 
