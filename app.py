@@ -13,6 +13,7 @@ import gradio as gr
 from arena.ui import build_arena_tab, build_leaderboard_tab
 from evaluation.ui import build_evaluate_tab
 from generation.ui import build_generate_tab
+from security.launch import launch_options
 from security.ui import build_admin_panel
 from training.data.ui import build_data_tab
 from training.ui import build_training_tab
@@ -30,10 +31,12 @@ def parse_args(argv=None, defaults: Settings | None = None) -> Settings:
     p.add_argument("--adapters-dir", default=str(d.adapters_dir))
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--behind-proxy", type=int, default=d.proxy_hops, metavar="N",
+                   help="proxies in front whose X-Forwarded-For entry is trusted (env BEHIND_PROXY; 1 on Spaces, else 0)")
     a = p.parse_args(argv)
     return dataclasses.replace(d, base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device,
                                load_model=not a.no_model, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir),
-                               host=a.host, port=a.port)
+                               host=a.host, port=a.port, proxy_hops=a.behind_proxy)
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -58,7 +61,8 @@ def main(argv=None) -> None:
     ctx = build_context(settings)
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=4).launch(server_name=settings.host, server_port=settings.port, share=False,
-                                                   css_paths=[ROOT / "assets" / "app.css"], footer_links=[])
+                                                   css_paths=[ROOT / "assets" / "app.css"], footer_links=[],
+                                                   **launch_options(ctx))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,16 @@ from typing import Mapping
 # Offline defaults, set before gradio / huggingface_hub are imported: huggingface_hub reads its flags at import.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# uvicorn would otherwise rewrite the client address from X-Forwarded-For for loopback peers; which forwarded entry
+# to believe is decided by --behind-proxy (security/client.py), not by where the request happens to come from.
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 from arena.battles import ArenaConfig, BattleManager
 from arena.store import VoteStore
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from retrieval import ExampleIndex, build_or_load, get_encoder
-from security import AdminGate
+from security import AdminGate, SecurityDB, VisitorLimits, client_address
+from security.ratelimit import PersistentRateLimiter
 from training.data.review_store import ReviewStore
 from training.runner import RunManager
 
@@ -61,12 +65,23 @@ class Settings:
     admin_users: set[str] = field(default_factory=set)
     on_space: bool = False
     arena_app_version: str = "dev"
+    # Proxies in front of the app whose X-Forwarded-For entry is believed (a Space has one); 0 = use the socket peer.
+    proxy_hops: int = 0  # BEHIND_PROXY (1 on a Space)
+    max_upload_mb: int = 20  # MAX_UPLOAD_MB; bigger files: a server path
+    generate_per_minute: int = 10  # GENERATE_PER_MINUTE, per address
+    battles_per_minute: int = 6  # BATTLES_PER_MINUTE, per address
+    votes_per_minute: int = 20  # VOTES_PER_MINUTE, per address and session
+    generate_per_day: int = 300  # GENERATE_PER_DAY, per address
+    battles_per_day: int = 180  # BATTLES_PER_DAY, per address
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         e = os.environ if env is None else env
         d = cls()
         budget = e.get("REPLY_ARENA_MAX_NEW_TOKENS", "").strip()
+        # What Gradio itself takes for a Space (SYSTEM=spaces + SPACE_ID). A SPACE_ID alone (a local copy of a
+        # Space's settings) would make Gradio mock HF sign-in, which needs a logged-in HF CLI, and stop the app.
+        on_space = e.get("SYSTEM") == "spaces" and bool(e.get("SPACE_ID"))
         return cls(
             base_model=e.get("BASE_MODEL", d.base_model),
             load_in_4bit=env_flag(e.get("LOAD_IN_4BIT")),
@@ -82,8 +97,15 @@ class Settings:
             port=int(e.get("PORT", str(d.port))),
             admin_password=e.get("ADMIN_PASSWORD") or None,
             admin_users={u.strip().lower() for u in e.get("ADMIN_USERS", "").split(",") if u.strip()},
-            on_space=bool(e.get("SPACE_ID")),
+            on_space=on_space,
             arena_app_version=e.get("ARENA_APP_VERSION", APP_VERSION),
+            proxy_hops=_int_env(e, "BEHIND_PROXY", 1 if on_space else 0),
+            max_upload_mb=_int_env(e, "MAX_UPLOAD_MB", d.max_upload_mb),
+            generate_per_minute=_int_env(e, "GENERATE_PER_MINUTE", d.generate_per_minute),
+            battles_per_minute=_int_env(e, "BATTLES_PER_MINUTE", d.battles_per_minute),
+            votes_per_minute=_int_env(e, "VOTES_PER_MINUTE", d.votes_per_minute),
+            generate_per_day=_int_env(e, "GENERATE_PER_DAY", d.generate_per_day),
+            battles_per_day=_int_env(e, "BATTLES_PER_DAY", d.battles_per_day),
         )
 
     def model_config(self, **override) -> ModelConfig:
@@ -91,6 +113,13 @@ class Settings:
                       cpu_dtype=self.cpu_dtype, adapters_dir=self.adapters_dir, cache_dir=self.cache_dir,
                       offline=self.offline)
         return ModelConfig(**{**values, **override})
+
+
+def _int_env(e: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(e.get(name, "") or default)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {e.get(name)!r}.") from None
 
 
 @dataclass
@@ -106,6 +135,11 @@ class AppContext:
     index: ExampleIndex | None = None
     battles: BattleManager | None = None  # None without a model: nothing can reply
     banners: list[str] = field(default_factory=list)
+    limits: VisitorLimits | None = None  # per-address limits on Generate and battle starts (persisted)
+
+    def client_address(self, request) -> str:
+        """The caller's address for limits: X-Forwarded-For only as far as the configured proxies are trusted."""
+        return client_address(request, self.settings.proxy_hops)
 
     def model_banner(self) -> str:
         if self.engine is None:
@@ -148,7 +182,7 @@ def _load_retrieval(s: Settings, engine: Engine | None, banners: list[str]) -> E
     return index
 
 
-def _battles(s: Settings, engine: Engine | None, votes: VoteStore) -> BattleManager | None:
+def _battles(s: Settings, engine: Engine | None, votes: VoteStore, db: SecurityDB) -> BattleManager | None:
     """Contenders are re-read each battle, so a newly trained adapter joins without a restart."""
     if engine is None:
         return None
@@ -157,13 +191,20 @@ def _battles(s: Settings, engine: Engine | None, votes: VoteStore) -> BattleMana
         r = engine.generate(tweet, contender)
         return r.reply, r.settings
 
-    return BattleManager(votes, engine.variants, generate, config=ArenaConfig(app_version=s.arena_app_version))
+    config = ArenaConfig(app_version=s.arena_app_version, votes_per_minute=s.votes_per_minute)
+    # Vote limits live in the app's security.sqlite3, so they survive a restart like the other limits.
+    return BattleManager(votes, engine.variants, generate, config=config,
+                         limiter_factory=lambda windows: PersistentRateLimiter(db, "vote", windows))
 
 
 def build_context(settings: Settings) -> AppContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.adapters_dir.mkdir(parents=True, exist_ok=True)
-    gate = AdminGate(password=settings.admin_password, allowed_users=set(settings.admin_users), on_space=settings.on_space)
+    db = SecurityDB(settings.data_dir)  # admin sessions and rate limits survive a restart
+    gate = AdminGate(password=settings.admin_password, allowed_users=set(settings.admin_users),
+                     on_space=settings.on_space, db=db)
+    limits = VisitorLimits.build(db, settings.generate_per_minute, settings.battles_per_minute,
+                                 settings.generate_per_day, settings.battles_per_day)
     # Stores first: they need no model, and the tabs that only read them must work when the model fails.
     votes = VoteStore(settings.data_dir)
     reviews = ReviewStore(settings.data_dir)
@@ -171,4 +212,5 @@ def build_context(settings: Settings) -> AppContext:
     banners: list[str] = []
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
-    return AppContext(settings, gate, votes, reviews, runs, engine, index, _battles(settings, engine, votes), banners)
+    battles = _battles(settings, engine, votes, db)
+    return AppContext(settings, gate, votes, reviews, runs, engine, index, battles, banners, limits=limits)

@@ -11,9 +11,10 @@ import re
 import secrets
 import tempfile
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from security.ratelimit import RateWindow  # one definition for the in-memory and the persistent limiter
 
 SALT_ENV = "ARENA_SALT"
 SALT_FILENAME = "arena_salt"
@@ -99,13 +100,6 @@ def detect_flags(replies: Sequence[str], reveal_re: re.Pattern[str] | None) -> l
     if reveal_re is not None and any(reveal_re.search(r or "") for r in replies):
         flags.append(FLAG_REVEALS_CONTENDER)
     return flags
-
-
-@dataclass(frozen=True)
-class RateWindow:
-    seconds: float
-    limit: int
-    message: str
 
 
 class SlidingWindowRateLimiter:

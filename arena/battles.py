@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 
 from arena.abuse import (
     DEFAULT_REVEAL_PATTERNS,
-    RateWindow,
     SlidingWindowRateLimiter,
     compile_reveal_patterns,
     detect_flags,
@@ -29,6 +28,11 @@ from arena.abuse import (
 )
 from arena.store import VOTE_CHOICES, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
 from common.text import validate_tweet
+from security.ratelimit import RateWindow
+
+# Pending battles live in memory (the names must not leak before the vote): a restart ends them, and the UI says so.
+EXPIRED_MESSAGE = ("This battle has expired (battles last an hour and end when the server restarts); "
+                   "nothing was recorded. Please start a new battle.")
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]
@@ -117,6 +121,7 @@ class BattleManager:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         config: ArenaConfig | None = None,
+        limiter_factory: Callable[[Sequence[RateWindow]], Any] = SlidingWindowRateLimiter,
     ) -> None:
         self.store = store
         self.contenders_fn = contenders_fn
@@ -130,7 +135,8 @@ class BattleManager:
         self._lock = threading.Lock()
         self._battles: OrderedDict[str, _PendingBattle] = OrderedDict()
         self._pair_votes: dict[tuple[str, str], int] = store.pair_counts(include_excluded=False)
-        self._limiter = SlidingWindowRateLimiter([
+        # The app passes a persistent (SQLite) limiter so a restart does not reset everyone's allowance.
+        self._limiter = limiter_factory([
             RateWindow(60.0, self.config.votes_per_minute,
                        f"You're voting too fast (limit: {self.config.votes_per_minute} votes per minute). "
                        "Please wait a minute and try again."),
@@ -218,8 +224,7 @@ class BattleManager:
         with self._lock:
             b = self._battles.get(battle_id) if isinstance(battle_id, str) else None
             if b is None:
-                raise VoteRefused("unknown_battle",
-                                  "This battle is unknown or too old. Please start a new battle.")
+                raise VoteRefused("unknown_battle", EXPIRED_MESSAGE)
             if not secrets.compare_digest(b.session_id.encode(), str(session_id).encode()):
                 raise VoteRefused("wrong_session",
                                   "This battle was started in another session. Please start a new battle.")

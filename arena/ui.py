@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from common.text import validate_tweet
 from evaluation.gates import VERDICT_HELP
-from security import AdminRequired, inert
+from security import AdminRequired, RateLimited, inert
 
 from .battles import NotEnoughContenders, VoteRefused, random_heldout_tweet
 from .export import export_votes
@@ -19,15 +20,6 @@ if TYPE_CHECKING:  # type-only: arena never imports the app layer at run time
     from context import AppContext
 
 VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
-
-
-def _client_id(request: gr.Request | None) -> str:
-    """Who is voting, for rate limits: the proxy's forwarded address on Spaces, else the socket peer. Only a salted hash is stored."""
-    if request is None:
-        return "unknown"
-    fwd = (request.headers or {}).get("x-forwarded-for", "") if hasattr(request, "headers") else ""
-    host = fwd.split(",")[0].strip() if fwd else getattr(getattr(request, "client", None), "host", "") or ""
-    return host or "unknown"
 
 
 def build_arena_tab(ctx: AppContext) -> None:
@@ -57,19 +49,23 @@ def build_arena_tab(ctx: AppContext) -> None:
 
     def on_start(text, request: gr.Request):
         if manager is None:
-            raise gr.Error(ctx.model_banner())
+            raise gr.Error(ctx.model_banner(), print_exception=False)
         if not (text or "").strip():
             text = random_heldout_tweet(ctx.settings.heldout)
         try:
+            text = validate_tweet(text)  # bad input is answered before it costs the visitor an allowance
+            if ctx.limits is not None:  # per address, before any model time is spent
+                ctx.limits.battle.hit([ctx.client_address(request)])
             b = manager.new_battle(request.session_hash, text)
-        except (ValueError, NotEnoughContenders) as exc:
-            raise gr.Error(str(exc))
+        except (ValueError, NotEnoughContenders, RateLimited) as exc:
+            raise gr.Error(str(exc), print_exception=False)
         return [text, b.battle_id, b.reply_a, b.reply_b, "", gr.update(visible=False)] + [gr.update(interactive=True)] * len(buttons)
 
     def make_vote(choice):
         def on_vote(bid, request: gr.Request):
             try:
-                res = manager.vote(request.session_hash, bid, choice, _client_id(request))
+                # Who is voting, for rate limits: only a salted hash of the address is stored.
+                res = manager.vote(request.session_hash, bid, choice, ctx.client_address(request))
             except VoteRefused as exc:
                 return [bid, f"⚠️ {inert(exc.message)}", gr.update(visible=True)] + lock_all
             note = " This vote is flagged (a reply reveals its model) and left out of the leaderboard." if res.excluded else ""

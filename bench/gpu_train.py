@@ -19,8 +19,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.gpu_common import (N_MATMUL, TARGETS, Timer, packed_batches, padded_batches, qwen3_8b, tweet_examples,  # noqa: E402
-                               write_results)
+from bench.gpu_common import (  # noqa: E402
+    N_MATMUL,
+    TARGETS,
+    Timer,
+    packed_batches,
+    padded_batches,
+    qwen3_8b,
+    tweet_examples,
+    write_results,
+)
 from bench.gpu_train_ddp import add_args, scaling  # noqa: E402
 from training.fastpath import PackedCollator, apply_liger, pack_examples, prepare_for_packing  # noqa: E402
 

@@ -16,9 +16,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["BUSY_TIMEOUT_S", "SQLiteError", "connect", "transaction"]
+__all__ = ["BUSY_TIMEOUT_S", "SQLiteError", "connect", "private_db", "transaction"]
 
 BUSY_TIMEOUT_S = 30.0
+
+
+def private_db(path: Path | str) -> str:
+    """Create ``path`` (mode 0600) if missing, tighten it if it exists; return it as a string for sqlite3.connect.
+
+    SQLite creates its -wal/-shm side files with the main file's permission bits, so a 0600 main file keeps the
+    whole database private; side files left by an older version are tightened too.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for side in (p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+        if side.exists():
+            os.chmod(side, 0o600)
+    return str(p)
 
 
 class SQLiteError(RuntimeError):
@@ -33,11 +52,7 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL", row_factory: bool 
     ``synchronous="FULL"`` fsyncs every commit (votes: an acknowledged vote survives power loss).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(private_db(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         if row_factory:
             conn.row_factory = sqlite3.Row

@@ -17,6 +17,7 @@ import gradio as gr
 from generation.errors import ModelLoadError
 from generation.variants import adapter_name, is_lora
 from security import AdminRequired, inert
+from security.escape import hide_temp_paths
 
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
@@ -163,10 +164,10 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 thinking = gr.Checkbox(value=False, interactive=bool(engine and engine.supports_thinking),
                                        label="Thinking mode on (Qwen3); off is the default for replies")
                 judge_kind = gr.Radio([("Claude (Anthropic API)", "anthropic"), ("Local model (weaker, offline)", "local")],
-                                      value="anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "local", label="Judge",
+                                      value="anthropic", label="Judge",  # never env-dependent: the page is public
                                       elem_id="eval-judge")
                 judge_model = gr.Textbox(value=DEFAULT_MODEL, label="Claude model id", elem_id="eval-judge-model")
-                key_md = gr.Markdown(_key_status(), elem_id="eval-key-status")
+                key_md = gr.Markdown("", elem_id="eval-key-status")  # filled for admins only (on_open)
             with gr.Column(scale=2):
                 gr.Markdown("**Composite weights** (seed 5.3)")
                 w_eng = gr.Number(value=0.4, label="engagement (judge score)")
@@ -205,7 +206,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
     def on_open(request: gr.Request):
         no = denied(request)
         if no:
-            return no, gr.update(), [], _key_status()
+            return no, gr.update(), [], ""
         try:
             rows = ledger_rows(data_dir)
         except Exception as exc:  # a broken ledger must not break the tab
@@ -232,7 +233,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                                  thinking=think, judge_kind=jk, judge_model=jm, limit=lim, weights=(we, ww, wl),
                                  min_votes=mv, name=nm, progress=lambda f, d: progress(f, desc=d))
         except (ValueError, JudgeUnavailable, JudgeError, ModelLoadError) as exc:
-            return [f"⚠️ {_t(exc)}"] + keep
+            return [f"⚠️ {_t(hide_temp_paths(str(exc)))}"] + keep
         except Exception as exc:
             log.exception("evaluation failed")
             return [f"⚠️ The evaluation failed ({_t(type(exc).__name__)}: {_t(str(exc)[:200])}); see the server log. "
@@ -268,8 +269,9 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         files = ", ".join(_t(f) for f in res.files)
         return f"✅ {_t(res.message)}\n\nFiles: {files}", card
 
-    def on_judge_change(jk):
-        return gr.update(visible=jk == "anthropic"), _key_status()
+    def on_judge_change(jk, request: gr.Request):
+        # Whether a key is configured is the admins' business only.
+        return gr.update(visible=jk == "anthropic"), ("" if denied(request) else _key_status())
 
     tab.select(on_open, None, [admin_msg, split_dd, ledger_df, key_md])
     refresh_adapters.click(on_refresh_adapters, None, [admin_msg, adapters, pub_adapter])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from common.text import TWEET_LIMIT, validate_tweet
-from security import inert
+from security import RateLimited, inert
 
 from .config import SamplingConfig
 from .present import display_name, format_examples_markdown, stats_line
@@ -82,16 +82,21 @@ def build_generate_tab(ctx: AppContext) -> None:
 
         refresh.click(on_refresh, [variants], [variants])
 
-        def run(text, chosen, think_on, t, p, k, mp, mx, rp, sd):
+        def run(text, chosen, think_on, t, p, k, mp, mx, rp, sd, request: gr.Request):
             if engine is None:
-                raise gr.Error(ctx.model_banner())
+                raise gr.Error(ctx.model_banner(), print_exception=False)
             try:
                 text = validate_tweet(text)
             except ValueError as exc:
-                raise gr.Error(str(exc))
+                raise gr.Error(str(exc), print_exception=False)
             chosen = [v for v in (chosen or []) if v in engine.variants()][:MAX_SLOTS]
             if not chosen:
-                raise gr.Error("Pick at least one variant to generate with.")
+                raise gr.Error("Pick at least one variant to generate with.", print_exception=False)
+            if ctx.limits is not None:  # per address, before any model time is spent
+                try:
+                    ctx.limits.generate.hit([ctx.client_address(request)])
+                except RateLimited as exc:
+                    raise gr.Error(str(exc), print_exception=False)
             sampling = SamplingConfig(temperature=float(t), top_p=float(p), top_k=int(k), min_p=float(mp), max_new_tokens=int(mx),
                                       repetition_penalty=float(rp), seed=None if sd in (None, "") else int(sd))
             state = [[gr.update(visible=False)] + [gr.update()] * 7 for _ in range(MAX_SLOTS)]

@@ -6,14 +6,17 @@ Four contexts, one module:
 * ``html_text`` -- an HTML report or attribute value: HTML-escape (quotes too).
 * ``own_markdown`` -- our own text (adapter names, notes) in a Markdown table: no HTML, no cell breaks, readable.
 * ``prompt_data`` -- user text inside a judge prompt's delimiter tags: only &, < and > so it cannot close a tag.
+* ``hide_temp_paths`` -- error messages name the uploaded file, never the server's temp folders.
 """
 from __future__ import annotations
 
 import html
+import os
 import re
+import tempfile
 from typing import Any
 
-__all__ = ["inert", "inert_line", "html_text", "own_markdown", "prompt_data"]
+__all__ = ["inert", "inert_line", "html_text", "own_markdown", "prompt_data", "hide_temp_paths"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|>~$])")  # $: Gradio renders $...$ as LaTeX
 
@@ -46,3 +49,18 @@ def own_markdown(x: Any) -> str:
 def prompt_data(text: Any) -> str:
     """Escape &, < and > so user text cannot open or close a delimiter tag in a prompt."""
     return html.escape(_text(text), quote=False)
+
+
+def _temp_roots() -> list[str]:
+    roots = {tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")}
+    return sorted((r.rstrip("/\\") for r in roots if r), key=len, reverse=True)
+
+
+def hide_temp_paths(text: str) -> str:
+    """Replace server temp paths (where uploads land, e.g. /tmp/gradio/<hash>/export.json) by the file name alone.
+
+    Error messages name the file the user gave; the server's directory layout is none of their business.
+    """
+    for root in _temp_roots():
+        text = re.sub(re.escape(root) + r"[/\\](?:[^\s'\"`:,;)]*[/\\])?([^\s'\"`:,;/\\)]*)", r"\1", text)
+    return text

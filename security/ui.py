@@ -1,11 +1,30 @@
-"""Admin login panel (password locally, HF OAuth on Spaces). The check that matters is AdminGate.require in each handler."""
+"""Admin panel: password login/logout through the cookie routes in security/web.py, HF sign-in on Spaces.
+
+The check that matters is AdminGate.require(request) in each admin handler; this panel only obtains the credential.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from .auth import AdminRequired
+# Runs in the browser: the password goes straight to /admin/login (never through the event queue) and the server's
+# Set-Cookie lands in the browser's jar, where page scripts cannot read it (HttpOnly).
+_CALL = """
+async (%s) => {
+  const base = window.location.href.split(/[?#]/)[0].replace(/[^/]*$/, "");
+  let msg;
+  try {
+    const r = await fetch(base + "%s", {method: "POST", credentials: "same-origin",
+                                        headers: {"Content-Type": "application/json"}, body: JSON.stringify(%s)});
+    const j = await r.json().catch(() => ({}));
+    msg = j.ok ? j.message : "⚠️ " + (j.message || ("The server refused (HTTP " + r.status + ")."));
+  } catch (e) { msg = "⚠️ The server could not be reached; try again."; }
+  return [msg, ""];
+}
+"""
+LOGIN_JS = _CALL % ("p", "admin/login", "{password: p}")
+LOGOUT_JS = _CALL % ("", "admin/logout", "{}")
 
 if TYPE_CHECKING:  # type-only: security never imports the app layer at run time
     from context import AppContext
@@ -23,13 +42,8 @@ def build_admin_panel(ctx: AppContext) -> None:
             with gr.Row():
                 pw = gr.Textbox(type="password", label="Admin password", scale=3, elem_id="admin-password")
                 btn = gr.Button("Log in", scale=1, elem_id="admin-login")
-
-            def do_login(p, request: gr.Request):
-                try:
-                    return gate.login(p, request), ""
-                except AdminRequired as exc:
-                    return f"⚠️ {exc}", ""
-
-            btn.click(do_login, [pw], [msg, pw])
-            pw.submit(do_login, [pw], [msg, pw])
+                out = gr.Button("Log out", scale=1, elem_id="admin-logout")
+            btn.click(None, [pw], [msg, pw], js=LOGIN_JS)
+            pw.submit(None, [pw], [msg, pw], js=LOGIN_JS)
+            out.click(None, None, [msg, pw], js=LOGOUT_JS)
     return msg

@@ -33,8 +33,26 @@ from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopC
 from .config import TrainConfig, add_config_flags, flag_overrides, parse_set, preset_config, validate, validate_targets
 from .data.export import sample_rows
 from .data.split import row_group_key, split_pairs
-from .fastpath import PackedCollator, apply_liger, auto_rows, fast_plan, keep_bf16, pack_examples, packing_efficiency, prepare_for_packing
-from .rundir import CONFIG_FILE, LOCK_FD_ENV, LOCK_FILE, LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .fastpath import (
+    PackedCollator,
+    apply_liger,
+    auto_rows,
+    fast_plan,
+    keep_bf16,
+    pack_examples,
+    packing_efficiency,
+    prepare_for_packing,
+)
+from .rundir import (
+    CONFIG_FILE,
+    LOCK_FD_ENV,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    append_jsonl,
+    read_jsonl,
+    write_json_atomic,
+)
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent

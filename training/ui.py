@@ -13,7 +13,16 @@ from security import AdminRequired, inert
 
 from .config import TrainConfig, field_help
 from .diagnostics import report, suggest_v2
-from .service import HISTORY_COLUMNS, PRESET_NAMES, build_config, dataset_choices, history_rows, loss_figure, manager_for, progress_html
+from .service import (
+    HISTORY_COLUMNS,
+    PRESET_NAMES,
+    build_config,
+    dataset_choices,
+    history_rows,
+    loss_figure,
+    manager_for,
+    progress_html,
+)
 
 
 def build_training_tab(ctx) -> None:
@@ -133,8 +142,10 @@ def build_training_tab(ctx) -> None:
             return f"⚠️ {inert(str(exc))}", gr.update()
         return f"Started v2 run **{inert(handle.run_id)}**.", gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id)
 
-    def preset_values(p):
+    def preset_values(p, request: gr.Request):
         """The form shows the preset's own values, so an untouched field keeps the preset's setting."""
+        if not gate.is_admin(request):
+            return [gr.update()] * 6
         c = build_config(p, "", {}).to_dict()
         return [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"]]
 

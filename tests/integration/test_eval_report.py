@@ -259,8 +259,9 @@ def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch
     assert "admin" in fns["on_publish"]("tiny", "me/x", True, False, guest)[0]
     assert "admin" in fns["on_refresh_adapters"](guest)[0]
 
-    admin = SimpleNamespace(session_hash="boss")
-    ctx.gate.login("pw", admin)
+    token = ctx.gate.login("pw", "127.0.0.1")  # the server-issued token the login route puts in the HttpOnly cookie
+    admin = SimpleNamespace(session_hash="boss", headers={"cookie": f"reply_arena_admin={token}"})
+    assert not ctx.gate.is_admin(SimpleNamespace(session_hash="boss", headers={}))  # the session hash alone is nothing
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     msg = fns["on_run"]("heldout", None, None, ["lora:tiny"], False, False, "anthropic", "", 2, 0.4, 0.3, 0.3, 10, "x", admin)[0]
     assert "to use the Claude judge, or pick the local judge" in msg  # no key: a message, nothing else breaks

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from common.decompression import CappedDecompression
 from common.jsonio import atomic_write
 from common.text import URL_RE
 
@@ -60,7 +61,9 @@ _WS_RE = re.compile(r"\s+")
 _LEADING_MENTIONS_RE = re.compile(r"^(?:\s*@\w{1,50})+\s*")
 
 _MAX_VALUE_CHARS = 64 * 1024 * 1024  # one array element (a tweet, a v2 page) larger than this is treated as malformed
-_MAX_OBJECT_CHARS = 1024 * 1024 * 1024  # a single top-level object (pretty-printed response) is parsed whole
+# A single top-level object (one pretty-printed API response, at most a page of tweets) is parsed whole, so it is
+# held in memory: real responses are well under a megabyte, a bigger one is a broken file or an attack.
+_MAX_OBJECT_CHARS = 64 * 1024 * 1024
 _CHUNK_CHARS = 1 << 20
 
 
@@ -141,8 +144,18 @@ def _clean_text(text: str, remove: Iterable[str] = ()) -> str:
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")  # type: ignore[return-value]
+        capped = CappedDecompression(gzip.open(path, "rb"), path.name, path.stat().st_size)
+        return io.TextIOWrapper(capped, encoding="utf-8-sig", newline="")  # type: ignore[return-value]
     return open(path, "r", encoding="utf-8-sig", newline="")
+
+
+def _readline(fh: io.TextIOBase, name: str, lineno: int) -> str:
+    """One JSONL line, refusing a "line" longer than one record can be (a file with no newlines at all)."""
+    line = fh.readline(_MAX_VALUE_CHARS + 1)
+    if len(line) > _MAX_VALUE_CHARS:
+        raise ValueError(f"{name}: line {lineno} is longer than {_MAX_VALUE_CHARS >> 20} MB; "
+                         "expected one JSON object per line (JSONL)")
+    return line
 
 
 class _JsonStream:
@@ -209,7 +222,10 @@ class _JsonStream:
                 pending = len(self.buf) - self.pos
                 if not self.eof and pending < self._max and self._fill(max(_CHUNK_CHARS, pending)):
                     continue
-                cap = "" if self.eof else f" (or one value is larger than {self._max >> 20} MB)"
+                if not self.eof:
+                    raise ValueError(f"{self._name}: {self.where()}: one JSON value is larger than {self._max >> 20} MB; "
+                                     "an export holds many small records, so nothing was imported.") from None
+                cap = ""
                 raise ValueError(
                     f"{self._name}: {self.where(exc.pos)}: invalid JSON ({exc.msg}){cap}; expected {expected}"
                 ) from None
@@ -286,7 +302,7 @@ def _iter_json_records(path: Path, name: str) -> tuple[str, Iterator[tuple[Any, 
 
     # '{': JSONL if the first line is a complete object, else pretty-printed JSON value(s).
     try:
-        first_line = head + fh.readline()
+        first_line = head + fh.readline(_MAX_VALUE_CHARS)  # bounded: a file may be one huge object with no newline
     except UnicodeDecodeError as exc:
         fh.close()
         raise ValueError(f"{name}: not UTF-8 text ({exc.reason})") from None
@@ -301,7 +317,10 @@ def _iter_json_records(path: Path, name: str) -> tuple[str, Iterator[tuple[Any, 
     def jsonl() -> Iterator[tuple[Any, str]]:
         try:
             yield first, "line 1"
-            for n, line in enumerate(fh, start=2):
+            for n in itertools.count(2):
+                line = _readline(fh, name, n)
+                if not line:
+                    break
                 s = line.strip()
                 if not s:
                     continue

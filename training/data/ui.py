@@ -8,6 +8,7 @@ import logging
 import gradio as gr
 
 from security import AdminRequired, inert
+from security.escape import hide_temp_paths
 
 from . import service as svc
 from .export import export_dataset
@@ -62,7 +63,7 @@ if (!window.__replyArenaReviewKeys) {
 
 def _err(exc: BaseException) -> str:
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return f"⚠️ {inert(str(msg).splitlines()[0][:600] if msg else type(exc).__name__)}"
+    return f"⚠️ {inert(hide_temp_paths(str(msg)).splitlines()[0][:600] if msg else type(exc).__name__)}"
 
 
 def _reviewer(request: gr.Request | None) -> str:

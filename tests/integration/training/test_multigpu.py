@@ -18,7 +18,15 @@ from tests.support.run_helpers import tiny_run_config
 from tests.support.run_helpers import wait_for as _wait_for
 from tests.support.tiny_qwen3 import save_tiny_qwen3
 from training.config import TrainConfig, validate
-from training.launch import CPU_PROCESSES_ENV, accelerate_args, build_command, build_env, check_gpus, decoder_layer_class, launch_spec
+from training.launch import (
+    CPU_PROCESSES_ENV,
+    accelerate_args,
+    build_command,
+    build_env,
+    check_gpus,
+    decoder_layer_class,
+    launch_spec,
+)
 from training.runner import RunManager, pid_alive
 
 ROOT = Path(__file__).resolve().parents[3]

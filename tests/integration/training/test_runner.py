@@ -12,7 +12,6 @@ import pytest
 from tests.support.run_helpers import tiny_run_config
 from tests.support.run_helpers import wait_for as _wait_for
 from tests.support.tiny_qwen3 import save_tiny_qwen3
-
 from training.runner import RunError, RunManager, pid_alive
 
 WAIT = 120  # generous: the box may be shared with other test runs

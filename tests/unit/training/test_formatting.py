@@ -9,7 +9,15 @@ import torch
 
 from generation.chat import base_messages, render_prompt
 from tests.support.tiny_qwen3 import build_tokenizer
-from training.formatting import IGNORE_INDEX, PadCollator, end_of_turn_token, format_example, format_examples, render_conversation, turn_end
+from training.formatting import (
+    IGNORE_INDEX,
+    PadCollator,
+    end_of_turn_token,
+    format_example,
+    format_examples,
+    render_conversation,
+    turn_end,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 ROWS = [json.loads(line) for line in (ROOT / "assets" / "sample_pairs.jsonl").read_text().splitlines()[:40]]

@@ -15,7 +15,6 @@ from training.data.review_store import ReviewStore
 
 from .sample_data import ROOT, SAMPLE
 
-
 # ------------------------------------------------------------------ CLI
 
 

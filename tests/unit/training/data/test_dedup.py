@@ -11,7 +11,6 @@ from training.data.pairs import Pair, engagement
 
 from .sample_data import NEAR_DUPS
 
-
 # ------------------------------------------------------------------ semantic dedup (real encoder)
 
 

@@ -7,7 +7,6 @@ from training.data.filters import FilterConfig, check_pair, guess_language
 
 from .sample_data import good
 
-
 # ------------------------------------------------------------------ per-row rules
 
 

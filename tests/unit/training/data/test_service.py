@@ -14,11 +14,23 @@ import pytest
 from training.data.export import export_dataset
 from training.data.filters import FilterConfig
 from training.data.importers import import_file
-from training.data.service import (
-    advance_after_decision, dataset_summary, export_rows, funnel_rows, import_report_markdown, import_to_review, make_filter_config,
-    parse_mapping, progress_html, record_decision, resolve_sources, review_view, step, why_passed,
-)
 from training.data.review_store import ReviewStore
+from training.data.service import (
+    advance_after_decision,
+    dataset_summary,
+    export_rows,
+    funnel_rows,
+    import_report_markdown,
+    import_to_review,
+    make_filter_config,
+    parse_mapping,
+    progress_html,
+    record_decision,
+    resolve_sources,
+    review_view,
+    step,
+    why_passed,
+)
 
 ROOT = Path(__file__).resolve().parents[4]
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"

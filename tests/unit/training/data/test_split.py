@@ -9,7 +9,6 @@ from training.data.split import split_pairs
 
 from .sample_data import good
 
-
 # ------------------------------------------------------------------ grouped split
 
 

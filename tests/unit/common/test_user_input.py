@@ -1,0 +1,24 @@
+"""Lone surrogates and control characters get one clear sentence from both tweet validators."""
+from __future__ import annotations
+
+import pytest
+
+from arena.battles import validate_tweet as arena_validate
+from common.text import INVALID_UNICODE_MESSAGE, require_valid_unicode
+from generation.chat import validate_tweet as generate_validate
+
+
+@pytest.mark.parametrize("validate", [arena_validate, generate_validate])
+@pytest.mark.parametrize("bad", ["hi \ud800 there", "\udfff", "emoji half \ud83d"])
+def test_lone_surrogate_is_one_sentence(validate, bad):
+    with pytest.raises(ValueError) as exc:
+        validate(bad)
+    assert str(exc.value) == INVALID_UNICODE_MESSAGE
+
+
+def test_valid_text_passes_unchanged():
+    s = "Coffee ☕ or tea 🍵? Ünïcödé, tabs\tand\nnewlines are fine"
+    assert require_valid_unicode(s) == s
+    assert generate_validate(" 🍵 ") == "🍵"
+    with pytest.raises(ValueError, match="control character"):
+        require_valid_unicode("bell\x07")
