@@ -12,6 +12,7 @@ import pytest
 from app import build_app, parse_args
 from arena.store import VoteRecord
 from arena.ui import build_leaderboard_tab
+from security.session import COOKIE_NAME
 
 
 @pytest.mark.parametrize("raw,want", [("1", True), ("true", True), ("yes", True), ("YES", True), ("on", True),
@@ -22,7 +23,7 @@ def test_one_boolean_parser(raw, want):
 
 def test_settings_from_env_and_flags_override(tmp_path: Path):
     env = {"LOAD_IN_4BIT": "yes", "DATA_DIR": str(tmp_path / "d"), "REPLY_ARENA_MAX_NEW_TOKENS": "32",
-           "ADMIN_USERS": "Alice, bob", "SPACE_ID": "me/space", "HF_HUB_OFFLINE": "1"}
+           "ADMIN_USERS": "Alice, bob", "SPACE_ID": "me/space", "SYSTEM": "spaces", "HF_HUB_OFFLINE": "1"}
     s = Settings.from_env(env)
     assert s.load_in_4bit is True and s.offline is True and s.max_new_tokens == 32
     assert s.data_dir == tmp_path / "d" and s.admin_users == {"alice", "bob"} and s.on_space
@@ -50,8 +51,8 @@ def test_stores_exist_without_a_model_so_leaderboard_and_export_work(tmp_path: P
     counts = fns["refresh_board"](False)[0]
     assert "**1** votes in the store" in counts
     ctx.gate.password = "pw"
-    admin = SimpleNamespace(session_hash="boss")
-    ctx.gate.login("pw", admin)
+    token = ctx.gate.login("pw", "127.0.0.1")
+    admin = SimpleNamespace(session_hash="boss", cookies={COOKIE_NAME: token})
     path, msg = fns["on_export"]("jsonl", admin)
     assert msg.startswith("Exported 1 votes") and '"battle_id": "b1"' in Path(path).read_text()
     assert "without a model" in " ".join(ctx.banners)

@@ -78,11 +78,9 @@ def test_oauth_profile_from_session_must_be_on_allow_list(tmp_path):
     assert not local.is_admin(_req(scope=oauth("alice", later)))
 
 
-def test_space_means_what_gradio_means(monkeypatch):
-    from security.auth import running_on_space
+def test_space_means_what_gradio_means():
+    from context import Settings
 
-    monkeypatch.setenv("SPACE_ID", "me/arena")
-    monkeypatch.delenv("SYSTEM", raising=False)
-    assert not running_on_space()  # Gradio would mock HF sign-in here (needs an HF login) and stop the app
-    monkeypatch.setenv("SYSTEM", "spaces")
-    assert running_on_space() and AdminGate(password=None).on_space
+    # A SPACE_ID alone: Gradio would mock HF sign-in here (needs an HF login) and stop the app
+    assert not Settings.from_env({"SPACE_ID": "me/arena"}).on_space
+    assert Settings.from_env({"SPACE_ID": "me/arena", "SYSTEM": "spaces"}).on_space

@@ -7,6 +7,7 @@ import gradio as gr
 
 from security.auth import AdminGate
 from training.config import field_help
+from training.runner import RunManager
 from training.ui import build_training_tab
 
 FIELDS = {"rank": "rank", "alpha": "alpha", "learning rate": "learning_rate", "epochs": "epochs",
@@ -15,7 +16,7 @@ FIELDS = {"rank": "rank", "alpha": "alpha", "learning rate": "learning_rate", "e
 
 
 def test_training_form_info_is_the_config_help(tmp_path):
-    ctx = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path / "data", adapters_dir=tmp_path / "adapters"), extras={},
+    ctx = SimpleNamespace(settings=SimpleNamespace(data_dir=tmp_path / "data", adapters_dir=tmp_path / "adapters"), runs=RunManager(tmp_path / "data", tmp_path / "adapters"),
                           gate=AdminGate(password="pw"))
     with gr.Blocks() as demo:
         build_training_tab(ctx)

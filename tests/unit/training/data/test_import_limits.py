@@ -13,7 +13,7 @@ import pytest
 from common.decompression import CappedDecompression
 from training.data.importers import import_file
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 MB = 1 << 20
 
 
