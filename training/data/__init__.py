@@ -1,0 +1,1 @@
+"""Data curation: collect (X API / Apify), import, filter, dedup, review, export."""
