@@ -34,6 +34,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     from evaluation.ui import build_evaluate_tab
     from generation.ui import build_generate_tab
     from security.ui import build_admin_panel
+    from training.envcheck_ui import build_system_tab
     from training.ui import build_data_tab, build_training_tab
 
     with gr.Blocks(title="Reply Arena") as demo:
@@ -47,6 +48,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             build_data_tab(ctx)
             build_training_tab(ctx)
             build_evaluate_tab(ctx)
+            build_system_tab(ctx)
     return demo
 
 
