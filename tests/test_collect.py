@@ -191,3 +191,13 @@ def test_apify_bad_token_and_failed_run(tmp_path, monkeypatch):
         with pytest.raises(ApifyError, match="ended FAILED"):
             run_actor("a/b", {}, tmp_path / "a.jsonl", token="apify-test", base_url=srv.url, poll_s=0)
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_server_url_comes_from_env_when_not_given(tmp_path, conv, monkeypatch):
+    """The app passes no base URL: X_API_BASE_URL (or the real API) must reach every path, the min_faves check too."""
+    monkeypatch.setenv("X_API_BASE_URL", "http://127.0.0.1:9")  # overridden below; proves the default is read per call
+    with XApiServer({"100": conv}) as srv:
+        monkeypatch.setenv("X_API_BASE_URL", srv.url)
+        res = min_faves_check("100", 10, 300, tmp_path, token=TOKEN)
+        assert CollectConfig(out=tmp_path / "x.jsonl").base_url == srv.url
+    assert res.reduced and len(srv.requests) == 3 + 1

@@ -72,7 +72,7 @@ def _one_sentence(exc: ApifyClientError, what: str) -> ApifyError:
     return ApifyError(f"Apify {what} failed ({type(exc).__name__}{f', HTTP {status}' if status else ''}): {msg}")
 
 
-def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | None = None, base_url: str = APIFY_URL,
+def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | None = None, base_url: str | None = None,
               max_items: int | None = None, poll_s: float = 5.0, max_wait_s: float = 3600.0,
               progress: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
               clock: Callable[[], float] = time.monotonic, max_retries: int = 4) -> ApifyReport:
@@ -83,6 +83,7 @@ def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | Non
     if max_items is not None and int(max_items) < 1:
         raise ApifyError(f"max items is {max_items}; it must be at least 1, so no run was started.")
     token = token if token is not None else apify_token()
+    base_url = base_url or os.environ.get("APIFY_API_URL", APIFY_URL)
     client = ApifyClient(token, api_url=base_url, api_public_url=base_url, max_retries=max_retries,
                          min_delay_between_retries=timedelta(milliseconds=50))
     started = clock()

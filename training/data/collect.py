@@ -65,7 +65,8 @@ class CollectConfig:
     min_faves: int | None = field(default=None, metadata={"help": "append `min_faves:N` to every query (seed 0.3 check)"})
     max_posts: int = field(default=1000, metadata={"help": "post cap for this run (posts read are what X bills); >= 10"})
     archive: bool = field(default=False, metadata={"help": "full-archive search (/2/tweets/search/all) instead of the last 7 days"})
-    base_url: str = field(default=X_API_URL, metadata={"help": "API root; a local test server in tests"})
+    base_url: str = field(default_factory=lambda: os.environ.get("X_API_BASE_URL", X_API_URL),
+                          metadata={"help": "API root (X_API_BASE_URL; a local server that speaks the API in tests)"})
     max_retries: int = field(default=5, metadata={"help": "retries per request on 429 / 5xx / network errors"})
 
 
@@ -341,7 +342,7 @@ class MinFavesCheck:
         return f"{verdict} for conversation {self.conversation_id}; pairs {a.pairs} → {b.pairs}{capped}."
 
 
-def min_faves_check(conversation_id: str, min_faves: int, max_posts: int, out_dir: Path, *, base_url: str = X_API_URL,
+def min_faves_check(conversation_id: str, min_faves: int, max_posts: int, out_dir: Path, *, base_url: str | None = None,
                     token: str | None = None, archive: bool = False, clock: Callable[[], float] = time.time,
                     sleep: Callable[[float], None] = time.sleep, progress: Callable[[str], None] | None = None) -> MinFavesCheck:
     """The seed's step 0.3: the same conversation with and without ``min_faves``; does the filter cut posts read?"""
@@ -350,7 +351,9 @@ def min_faves_check(conversation_id: str, min_faves: int, max_posts: int, out_di
         raise CollectError(f"The post cap is {int(max_posts)}; it must be at least {MIN_PAGE}, so nothing was requested.")
     token = token if token is not None else x_token()
     folder = Path(out_dir) / f"min_faves_check_{cid}_{int(min_faves)}_{int(time.time())}"
-    common = dict(max_posts=max_posts, archive=archive, base_url=base_url)
+    common: dict[str, Any] = dict(max_posts=max_posts, archive=archive)
+    if base_url:  # else CollectConfig's default: X_API_BASE_URL or the real API
+        common["base_url"] = base_url
     without = collect(CollectConfig(out=folder / "without.jsonl", conversation_ids=[cid], **common), token=token,
                       clock=clock, sleep=sleep, progress=progress)
     try:

@@ -57,7 +57,7 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
                 query = gr.Textbox(label="…or a search query", placeholder="conversation_id:1790000000000000000 lang:en",
                                    elem_id="collect-query")
             with gr.Row():
-                min_faves = gr.Number(label="min_faves (empty = none)", precision=0, elem_id="collect-min-faves")
+                min_faves = gr.Number(label="min_faves (0 = none)", value=0, precision=0, elem_id="collect-min-faves")
                 cap = gr.Number(value=500, label="post cap for this run (what X bills)", precision=0, elem_id="collect-cap")
                 archive = gr.Checkbox(value=False, label="full archive (/2/tweets/search/all)")
                 x_name = gr.Textbox(label="output name", placeholder="x-replies", elem_id="collect-name")
@@ -80,7 +80,7 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
             return no, gr.update()
         try:
             out = _out(data_dir, name, "x-replies")
-            cfg = CollectConfig(out=out, conversation_ids=_ids(ids), query=q or None, min_faves=_int(mf, "min_faves"),
+            cfg = CollectConfig(out=out, conversation_ids=_ids(ids), query=q or None, min_faves=_int(mf, "min_faves") or None,
                                 max_posts=_int(cp, "The post cap") or 0, archive=bool(arch))
             rep = collect(cfg, progress=lambda m: progress(None, desc=m))
         except CollectError as exc:
@@ -102,8 +102,8 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
             if len(cids) != 1:
                 raise CollectError("The min_faves check takes exactly one conversation id.")
             n = _int(mf, "min_faves")
-            if n is None:
-                raise CollectError("Set min_faves for the check (e.g. 10).")
+            if not n or n < 1:
+                raise CollectError("Set min_faves above 0 for the check (e.g. 10).")
             res = min_faves_check(cids[0], n, _int(cp, "The post cap") or 0, data_dir / "collect", archive=bool(arch),
                                   progress=lambda m: progress(None, desc=m))
         except CollectError as exc:
