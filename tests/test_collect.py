@@ -200,4 +200,4 @@ def test_server_url_comes_from_env_when_not_given(tmp_path, conv, monkeypatch):
         monkeypatch.setenv("X_API_BASE_URL", srv.url)
         res = min_faves_check("100", 10, 300, tmp_path, token=TOKEN)
         assert CollectConfig(out=tmp_path / "x.jsonl").base_url == srv.url
-    assert res.reduced and len(srv.requests) == 3 + 1
+    assert res.reduced and len(srv.requests) == 3 + 2  # 250 posts in 3 pages, then 124 with min_faves:10 in 2
