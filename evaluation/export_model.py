@@ -59,8 +59,9 @@ class ExportResult:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        gb = sum(f["bytes"] for f in self.files if f["folder"] == "merged") / 1e9
-        return (f"Merged {self.adapter} into {self.base} ({self.dtype}, {gb:.2f} GB) → {self.merged_dir}; adapter alone → "
+        n = sum(f["bytes"] for f in self.files if f["folder"] == "merged")
+        size = f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
+        return (f"Merged {self.adapter} into {self.base} ({self.dtype}, {size}) → {self.merged_dir}; adapter alone → "
                 f"{self.adapter_dir}; merge check: max |Δlogit| = {self.max_abs_logit_diff:.2e} ({self.seconds:.0f} s).")
 
     def to_dict(self) -> dict:

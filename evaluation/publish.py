@@ -80,6 +80,17 @@ def report_files(evaluation: dict | None) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in {".md", ".html", ".json", ".png", ".csv"}]
 
 
+def _stage_merged(stage: Path, files: list[Path], card: str) -> None:
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for p in files:
+        try:
+            os.link(p, stage / p.name)
+        except OSError:  # another filesystem, or no hard links there
+            shutil.copy2(p, stage / p.name)
+    (stage / "README.md").write_text(card, encoding="utf-8")
+
+
 def _read_json(p: Path) -> dict:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -143,6 +154,7 @@ def build_model_card(adapter: str, adapter_dir: Path, repo_id: str, evaluation: 
              "tags:", "- lora", "- peft", "- reply-arena", "- twitter-replies"]
     if merged:
         front[1:2] = ["library_name: transformers"]
+        front.remove("- peft")
         front += ["- merged"]
     if base_is_hub:
         front.insert(1, f"base_model: {_yaml_str(str(base))}")
@@ -248,7 +260,7 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
         if not (mdir / "config.json").is_file():
             raise PublishError(f"No merged model for {adapter} in {mdir}; export it first "
                                f"(python -m evaluation.export_model --adapter {adapter}).")
-        merged_files = [p for p in sorted(mdir.iterdir()) if p.is_file()]
+        merged_files = [p for p in sorted(mdir.iterdir()) if p.is_file() and p.name != "README.md"]
     files = upload_files(adir)
     evaluation = _latest_eval(data_dir, adapter)
     card = build_model_card(adapter, adir, repo_id, evaluation, report_link)
@@ -262,15 +274,18 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
                 "dry_run": dry_run,
                 "files": [{"path": p.name, "bytes": p.stat().st_size} for p in files] + [{"path": "README.md", "bytes": len(card.encode())}]
                 + [{"path": f"evaluation/{p.name}", "bytes": p.stat().st_size, "from": str(p)} for p in reports]}
-    if merged_repo:
+    merged_card = build_model_card(adapter, adir, merged_repo, evaluation, report_link, merged=True) if merged_repo else ""
+    if merged_repo:  # the card names the repo it goes to, so it is written here, not taken from the export
+        (out / "merged_README.md").write_text(merged_card, encoding="utf-8")
         manifest["merged"] = {"repo_id": merged_repo, "folder": str(mdir.resolve()),
-                              "files": [{"path": p.name, "bytes": p.stat().st_size} for p in merged_files]}
+                              "files": [{"path": p.name, "bytes": p.stat().st_size} for p in merged_files]
+                              + [{"path": "README.md", "bytes": len(merged_card.encode())}]}
     (out / "upload_manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     extra = {"manifest": manifest}
-    n_all = len(names) + len(merged_files)
+    n_all = len(names) + (len(merged_files) + 1 if merged_repo else 0)
 
     if dry_run:
-        more = f" and {len(merged_files)} merged-model files for {merged_repo}" if merged_repo else ""
+        more = f" and {len(merged_files) + 1} merged-model files for {merged_repo}" if merged_repo else ""
         return PublishResult(adapter, repo_id, True, out / "README.md", names, None,
                              f"Dry run: wrote the model card and the list of {len(names)} files for {repo_id}{more} to "
                              f"{out / 'upload_manifest.json'}; nothing was uploaded.", extra)
@@ -285,6 +300,7 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
 
         api = HfApi(token=token)
     stage = Path(tempfile.mkdtemp(prefix=f"publish-{adapter}-"))
+    stage_m = out / ".stage-merged"  # beside the export (same disk): hard links, not a copy of a 16 GB model
     try:
         for p in files:
             shutil.copy2(p, stage / p.name)
@@ -301,8 +317,8 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
             if merged_repo:
                 target = merged_repo
                 mrepo = api.create_repo(repo_id=merged_repo, repo_type="model", private=private, exist_ok=True)
-                api.upload_folder(folder_path=str(mdir), repo_id=merged_repo, repo_type="model",
-                                  allow_patterns=[p.name for p in merged_files],
+                _stage_merged(stage_m, merged_files, merged_card)
+                api.upload_folder(folder_path=str(stage_m), repo_id=merged_repo, repo_type="model",
                                   commit_message=f"Upload {adapter} merged into its base from Reply Arena")
                 extra["merged_url"] = str(getattr(mrepo, "url", "") or f"https://huggingface.co/{merged_repo}")
         except Exception as exc:  # HfHubHTTPError, network errors: one sentence
@@ -312,6 +328,7 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
             raise PublishError(f"Upload to {target} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(stage_m, ignore_errors=True)
     url = str(getattr(repo, "url", "") or f"https://huggingface.co/{repo_id}")
     also = f" and the merged model to {extra['merged_url']}" if merged_repo else ""
     return PublishResult(adapter, repo_id, False, out / "README.md", names, url,

@@ -123,6 +123,8 @@ def test_publish_dry_run_lists_adapter_report_and_merged_files(setup, capsys, mo
     merged = {f["path"] for f in man["merged"]["files"]}
     assert man["merged"]["repo_id"] == "me/my-lora-merged" and "config.json" in merged and "README.md" in merged
     assert merged == {p.name for p in (data / "exports" / "my-lora" / "merged").iterdir()}
+    merged_card = (data / "publish" / "my-lora" / "merged_README.md").read_text()
+    assert '"me/my-lora-merged"' in merged_card and "- peft" not in merged_card  # the card names the repo it goes to
     for f in man["files"]:  # the CLI prints every file with its repo: exactly what would be sent
         assert f"me/my-lora: {f['path']}  ({f['bytes']:,} bytes)" in out
     for f in man["merged"]["files"]:
@@ -159,3 +161,4 @@ def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path, 
     assert api.sent["me/my-lora"] == sorted(f["path"] for f in man["files"])
     assert api.sent["me/my-lora-merged"] == sorted(f["path"] for f in man["merged"]["files"])
     assert "merged model to https://huggingface.co/me/my-lora-merged" in res.message
+    assert not (data / "publish" / "my-lora" / ".stage-merged").exists()  # staging removed
