@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from app_server import browser_page, chromium_available, open_app, running_app
 from test_browser_data import _login, _open_data_tab, _text_has
 from x_api_server import XApiServer, expected_pairs, make_conversation

@@ -9,7 +9,7 @@ import pytest
 
 from tests.x_api_server import ApifyServer, XApiServer, apify_items, expected_pairs, make_conversation
 from training.data.apify import ApifyError, run_actor
-from training.data.collect import (EXPANSIONS, CollectConfig, CollectError, collect, main, min_faves_check)
+from training.data.collect import EXPANSIONS, CollectConfig, CollectError, collect, main, min_faves_check
 from training.data_import import import_file
 
 TOKEN = "test-bearer"
@@ -90,10 +90,9 @@ def test_post_cap_stops_before_the_cap_and_next_run_resumes(tmp_path, conv):
 
 @pytest.mark.parametrize("cap", [0, 9])
 def test_a_cap_below_one_page_is_refused_before_any_request(tmp_path, conv, cap):
-    with XApiServer({"100": conv}) as srv:
-        with pytest.raises(CollectError, match="at least 10"):
-            collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=cap, base_url=srv.url),
-                    token=TOKEN)
+    with XApiServer({"100": conv}) as srv, pytest.raises(CollectError, match="at least 10"):
+        collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=cap, base_url=srv.url),
+                token=TOKEN)
     assert srv.requests == [] and not (tmp_path / "c.jsonl").exists()
 
 
@@ -119,10 +118,9 @@ def test_crash_mid_run_resumes_without_duplicate_or_half_page(tmp_path, conv):
 
 
 def test_wrong_or_missing_token_is_one_sentence_naming_the_variable(tmp_path, conv, monkeypatch):
-    with XApiServer({"100": conv}, token="right") as srv:
-        with pytest.raises(CollectError) as ei:
-            collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=50, base_url=srv.url),
-                    token="wrong-secret")
+    with XApiServer({"100": conv}, token="right") as srv, pytest.raises(CollectError) as ei:
+        collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=50, base_url=srv.url),
+                token="wrong-secret")
     msg = str(ei.value)
     assert "X_BEARER_TOKEN" in msg and "401" in msg and "wrong-secret" not in msg and msg.count(". ") == 0
     monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
@@ -187,9 +185,8 @@ def test_apify_bad_token_and_failed_run(tmp_path, monkeypatch):
     monkeypatch.delenv("APIFY_TOKEN", raising=False)
     with pytest.raises(ApifyError, match="^Set APIFY_TOKEN"):
         run_actor("a/b", {}, tmp_path / "a.jsonl")
-    with ApifyServer(items, final_status="FAILED") as srv:
-        with pytest.raises(ApifyError, match="ended FAILED"):
-            run_actor("a/b", {}, tmp_path / "a.jsonl", token="apify-test", base_url=srv.url, poll_s=0)
+    with ApifyServer(items, final_status="FAILED") as srv, pytest.raises(ApifyError, match="ended FAILED"):
+        run_actor("a/b", {}, tmp_path / "a.jsonl", token="apify-test", base_url=srv.url, poll_s=0)
     assert not (tmp_path / "a.jsonl").exists()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
+from tiny_qwen3 import save_tiny_qwen3
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation import publish as publish_mod
@@ -18,7 +19,6 @@ from evaluation.ledger import Ledger, LedgerRow
 from evaluation.publish import PublishError, publish
 from generation.config import ModelConfig
 from generation.loader import load_base
-from tiny_qwen3 import save_tiny_qwen3
 
 
 @pytest.fixture(scope="module")

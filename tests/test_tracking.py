@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from tiny_qwen3 import save_tiny_qwen3
 from wandb.proto import wandb_internal_pb2 as pb
 
-from tiny_qwen3 import save_tiny_qwen3
 from training.config import resolve
 from training.tracking import log_evaluation, read_tracking, tracking_markdown, wandb_mode
 from training.train import train

@@ -24,7 +24,7 @@ from typing import Any
 
 from training.tracking import wandb_mode
 
-__all__ = ["Check", "EnvReport", "run_checks", "main"]
+__all__ = ["Check", "EnvReport", "main", "run_checks"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_FREE_GB = 20.0  # Qwen3-8B in bf16 is ~16 GB, plus checkpoints and adapters
@@ -143,7 +143,7 @@ def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bi
         add(Check("torch", "missing", "not installed", "everything with a model: Generate, Arena replies, training, evaluation",
                   f"pip install torch=={pins.get('torch', '2.13.0')} (CPU) or the CUDA build on a GPU host"))
     else:
-        import torch  # noqa: F811 - the check's subject
+        import torch
 
         add(Check("torch", "ok", torch.__version__ + (f", CUDA build {torch.version.cuda}" if torch.version.cuda else ", CPU build")))
     cuda = bool(torch is not None and torch.cuda.is_available())

@@ -29,8 +29,15 @@ try:  # a card package, but the GPU hosts may run without it: then tracking is a
 except ImportError:  # pragma: no cover - installed here
     wandb = None
 
-__all__ = ["TRACKING_FILE", "TrackingInfo", "wandb_mode", "WandbTracker", "read_tracking", "tracking_markdown",
-           "log_evaluation"]
+__all__ = [
+    "TRACKING_FILE",
+    "TrackingInfo",
+    "WandbTracker",
+    "log_evaluation",
+    "read_tracking",
+    "tracking_markdown",
+    "wandb_mode",
+]
 
 log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from apify_client import ApifyClient
-from apify_client.errors import ApifyApiError, ApifyClientError
+from apify_client.errors import ApifyClientError
 
 from common.atomic import atomic_write
 from training.data_import import import_file

@@ -28,9 +28,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -38,9 +39,24 @@ from common.atomic import atomic_write
 from training.data.apify import ApifyError, run_actor
 from training.data_import import import_file
 
-__all__ = ["X_API_URL", "TWEET_FIELDS", "EXPANSIONS", "USER_FIELDS", "MIN_PAGE", "MAX_PAGE", "CollectError",
-           "CollectConfig", "CollectReport", "MinFavesCheck", "build_queries", "XCollector", "collect",
-           "min_faves_check", "x_token", "main"]
+__all__ = [
+    "EXPANSIONS",
+    "MAX_PAGE",
+    "MIN_PAGE",
+    "TWEET_FIELDS",
+    "USER_FIELDS",
+    "X_API_URL",
+    "CollectConfig",
+    "CollectError",
+    "CollectReport",
+    "MinFavesCheck",
+    "XCollector",
+    "build_queries",
+    "collect",
+    "main",
+    "min_faves_check",
+    "x_token",
+]
 
 X_API_URL = "https://api.twitter.com"
 TOKEN_ENV = "X_BEARER_TOKEN"
