@@ -16,6 +16,7 @@ from generation.ui import build_generate_tab
 from security.launch import launch_options
 from security.ui import build_admin_panel
 from training.data.ui import build_data_tab
+from training.envcheck_ui import build_system_tab
 from training.ui import build_training_tab
 
 
@@ -52,6 +53,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             build_data_tab(ctx)
             build_training_tab(ctx)
             build_evaluate_tab(ctx)
+            build_system_tab(ctx)
     return demo
 
 

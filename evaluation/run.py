@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from common.jsonio import read_jsonl
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
+from training.tracking import log_evaluation
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
 from .gates import DecisionRule, Weights, decide, phase0, phase4, rank_models, read_eval_loss
@@ -297,6 +298,14 @@ def run_evaluation(engine, items: Sequence[EvalItem], cfg: EvalConfig, *, judge:
     # 7. report, 8. ledger
     prog(0.97, "writing the report")
     files = write_report(result, Path(reports_root) if reports_root else data_dir / "reports")
+    # The seed's "W&B report": the same tables in the training runs' W&B project, when online (files stay the record).
+    wb_tables = {"pairs": (["a", "b", "win_rate", "ci_low", "ci_high", "n", "verdict", "p_value"],
+                           [[r["a"], r["b"], r["win_rate"], r["ci_low"], r["ci_high"], r["n"], r["decision"]["verdict"],
+                             r["decision"]["p_value"]] for r in pair_rows]),
+                 "ranking": (["contender", "composite"], [[x["contender"], x.get("composite")] for x in ranking])}
+    result["wandb"] = log_evaluation(os.environ.get("WANDB_PROJECT", "reply-arena"), f"eval-{result['eval_id']}",
+                                     {"n_items": len(items), "judge": judge.model}, wb_tables, files["dir"],
+                                     [files["markdown"], files["json"], files["html"]]).to_dict()
     if write_ledger:
         rows = []
         for r in pair_rows:

@@ -19,6 +19,7 @@ from generation.variants import adapter_name, is_lora
 from security import AdminRequired, inert
 from security.escape import hide_temp_paths
 
+from .export_model import ExportError, export_model
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
 from .ledger import LEDGER_COLUMNS, Ledger
@@ -192,12 +193,17 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         with gr.Accordion("A/B ledger", open=False):
             ledger_df = gr.Dataframe(headers=LEDGER_COLUMNS, interactive=False, elem_id="eval-ledger")
             ledger_btn = gr.Button("Refresh ledger", size="sm")
-        with gr.Accordion("Publish an adapter to the Hugging Face Hub", open=False):
+        with gr.Accordion("Export and publish an adapter (Hugging Face Hub)", open=False):
             with gr.Row():
                 pub_adapter = gr.Dropdown(choices=[adapter_name(v) for v in lora], label="Adapter", elem_id="pub-adapter")
                 pub_repo = gr.Textbox(label="Repo id (user/name)", placeholder="your-name/reply-lora", elem_id="pub-repo")
                 pub_dry = gr.Checkbox(value=True, label="Dry run (write the card and file list locally)", elem_id="pub-dry")
                 pub_public = gr.Checkbox(value=False, label="Public repo")
+            with gr.Row():
+                pub_merged = gr.Textbox(label="Merged model repo (optional; export it first)", placeholder="your-name/reply-merged",
+                                        elem_id="pub-merged-repo")
+                exp_btn = gr.Button("Export merged model (bf16 safetensors + card) and the adapter alone", elem_id="export-go")
+            exp_msg = gr.Markdown("", elem_id="export-msg")
             pub_btn = gr.Button("Publish", elem_id="pub-go")
             pub_msg = gr.Markdown("", elem_id="pub-msg")
             pub_card = gr.Textbox(label="Model card", lines=12, interactive=False, elem_id="pub-card")
@@ -254,7 +260,21 @@ def build_evaluate_tab(ctx: AppContext) -> None:
             return no, gr.update()
         return "", ledger_rows(data_dir)
 
-    def on_publish(adapter, repo, dry, public, request: gr.Request):
+    def on_export(adapter, request: gr.Request, progress=gr.Progress()):
+        no = denied(request)
+        if no:
+            return no
+        try:
+            res = export_model(adapter or "", adapters_dir=ctx.settings.adapters_dir, data_dir=data_dir,
+                               cache_dir=ctx.settings.cache_dir, progress=lambda m: progress(None, desc=m))
+        except ExportError as exc:
+            return f"⚠️ {_t(exc)}"
+        except Exception as exc:  # out of memory, disk full: one sentence, the temp folders are gone
+            log.exception("export failed")
+            return f"⚠️ The export failed ({_t(type(exc).__name__)}); nothing was written. See the server log."
+        return f"✅ {_t(res.summary())}"
+
+    def on_publish(adapter, repo, dry, public, merged_repo, request: gr.Request):
         no = denied(request)
         if no:
             return no, ""
@@ -262,7 +282,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
 
         try:
             res = publish(adapter or "", repo or "", adapters_dir=ctx.settings.adapters_dir, data_dir=data_dir,
-                          dry_run=bool(dry), private=not public)
+                          dry_run=bool(dry), private=not public, merged_repo=merged_repo or None)
         except PublishError as exc:
             return f"⚠️ {_t(exc)}", ""
         card = Path(res.card_path).read_text(encoding="utf-8") if res.card_path and Path(res.card_path).is_file() else ""
@@ -281,4 +301,5 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                   [verdicts, pairs_df, rank_df, metrics_df, plot_win, plot_scores, plot_len, report_html, report_files, ledger_df],
                   concurrency_limit=1, concurrency_id="model")
     ledger_btn.click(on_ledger, None, [admin_msg, ledger_df])
-    pub_btn.click(on_publish, [pub_adapter, pub_repo, pub_dry, pub_public], [pub_msg, pub_card])
+    pub_btn.click(on_publish, [pub_adapter, pub_repo, pub_dry, pub_public, pub_merged], [pub_msg, pub_card])
+    exp_btn.click(on_export, [pub_adapter], [exp_msg], concurrency_limit=1, concurrency_id="export")

@@ -53,6 +53,7 @@ from .rundir import (
     read_jsonl,
     write_json_atomic,
 )
+from .tracking import WandbTracker
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,16 +235,6 @@ def last_checkpoint(run_dir: Path) -> Path | None:
         return None
     done = [p for p in d.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and _checkpoint_step(p) >= 0]
     return max(done, key=_checkpoint_step) if done else None
-
-
-def _report_to(cfg: TrainConfig, run_dir: Path) -> tuple[str, str | None]:
-    """W&B only when installed (it is not on the dev box or GPU hosts); offline unless an API key is set."""
-    if not cfg.wandb_project or importlib.util.find_spec("wandb") is None:
-        return "none", None
-    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
-    os.environ.setdefault("WANDB_PROJECT", cfg.wandb_project)
-    os.environ.setdefault("WANDB_DIR", str(run_dir))
-    return "wandb", str(Path(os.environ["WANDB_DIR"]) / "wandb")
 
 
 def _truncate_log(run_dir: Path, step: int) -> None:
@@ -499,7 +490,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         log.info("Rank %d of %d (%s): %d x %d per rank per optimizer step.", _rank(), world, "FSDP" if fsdp else "DDP",
                  micro_batch, grad_accum)
 
-    report_to, wandb_dir = _report_to(cfg, run_dir)
+    report_to = "none"  # W&B goes through training.tracking: config, dataset hash, tokens/s, GPU memory, where the run lives
+    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main)
+    wandb_dir = tracker.start().local_dir
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=micro_batch, per_device_eval_batch_size=micro_batch,
@@ -518,7 +511,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True)
     log_cb = JsonlLogCallback(run_dir, status, enabled=is_main)
     stop_cb = StopCallback(stop)
-    callbacks: list = [log_cb, stop_cb]
+    callbacks: list = [log_cb, stop_cb, tracker]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     fail_at = injected_failure_step()
@@ -539,6 +532,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
 
     if stop_cb.stopped_at is not None and state.global_step < state.max_steps:  # a stop after the last step just finishes
         ck = last_checkpoint(run_dir)
+        tracker.finish({"global_step": state.global_step}, state="stopped")
         return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True)
 
     # The saved adapter's eval loss: the best checkpoint's (already measured, now loaded) or a fresh evaluation.
@@ -580,6 +574,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         status.update(phase="saving adapter")
         adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state))
         write_json_atomic(run_dir / METRICS_FILE, metrics)
+        tracker.log({"eval/loss": ev.get("eval_loss")}, step=state.global_step)
+        tracker.finish(metrics)
         append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
                                           "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
                                           "elapsed": round(time.time() - log_cb.t0, 2)})

@@ -23,6 +23,7 @@ from .service import (
     manager_for,
     progress_html,
 )
+from .tracking import read_tracking, tracking_markdown
 
 
 def build_training_tab(ctx) -> None:
@@ -58,6 +59,7 @@ def build_training_tab(ctx) -> None:
             stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="train-stop")
             refresh_btn = gr.Button("Refresh", scale=1)
         progress = gr.HTML("", elem_id="train-progress")
+        tracking = gr.Markdown("", elem_id="train-tracking")  # W&B link, or the offline folder + `wandb sync`
         curve = gr.Plot(label="Loss curves")
         log_tail = gr.Textbox(label="Log (last lines)", lines=8, interactive=False, elem_id="train-log")
         gr.Markdown("### Diagnostics and v2")
@@ -95,12 +97,12 @@ def build_training_tab(ctx) -> None:
 
     def on_poll(run_id, request: gr.Request):
         if not gate.is_admin(request):
-            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         runs = rm.runs()
         ids = [r["run_id"] for r in runs]
         run_id = run_id if run_id in ids else (rm.active_run() or (ids[0] if ids else None))
         if not run_id:
-            return gr.update(choices=ids), "<div id='train-progress-text'>no runs yet</div>", None, "", gr.update(value=history_rows(runs)), ""
+            return gr.update(choices=ids), "<div id='train-progress-text'>no runs yet</div>", None, "", gr.update(value=history_rows(runs)), "", ""
         st = rm.status(run_id, tail=30)
         tail = st.log_tail + (f"\n\nERROR: {st.error}" if st.error else "")
         diag_md = ""
@@ -109,7 +111,8 @@ def build_training_tab(ctx) -> None:
             diag_md = report(findings, new, _run_config(rm, run_id))
         elif st.state == "failed":
             diag_md = f"**Run failed:** {inert(st.error or 'see the log')}"
-        return (gr.update(choices=ids, value=run_id), progress_html(st), loss_figure(st.history), tail, gr.update(value=history_rows(runs)), diag_md)
+        return (gr.update(choices=ids, value=run_id), progress_html(st), loss_figure(st.history), tail, gr.update(value=history_rows(runs)), diag_md,
+                tracking_markdown(read_tracking(st.run_dir)))
 
     def on_stop(run_id, request: gr.Request):
         try:
@@ -156,7 +159,7 @@ def build_training_tab(ctx) -> None:
         ch = dataset_choices(ctx.settings.data_dir)
         return gr.update(choices=ch, value=ch[0][1]), "", gr.Timer(active=True)
 
-    poll_out = [run_pick, progress, curve, log_tail, history, diag]
+    poll_out = [run_pick, progress, curve, log_tail, history, diag, tracking]
     preview_btn.click(on_preview, [preset, dataset] + overrides, [msg, config_view])
     start_btn.click(on_start, [preset, dataset] + overrides, [msg, run_pick])
     stop_btn.click(on_stop, [run_pick], [msg])

@@ -48,6 +48,11 @@ def test_training_tab_runs_and_adapter_appears(tmp_path):
         _wait_text(page, "#train-progress-text", "completed", timeout=400_000)
         page.screenshot(path=str(tmp_path / "training.png"), full_page=True)
         assert (tmp_path / "adapters" / "ui-run" / "adapter_config.json").is_file()
+        # W&B offline (WANDB_MODE=offline in the tests): the tab names the local run folder and the sync command
+        _wait_text(page, "#train-tracking", "wandb sync", timeout=30_000)
+        tracking = page.locator("#train-tracking").inner_text()
+        runs = list((tmp_path / "data" / "runs").glob("ui-run*/wandb/offline-run-*"))
+        assert len(runs) == 1 and f"wandb sync {runs[0]}" in tracking
 
         page.get_by_role("tab", name="Generate").click()
         page.get_by_role("button", name="Refresh adapter list").click()

@@ -11,6 +11,7 @@ from security import AdminRequired, inert
 from security.escape import hide_temp_paths
 
 from . import service as svc
+from .collect_ui import build_collect_panel
 from .export import export_dataset
 from .filters import FilterConfig
 
@@ -87,6 +88,7 @@ def build_data_tab(ctx) -> None:
         gr.Markdown("Import X/Twitter exports, filter them through the funnel, review the survivors one by one, "
                     "and export a training dataset. Admins only.")
         admin_msg = gr.Markdown("", elem_id="data-admin-msg")
+        collect_panel = build_collect_panel(ctx, denied)  # X API / Apify → <data_dir>/collect/*.jsonl
 
         # ---------------------------------------------------------------- import
         with gr.Accordion("1 · Import and filter", open=True, elem_id="data-import-panel"):
@@ -96,6 +98,7 @@ def build_data_tab(ctx) -> None:
                                     file_count="multiple", type="filepath", elem_id="data-files")
                     server_path = gr.Textbox(label="…or server path(s) for big files (one per line)", lines=1,
                                              placeholder="/data/exports/replies.jsonl.gz", elem_id="data-server-path")
+                    collect_panel.path.change(None, [collect_panel.path], [server_path], js="(p) => p")  # browser-side copy
                     mapping = gr.Textbox(label="Column mapping for generic CSV/JSONL (optional JSON: our field → your column)", lines=2,
                                          placeholder='{"tweet": "parent_text", "reply": "text", "likes": "like_count"}', elem_id="data-mapping")
                 with gr.Column(scale=2):

@@ -107,7 +107,9 @@ class FakeApi:
     def upload_folder(self, **kw):
         self.calls.append(("upload_folder", kw))
         folder = Path(kw["folder_path"])
-        self.uploaded = {p.name: p.read_bytes() for p in folder.iterdir()}
+        allow = kw.get("allow_patterns")
+        self.uploaded = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+                         if p.is_file() and (allow is None or p.name in allow)}
 
 
 def test_upload_creates_repo_and_uploads_the_staged_folder(adapter, monkeypatch):
@@ -118,7 +120,7 @@ def test_upload_creates_repo_and_uploads_the_staged_folder(adapter, monkeypatch)
     assert name1 == "create_repo" and kw1 == {"repo_id": "me/my-lora", "repo_type": "model", "private": True, "exist_ok": True}
     assert name2 == "upload_folder" and kw2["repo_id"] == "me/my-lora"
     assert set(api.uploaded) == {"README.md", "adapter_config.json", "adapter_model.safetensors", "dataset.json", "metrics.json",
-                                 "tokenizer.json", "training_config.yaml"}
+                                 "tokenizer.json", "training_config.yaml", "evaluation/report.json"}
     assert b"# my-lora" in api.uploaded["README.md"]
     assert not Path(kw2["folder_path"]).exists()  # staging removed
     assert res.url == "https://huggingface.co/me/my-lora" and not res.dry_run
