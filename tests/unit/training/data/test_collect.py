@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.x_api_server import ApifyServer, XApiServer, apify_items, expected_pairs, make_conversation
+from tests.support.x_api_server import ApifyServer, XApiServer, apify_items, expected_pairs, make_conversation
 from training.data.apify import ApifyError, run_actor
 from training.data.collect import EXPANSIONS, CollectConfig, CollectError, collect, main, min_faves_check
 from training.data.importers import import_file
