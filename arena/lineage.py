@@ -34,10 +34,9 @@ def vote_set_hash(vote_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(vote_ids))).encode()).hexdigest()
 
 
-def write_lineage(adapter_dir: str | Path, *, kind: str, parent_adapter: str, base_model: str, provenance: dict,
-                  trained_at: str | None = None) -> dict:
-    """Record where an adapter trained on votes came from (called by the trainer before the adapter folder is renamed in)."""
-    rec = {
+def lineage_record(*, kind: str, parent_adapter: str, base_model: str, provenance: dict, trained_at: str | None = None) -> dict:
+    """What an adapter trained on votes records about its origin (the trainer writes it before the folder appears)."""
+    return {
         "kind": kind, "parent_adapter": parent_adapter or "", "base_model": base_model,
         "trained_at": trained_at or datetime.now(timezone.utc).isoformat(),
         "vote_set_sha256": provenance.get("vote_set_sha256"), "n_votes": len(provenance.get("vote_ids") or []),
@@ -46,6 +45,11 @@ def write_lineage(adapter_dir: str | Path, *, kind: str, parent_adapter: str, ba
         "train_tweet_hashes": list(provenance.get("train_tweet_hashes") or []),
         "latest_vote_at": provenance.get("latest_vote_at"),
     }
+
+
+def write_lineage(adapter_dir: str | Path, **kw: Any) -> dict:
+    """lineage_record(**kw) written into an existing adapter folder."""
+    rec = lineage_record(**kw)
     Path(adapter_dir, LINEAGE_FILE).write_text(json.dumps(rec, indent=1))
     return rec
 

@@ -113,7 +113,8 @@ def build_command(cfg, run_dir: str | Path, python: str | None = None, resume: b
     from .runner import CONFIG_FILE
 
     run_dir = Path(run_dir)
-    train = ["-m", "training.train", "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
+    module = "training.dpo" if getattr(cfg, "kind", "sft") in ("dpo", "kto") else "training.train"  # preference runs: TRL
+    train = ["-m", module, "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
     if resume:
         train.append("--resume")
     python = python or sys.executable
