@@ -6,8 +6,10 @@ import random
 from pathlib import Path
 
 from arena.battles import ArenaConfig, BattleManager
+from arena.lineage import child_vs_parent, lineage_string, preference_runs
 from arena.store import VoteStore
 from evaluation.significance import compute_leaderboard
+from security import inert
 
 
 def arena_for(ctx) -> BattleManager:
@@ -66,4 +68,24 @@ def verdicts_markdown(board: dict) -> str:
         h = f"{v['effect_size']:.2f}" if v.get("effect_size") is not None else "–"
         p = f"{v['p_value']:.3g}" if v.get("p_value") is not None else "–"
         lines.append(f"| {v['adapter']} | {v['versus']} | **{v['verdict']}** | {imp} | {h} | {p} | {v.get('decisive', 0)} |")
+    return "\n".join(lines)
+
+
+def lineage_markdown(store: VoteStore, adapters_dir: Path) -> str:
+    """Per adapter trained on votes: its lineage, and its verdict against its parent from votes cast after it was
+    trained on tweets it never saw (arena.lineage.child_vs_parent enforces both)."""
+    runs = preference_runs(adapters_dir)
+    if not runs:
+        return ""
+    records = list(store.iter_votes(include_excluded=True))
+    lines = ["", "#### Adapters trained on votes", "| lineage | vs parent (votes after training, unseen tweets) | verdict |", "|---|---|---|"]
+    for name, lin in runs:
+        try:
+            hv = child_vs_parent(records, name, lin)
+            verdict = f"**{hv.verdict['verdict']}**"
+            used = (f"{hv.used} votes ({hv.dropped_before_training} before training and "
+                    f"{hv.dropped_training_tweet} on training tweets left out)")
+        except ValueError as exc:
+            verdict, used = "–", inert(str(exc))
+        lines.append(f"| {inert(lineage_string(adapters_dir, name))} | {used} | {verdict} |")
     return "\n".join(lines)

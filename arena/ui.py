@@ -10,7 +10,7 @@ from security import AdminRequired, inert
 
 from .battles import NotEnoughContenders, VoteRefused
 from .plots import rating_ci_figure, winrate_heatmap
-from .service import LEADERBOARD_COLUMNS, arena_for, leaderboard, leaderboard_rows, random_heldout_tweet, verdicts_markdown
+from .service import LEADERBOARD_COLUMNS, arena_for, leaderboard, leaderboard_rows, lineage_markdown, random_heldout_tweet, verdicts_markdown
 
 VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 
@@ -98,7 +98,8 @@ def build_arena_tabs(ctx) -> None:
         ex_txt = ", ".join(f"{k}: {v}" for k, v in ex.items()) or "none"
         txt = (f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
                f"both-bad: {board.get('n_both_bad', 0)} · excluded: {ex_txt}")
-        return txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board), verdicts_markdown(board)
+        lineage = lineage_markdown(store, ctx.settings.adapters_dir)
+        return txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board), verdicts_markdown(board) + lineage
 
     def on_export(kind, request: gr.Request):
         try:

@@ -74,3 +74,22 @@ def test_lineage_strings_and_used_votes(tmp_path):
     assert lineage_string(ad, "dpo-v3") == "base → SFT sft-v1 → DPO dpo-v2 on 3 votes → KTO dpo-v3 on 1 votes"
     assert lineage_string(ad, "orphan") == "base → UNKNOWN deleted → DPO orphan on 1 votes"
     assert used_vote_ids(ad) == {"a", "b", "c", "d", "e"}
+
+
+def test_leaderboard_section_shows_lineage_and_the_honest_verdict(tmp_path):
+    from arena.service import lineage_markdown
+    from arena.store import VoteStore
+
+    ad = tmp_path / "adapters"
+    for name in ("sft-v1", "dpo-v2"):
+        (ad / name).mkdir(parents=True)
+        (ad / name / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "tiny"}))
+    (ad / "dpo-v2" / "lineage.json").write_text(json.dumps(lineage()))
+    with VoteStore(tmp_path / "data") as store:
+        assert lineage_markdown(store, tmp_path / "nothing") == ""
+        for r in [rec("new tweet", TRAINED + timedelta(hours=1)) for _ in range(12)] + [rec("seen tweet", TRAINED + timedelta(hours=1))]:
+            store.add_vote(r)
+        md = lineage_markdown(store, ad)
+    row = md.splitlines()[-1]
+    assert "base → SFT sft\\-v1 → DPO dpo\\-v2 on 2 votes" in row
+    assert "12 votes (0 before training and 1 on training tweets left out)" in row and "**success**" in row
