@@ -182,6 +182,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "n_eval": len(eval_ds) if eval_ds is not None else 0, "first_margin": first.get("rewards/margins"),
         **{k: v for k, v in ev.items() if isinstance(v, (int, float))}, "vote_set_sha256": prov.get("vote_set_sha256"),
         "precomputed_reference": bool(args.precompute_ref_log_probs), "wall_s": round(time.time() - t_start, 1),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
     }
     status.update(phase="saving adapter")
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
