@@ -149,3 +149,17 @@ def test_sft_entry_point_refuses_a_preference_config(prefs_only, tmp_path):
     from training.launch import build_command
 
     assert "training.dpo" in build_command(cfg, tmp_path) and "training.train" in build_command(TrainConfig(), tmp_path)
+
+
+@pytest.mark.slow
+def test_kto_runs_on_the_same_votes(world):
+    root, tiny, prov, dpo, _ = world
+    kto = resolve(None, {**dpo.to_dict(), "kind": "kto", "run_name": "kto-v2", "max_steps": 4, "eval_steps": 4, "save_steps": 4})
+    (root / "runs" / "kto-v2").mkdir(parents=True)
+    final = train_preference(kto, root / "runs" / "kto-v2")
+    assert final["state"] == "completed"
+    recs = [json.loads(x) for x in (root / "runs" / "kto-v2" / "trainer_log.jsonl").read_text().splitlines()]
+    train_recs = [r for r in recs if r["event"] == "train"]
+    assert len(train_recs) == 4 and all("kl" in r for r in train_recs)
+    assert read_lineage(root / "adapters" / "kto-v2")["kind"] == "kto"
+    assert lineage_string(root / "adapters", "kto-v2").startswith("base → SFT sft-v1 → KTO kto-v2 on ")
