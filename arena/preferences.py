@@ -36,8 +36,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from arena.lineage import tweet_hash, used_vote_ids, vote_set_hash
+from arena.sampling import bt_with_cov, pair_key
 from arena.store import VoteRecord, VoteStore
-from evaluation.significance import aggregate, fit_bt, parse_battles
 from generation.chat import base_messages
 
 PROVENANCE_FILE = "provenance.json"
@@ -88,19 +88,24 @@ def _day(created_at: str) -> str:
     return datetime.fromisoformat(created_at).astimezone(timezone.utc).date().isoformat()
 
 
-def _battle(rec: VoteRecord) -> dict:
-    return rec.to_battle()
+def _tally(t: dict[tuple[str, str], list[float]], r: VoteRecord) -> None:
+    """Add one vote to pair tallies [wins of the first name, wins of the second, ties] (both-bad is a tie, as on the leaderboard)."""
+    key = pair_key(r.contender_a, r.contender_b)
+    cnt = t.setdefault(key, [0.0, 0.0, 0.0])
+    if r.vote in ("a", "b"):
+        winner = r.contender_a if r.vote == "a" else r.contender_b
+        cnt[0 if winner == key[0] else 1] += 1
+    else:
+        cnt[2] += 1
 
 
-def _consensus_prob(battles: list[dict]) -> tuple[dict[str, float], bool]:
-    """Bradley-Terry betas from these battles (ties as half wins); empty when fewer than two contenders."""
-    if not battles:
-        return {}, False
-    table = aggregate(parse_battles(battles))
-    if table.k < 2:
-        return {}, False
-    beta = fit_bt(table)
-    return dict(zip(table.names, (float(b) for b in beta))), True
+def _consensus(tallies: dict[tuple[str, str], list[float]]) -> dict[str, float]:
+    """Bradley-Terry betas from pair tallies (ties as half wins); empty when fewer than two contenders have votes."""
+    names = sorted({n for k, c in tallies.items() if sum(c) > 0 for n in k})
+    if len(names) < 2:
+        return {}
+    beta, _ = bt_with_cov(names, tallies)
+    return dict(zip(names, (float(b) for b in beta)))
 
 
 def voter_sprt(votes: Sequence[VoteRecord], beta: dict[str, float], cfg: CleaningConfig) -> dict[str, Any]:
@@ -170,16 +175,22 @@ def clean_votes(records: Iterable[VoteRecord], cfg: CleaningConfig | None = None
             kept.append(r)
 
     # Leave-one-out consensus: each voter is judged against a BT fit of everybody else's votes.
+    # Outcome counts are additive, so "everyone but v" is the total minus v's own: one pass, not one per voter.
     by_voter: dict[str, list[VoteRecord]] = defaultdict(list)
+    own_tallies: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(dict)
+    total: dict[tuple[str, str], list[float]] = {}
     for r in kept:
-        by_voter[voter_of(r)].append(r)
+        v = voter_of(r)
+        by_voter[v].append(r)
+        _tally(total, r)
+        _tally(own_tallies[v], r)
     voters: dict[str, dict] = {}
     bad: set[str] = set()
     if len(by_voter) > 1:
         for v, own in by_voter.items():
-            others = [_battle(r) for r in kept if voter_of(r) != v]
-            beta, ok = _consensus_prob(others)
-            voters[v] = voter_sprt(own, beta, cfg) if ok else {"llr": 0.0, "n": 0, "decision": "undecided"}
+            others = {k: [t - o for t, o in zip(cnt, own_tallies[v].get(k, (0.0, 0.0, 0.0)))] for k, cnt in total.items()}
+            beta = _consensus(others)
+            voters[v] = voter_sprt(own, beta, cfg) if beta else {"llr": 0.0, "n": 0, "decision": "undecided"}
             if voters[v]["decision"] == "random_or_adversarial":
                 bad.add(v)
     step = []
