@@ -166,7 +166,10 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None)
 
     ev: dict[str, Any] = {}
-    if eval_ds is not None:
+    last_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+    if eval_ds is not None and last_eval is not None and last_eval.get("step") == state.global_step:
+        ev = dict(last_eval)  # the trainer already evaluated after the last step
+    elif eval_ds is not None:
         status.update(phase="final evaluation")
         log_cb.final = True
         ev = trainer.evaluate()
