@@ -85,3 +85,15 @@ def test_dpo_run_through_the_runner_stops_resumes_and_closes_the_loop(tiny_dir, 
     after = loop_state(data, adapters)
     assert after.available == 0 and after.version == 3 and after.last_dpo == "dpo-v2"
     assert after.funnel["already_used"] == len(prov["vote_ids"])
+
+
+def test_training_curves_show_dpo_rewards():
+    from training.train_service import loss_figure
+
+    hist = [{"event": "train", "step": s, "loss": 0.69 - 0.01 * s, "rewards/chosen": 0.01 * s, "rewards/rejected": -0.01 * s,
+             "rewards/margins": 0.02 * s, "rewards/accuracies": 0.5 + 0.05 * s} for s in range(1, 6)]
+    fig = loss_figure(hist)
+    loss_ax, reward_ax = fig.axes
+    assert [ln.get_label() for ln in reward_ax.get_lines()] == ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+    assert list(reward_ax.get_lines()[2].get_ydata()) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert len(loss_figure([{"event": "train", "step": 1, "loss": 1.0}]).axes) == 1  # SFT runs keep one panel
