@@ -15,6 +15,7 @@ Writes bench/results/gpu-dpo-<kind>-<date>.json (or $OUT/...).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -70,6 +71,7 @@ def build_model(out: Path, tiny: bool) -> Path:
     pm.peft_config["default"].base_model_name_or_path = str(base)
     pm.save_pretrained(str(out / "adapters" / "sft-v1"))
     del pm, model
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return base
