@@ -26,7 +26,8 @@ from arena.abuse import (
     hash_id,
     resolve_salt,
 )
-from arena.store import VOTE_CHOICES, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
+from arena.sampling import PairTallies, SamplingConfig, active_weights
+from arena.store import VOTE_CHOICES, WINNER_BY_VOTE, DuplicateVoteError, VoteRecord, VoteStore, iso_from_timestamp
 from common.text import validate_tweet
 from security.ratelimit import RateWindow
 
@@ -52,6 +53,10 @@ class ArenaConfig:
     app_version: str = "dev"  # context passes ARENA_APP_VERSION
     # Bound on in-memory battles (oldest dropped first) so issuing battles can't exhaust memory.
     max_pending_battles: int = 100_000
+    # active = the pair where one more vote reduces uncertainty most (arena/sampling.py, floor keeps every pair in play);
+    # balanced = 1/(1+votes), so under-voted pairs catch up.
+    pair_sampling: str = "active"
+    sampling_floor: float = 0.2
 
 
 class VoteRefused(Exception):
@@ -135,6 +140,10 @@ class BattleManager:
         self._lock = threading.Lock()
         self._battles: OrderedDict[str, _PendingBattle] = OrderedDict()
         self._pair_votes: dict[tuple[str, str], int] = store.pair_counts(include_excluded=False)
+        if self.config.pair_sampling not in ("active", "balanced"):
+            raise ValueError(f"pair_sampling must be active or balanced, got {self.config.pair_sampling!r}.")
+        self._sampling = SamplingConfig(floor=self.config.sampling_floor)
+        self._tallies = PairTallies(store.battles_for_leaderboard() if self.config.pair_sampling == "active" else ())
         # The app passes a persistent (SQLite) limiter so a restart does not reset everyone's allowance.
         self._limiter = limiter_factory([
             RateWindow(60.0, self.config.votes_per_minute,
@@ -147,8 +156,10 @@ class BattleManager:
 
     # -- issuing ---------------------------------------------------------------
     def pair_weights(self, contenders: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
-        """Sampling weight per unordered pair: 1/(1+votes) so under-voted pairs catch up."""
+        """Sampling weight per unordered pair: active (uncertainty, with a floor) or 1/(1+votes) so under-voted pairs catch up."""
         names = sorted(set(contenders if contenders is not None else self.contenders_fn()))
+        if self.config.pair_sampling == "active":
+            return active_weights(names, self._tallies.snapshot(), self._sampling)
         with self._lock:
             return {p: 1.0 / (1 + self._pair_votes.get(p, 0)) for p in combinations(names, 2)}
 
@@ -164,8 +175,9 @@ class BattleManager:
                 f"({', '.join(names) or 'none'}). Add a RAG index or a LoRA adapter."
             )
         pairs = list(combinations(names, 2))
+        active = active_weights(names, self._tallies.snapshot(), self._sampling) if self.config.pair_sampling == "active" else None
         with self._lock:
-            weights = [1.0 / (1 + self._pair_votes.get(p, 0)) for p in pairs]
+            weights = [active[p] if active else 1.0 / (1 + self._pair_votes.get(p, 0)) for p in pairs]
             x, y = self.rng.choices(pairs, weights=weights, k=1)[0]
             if self.rng.random() < 0.5:
                 x, y = y, x
@@ -264,6 +276,7 @@ class BattleManager:
             if not excluded:
                 key = _pair_key(b.contender_a, b.contender_b)
                 self._pair_votes[key] = self._pair_votes.get(key, 0) + 1
+                self._tallies.record(b.contender_a, b.contender_b, WINNER_BY_VOTE[choice])
         return VoteResult(battle_id=b.battle_id, choice=choice, contender_a=b.contender_a,
                           contender_b=b.contender_b, flags=flags, excluded=excluded)
 

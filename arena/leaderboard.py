@@ -17,8 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from arena.lineage import child_vs_parent, lineage_string, preference_runs
 from arena.store import DB_FILENAME, WINNER_BY_VOTE, VoteStore
 from evaluation.ratings import compute_leaderboard
+from security import inert
 
 ARENA_KEYS: tuple[str, ...] = ("model_a", "model_b", "winner", "len_a", "len_b", "battle_id", "tstamp")
 WINNERS: frozenset[str] = frozenset(WINNER_BY_VOTE.values())
@@ -239,3 +241,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def lineage_markdown(store: VoteStore, adapters_dir: Path) -> str:
+    """Per adapter trained on votes: its lineage, and its verdict against its parent from votes cast after it was
+    trained on tweets it never saw (arena.lineage.child_vs_parent enforces both)."""
+    runs = preference_runs(adapters_dir)
+    if not runs:
+        return ""
+    records = list(store.iter_votes(include_excluded=True))
+    lines = ["", "#### Adapters trained on votes", "| lineage | vs parent (votes after training, unseen tweets) | verdict |",
+             "|---|---|---|"]
+    for name, lin in runs:
+        try:
+            hv = child_vs_parent(records, name, lin)
+            verdict = f"**{hv.verdict['verdict']}**"
+            used = (f"{hv.used} votes ({hv.dropped_before_training} before training and "
+                    f"{hv.dropped_training_tweet} on training tweets left out)")
+        except ValueError as exc:
+            verdict, used = "–", inert(str(exc))
+        lines.append(f"| {inert(lineage_string(adapters_dir, name))} | {used} | {verdict} |")
+    return "\n".join(lines)

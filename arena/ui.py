@@ -13,7 +13,7 @@ from security import AdminRequired, RateLimited, inert
 
 from .battles import NotEnoughContenders, VoteRefused, random_heldout_tweet
 from .export import export_votes
-from .leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_rows, verdicts_markdown
+from .leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_rows, lineage_markdown, verdicts_markdown
 from .plots import rating_ci_figure, winrate_heatmap
 
 if TYPE_CHECKING:  # type-only: arena never imports the app layer at run time
@@ -107,7 +107,8 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         ex_txt = ", ".join(f"{k}: {v}" for k, v in ex.items()) or "none"
         txt = (f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
                f"both-bad: {board.get('n_both_bad', 0)} · excluded: {ex_txt}")
-        return txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board), verdicts_markdown(board)
+        lineage = lineage_markdown(ctx.votes, ctx.settings.adapters_dir)
+        return txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board), verdicts_markdown(board) + lineage
 
     def on_export(kind, request: gr.Request):
         try:

@@ -8,12 +8,9 @@ import argparse
 import gc
 import json
 import random
-import sys
 import time
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gpu_common import Timer, qwen3_8b, write_results  # noqa: E402
 from generation.fastgen import PROMPT_BUCKET, cuda_generate_kwargs  # noqa: E402
 

@@ -13,12 +13,9 @@ import argparse
 import gc
 import json
 import math
-import sys
 import traceback
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gpu_common import (  # noqa: E402
     N_MATMUL,
     TARGETS,

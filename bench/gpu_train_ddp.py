@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.gpu_common import TARGETS, packed_batches, qwen3_8b, tweet_examples, write_results  # noqa: E402
 from training.fastpath import apply_liger, keep_bf16, prepare_for_packing  # noqa: E402
 from training.launch import accelerate_args, free_port  # noqa: E402

@@ -46,8 +46,9 @@ SMOKE_LAYERS = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_
 def prep(model_dir: Path, layers: int | None, smoke: bool) -> None:
     """Random Qwen3-8B-shaped base (bf16, built on the GPU in <1 s) saved with the tests' Qwen3-style tokenizer."""
     import torch
-    from tiny_qwen3 import build_tokenizer
     from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from tests.support.tiny_qwen3 import build_tokenizer
 
     if (model_dir / "config.json").is_file():
         print("model already at", model_dir, flush=True)

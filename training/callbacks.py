@@ -106,8 +106,9 @@ class JsonlLogCallback(TrainerCallback):
     the resume point).
     """
 
-    def __init__(self, run_dir: Path, status: StatusFile, enabled: bool = True):
+    def __init__(self, run_dir: Path, status: StatusFile, enabled: bool = True, extra_keys: tuple[str, ...] = ()):
         self.path = Path(run_dir) / LOG_FILE
+        self.extra_keys = extra_keys  # further log keys copied as-is (DPO: rewards/chosen, rewards/margins, ...)
         self.status = status
         self.enabled = enabled
         self.t0 = time.time()
@@ -156,6 +157,10 @@ class JsonlLogCallback(TrainerCallback):
                                "epoch": round(state.epoch, 4) if state.epoch is not None else None,
                                "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
                                "grad_norm": logs.get("grad_norm"), "status": "running", "time": time.time(), **self._timing(state)}
+        for k in self.extra_keys:
+            for name in (k, f"eval_{k}"):
+                if name in logs:
+                    rec[name] = logs[name]
         if event == "summary":
             rec.update({k: logs[k] for k in ("train_loss", "train_runtime", "train_samples_per_second") if k in logs})
             rec["loss"] = None

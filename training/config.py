@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import warnings as _warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +20,8 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 EMBEDDED_BASE = ""  # empty base_model = the embedded SmolLM2-135M-Instruct (generation/embedded.py)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _DTYPES = ("bfloat16", "float32", "float16")
+KINDS = ("sft", "dpo", "kto")
+PROVENANCE_FILE = "provenance.json"  # written next to a preference dataset by arena/preferences.py
 
 
 @dataclass
@@ -298,6 +301,37 @@ class TrainConfig:
             ),
         },
     )
+    # ---- preference training (training/dpo.py; kind dpo/kto) -----------------------------------------------------
+    kind: str = field(
+        default="sft",
+        metadata={
+            "help": (
+                "sft = supervised (tweet, reply) pairs; dpo = TRL DPO on vote pairs; kto = TRL KTO (unpaired, "
+                "both-bad votes too)."
+            ),
+        },
+    )
+    parent_adapter: str = field(
+        default="",
+        metadata={
+            "help": (
+                "dpo/kto: the adapter to start from (a name in adapters_dir or a folder); empty = a fresh LoRA on the "
+                "base. The reference model is this starting policy."
+            ),
+        },
+    )
+    dpo_beta: float = field(
+        default=0.1,
+        metadata={
+            "help": (
+                "TRL's default: strength of the pull toward the reference (smaller = the policy may move further)."
+            ),
+        },
+    )
+    min_pairs: int = field(
+        default=50,
+        metadata={"help": "dpo/kto: refuse a run with fewer clean preference pairs in the train split."},
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -539,6 +573,10 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
     if cfg.distributed == "fsdp" and cfg.load_in_4bit:
         bad("FSDP shards full-precision (bf16) weights and cannot shard a 4-bit QLoRA base; set load_in_4bit=false to use FSDP, "
             "or distributed=ddp to train QLoRA on several GPUs.")
+    if cfg.kind not in KINDS:
+        bad(f"kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}.")
+    if cfg.kind != "sft":
+        _validate_preference_run(cfg)
     if cfg.dataset and not Path(cfg.dataset).expanduser().exists():
         bad(f"Dataset {cfg.dataset} does not exist; export one from the Data tab or leave it empty for the sample data.")
     warns: list[str] = []
@@ -548,6 +586,58 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
         warns.append("4-bit (QLoRA) needs a CUDA GPU with bitsandbytes; no GPU is visible, so the base model is trained "
                      f"in {cfg.cpu_dtype} on the CPU instead.")
     return warns
+
+
+def _norm_model(name: str) -> str:
+    return str(name).rstrip("/").split("/")[-1].lower()
+
+
+def resolve_parent(cfg: TrainConfig) -> Path | None:
+    """The parent adapter's folder: a path as given, else a name under adapters_dir; None when training from the base."""
+    if not cfg.parent_adapter:
+        return None
+    p = Path(cfg.parent_adapter).expanduser()
+    return p if p.is_dir() else Path(cfg.adapters_dir) / cfg.parent_adapter
+
+
+def check_parent_base(parent: Path, base_name: str) -> None:
+    """Refuse a parent adapter made for another base model, naming both (same rule as the app's adapter loader)."""
+    try:
+        made_for = json.loads((parent / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    except (OSError, ValueError):
+        raise ValueError(f"Parent adapter {parent.name} has no readable adapter_config.json; pick an adapter trained in this app.") from None
+    if made_for and base_name and _norm_model(made_for) != _norm_model(base_name):
+        raise ValueError(f"Parent adapter {parent.name} was trained for base model {made_for}, not {base_name}; "
+                         "pick an adapter trained on this base or change base_model.")
+
+
+def preference_pair_count(dataset: str | Path) -> int:
+    """Train pairs in a preference dataset, from its provenance.json (no `datasets` import)."""
+    prov = Path(dataset).expanduser() / PROVENANCE_FILE
+    if not prov.is_file():
+        raise ValueError(f"{dataset} is not a preference dataset (no {PROVENANCE_FILE}); build one from the votes "
+                         "(python -m arena.preferences or the Training tab).")
+    return int(json.loads(prov.read_text()).get("n_train") or 0)
+
+
+def _validate_preference_run(cfg: TrainConfig) -> None:
+    """A DPO/KTO run: a preference dataset with enough clean pairs, a positive beta, a parent adapter that exists and fits."""
+    if cfg.dpo_beta <= 0:
+        raise ValueError(f"dpo_beta must be positive (TRL's default is 0.1), got {cfg.dpo_beta}.")
+    if cfg.min_pairs < 1:
+        raise ValueError(f"min_pairs must be at least 1, got {cfg.min_pairs}.")
+    if not cfg.dataset:
+        raise ValueError(f"A {cfg.kind.upper()} run needs a preference dataset built from the votes; set dataset to its folder.")
+    n = preference_pair_count(cfg.dataset)
+    if n < cfg.min_pairs:
+        raise ValueError(f"Only {n} clean preference pairs to train on; a {cfg.kind.upper()} run needs at least {cfg.min_pairs} "
+                         "(collect more votes or lower min_pairs).")
+    parent = resolve_parent(cfg)
+    if parent is not None:
+        if not (parent / "adapter_config.json").is_file():
+            raise ValueError(f"Parent adapter {cfg.parent_adapter} was not found in {cfg.adapters_dir}; pick one the Arena lists.")
+        if cfg.base_model:
+            check_parent_base(parent, cfg.base_model)
 
 
 def validate_targets(model: Any, targets: list[str] | None = None) -> None:

@@ -113,7 +113,8 @@ def build_command(cfg, run_dir: str | Path, python: str | None = None, resume: b
                   cpu_processes: int = 0) -> list[str]:
     """The argv that trains `cfg` in `run_dir` (whose run.yaml the runner has written)."""
     run_dir = Path(run_dir)
-    train = ["-m", "training.train", "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
+    module = "training.dpo" if getattr(cfg, "kind", "sft") in ("dpo", "kto") else "training.train"  # preference runs: TRL
+    train = ["-m", module, "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
     if resume:
         train.append("--resume")
     python = python or sys.executable

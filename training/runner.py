@@ -82,7 +82,7 @@ def pid_alive(pid: int | None) -> bool:
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
                 return False
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            return b"training.train" in cmd or b"torch.distributed.run" in cmd or b"accelerate.commands.launch" in cmd
+            return b"training.train" in cmd or b"training.dpo" in cmd or b"torch.distributed.run" in cmd or b"accelerate.commands.launch" in cmd
         except (OSError, IndexError):
             return False
     return True

@@ -53,8 +53,23 @@ def progress_html(status) -> str:
             f"<div id='train-progress-text'>{html.escape(status.state)} · step {status.step}/{status.max_steps or '?'} ({pct:.0f}%){eta}{speed}</div>")
 
 
+PREFERENCE_CURVES = (("rewards/chosen", "#16a34a"), ("rewards/rejected", "#dc2626"), ("rewards/margins", "#7c3aed"),
+                     ("rewards/accuracies", "#0891b2"))
+
+
 def loss_figure(history: list[dict]):
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    """Loss curves; a DPO/KTO run (its log has rewards/*) gets a second panel with TRL's reward curves."""
+    pref = any(h.get("rewards/margins") is not None for h in history)
+    fig, axes = plt.subplots(1, 2 if pref else 1, figsize=(11 if pref else 7, 3.2))
+    ax = axes[0] if pref else axes
+    if pref:
+        for key, color in PREFERENCE_CURVES:
+            pts = [(h["step"], h[key]) for h in history if h.get("event") == "train" and h.get(key) is not None]
+            if pts:
+                axes[1].plot(*zip(*pts), label=key, color=color)
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel("reward (β · log-ratio) / accuracy")
+        axes[1].legend(loc="upper left", fontsize=8)
     tr = [(h["step"], h["loss"]) for h in history if h.get("loss") is not None and h.get("step") is not None]
     ev = [(h["step"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None and h.get("step") is not None]
     if tr:

@@ -260,10 +260,11 @@ def _generation_config(model, tokenizer, eot_token: str):
 
 
 def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info: dict, metrics: dict, eot_token: str,
-                 base_name: str, state_dict: dict | None = None) -> Path:
+                 base_name: str, state_dict: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Write into a hidden temp folder, then rename: the app never discovers half an adapter.
 
     `state_dict`: the full (gathered) weights when the model is sharded (FSDP); None = read them from `peft_model`.
+    `extra_files`: name -> text written into the folder before it appears (e.g. lineage.json of a DPO adapter).
 
     base_model_name_or_path is set to the name the app loads the base as (LoadedModel.name; generation/adapters.py
     matches on it). It is set only here: during training it stays the local path, so PEFT's checkpoint saves do not
@@ -282,6 +283,8 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
     cfg.to_yaml(tmp / "training_config.yaml")
     (tmp / "dataset.json").write_text(json.dumps(data_info, indent=1))
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=str))
+    for fname, text in (extra_files or {}).items():
+        (tmp / fname).write_text(text)
     if dest.exists():
         old = dest_root / f".{run_id}.old-{os.getpid()}"
         os.replace(dest, old)
@@ -398,6 +401,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
 
     from .formatting import PadCollator, end_of_turn_token, format_examples
 
+    if cfg.kind != "sft":
+        raise ValueError(f"A {cfg.kind} run is trained by `python -m training.dpo` (the runner picks it from the config's kind).")
     t_start = time.time()
     stop = stop or StopFlag()
     run_dir = Path(run_dir)
@@ -623,7 +628,8 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, train_fn=None) -> int:
+    """The CLI; `train_fn` (default: SFT `train`) lets training/dpo.py reuse the same run-folder, lock and status handling."""
     stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
     _follow_launcher()
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if _world_size() == 1 else f"%(asctime)s %(levelname)s [rank {_rank()}] %(name)s: %(message)s"
@@ -645,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         if _is_main() and not (ns.config and Path(ns.config).resolve() == (run_dir / CONFIG_FILE).resolve()):
             if not (ns.resume and (run_dir / CONFIG_FILE).exists()):
                 cfg.to_yaml(run_dir / CONFIG_FILE)
-        final = train(cfg, run_dir, resume=ns.resume, stop=stop)
+        final = (train_fn or train)(cfg, run_dir, resume=ns.resume, stop=stop)
         print(json.dumps({"state": final.get("state"), "adapter_path": final.get("adapter_path"), "run_dir": str(run_dir),
                           "eval_loss": (final.get("metrics") or {}).get("eval_loss"),
                           **({"rank": _rank(), "step": final.get("step")} if _world_size() > 1 else {})}), flush=True)

@@ -13,6 +13,7 @@ from security import AdminRequired, inert
 
 from .config import TrainConfig, field_help
 from .diagnostics import report, suggest_v2
+from .loop_ui import build_loop_section
 from .service import (
     HISTORY_COLUMNS,
     PRESET_NAMES,
@@ -66,6 +67,7 @@ def build_training_tab(ctx) -> None:
         diag = gr.Markdown("")
         v2_view = gr.Code(label="Suggested v2 config", language="yaml")
         v2_btn = gr.Button("Train v2 with these changes")
+        loop_refresh, loop_in, loop_out = build_loop_section(ctx, rm, gate, preset, msg, run_pick)
         gr.Markdown("### Run history")
         history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True)
         timer = gr.Timer(2.0, active=False)  # switched on for admins when the tab is opened
@@ -168,6 +170,7 @@ def build_training_tab(ctx) -> None:
     run_pick.change(on_v2_preview, [run_pick], [v2_view])
     v2_btn.click(on_v2_start, [run_pick], [msg, run_pick])
     tab.select(on_tab, None, [dataset, msg, timer]).then(on_poll, [run_pick], poll_out)
+    tab.select(loop_refresh, loop_in, loop_out)
     numeric = overrides[:6]  # run name and GPUs are the user's own, never reset by a preset
     preset.change(preset_values, [preset], numeric)
     tab.select(preset_values, [preset], numeric)

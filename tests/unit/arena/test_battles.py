@@ -205,7 +205,7 @@ def test_pair_weighting_favours_pairs_with_few_votes(store: VoteStore, clock: Fa
                                   app_version="t"))
     calls: list[str] = []
     mgr = make_manager(store, clock, generate=lambda n, t: (calls.append(n) or "ok", {}), seed=1,
-                       votes_per_day=100_000)
+                       votes_per_day=100_000, pair_sampling="balanced")
     pairs: Counter[frozenset[str]] = Counter()
     left: Counter[str] = Counter()
     n = 3000
