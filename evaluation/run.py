@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from common.jsonio import read_jsonl
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
-from training.tracking import log_evaluation
+from evaluation.tracking import log_evaluation
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
 from .gates import DecisionRule, Weights, decide, phase0, phase4, rank_models, read_eval_loss

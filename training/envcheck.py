@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.tracking import wandb_mode
+from common.tracking import wandb_mode
 
 __all__ = ["Check", "EnvReport", "main", "run_checks"]
 

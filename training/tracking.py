@@ -15,13 +15,13 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from common.jsonio import atomic_write
+from common.tracking import TrackingInfo, wandb_mode
 from security import inert
 
 try:  # a card package, but the GPU hosts may run without it: then tracking is a note, not a crash
@@ -33,7 +33,6 @@ __all__ = [
     "TRACKING_FILE",
     "TrackingInfo",
     "WandbTracker",
-    "log_evaluation",
     "read_tracking",
     "tracking_markdown",
     "wandb_mode",
@@ -41,36 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"
-_MODES = {"online", "offline", "disabled"}
-
-
-def wandb_mode(env: dict | None = None) -> str:
-    """``WANDB_MODE`` if it says online/offline/disabled; otherwise online with an API key, offline without."""
-    env = os.environ if env is None else env
-    mode = (env.get("WANDB_MODE") or "").strip().lower()
-    if mode == "dryrun":
-        mode = "offline"
-    if mode in _MODES:
-        return mode
-    return "online" if (env.get("WANDB_API_KEY") or "").strip() else "offline"
-
-
-@dataclass
-class TrackingInfo:
-    mode: str  # online | offline | disabled | failed
-    project: str
-    run_name: str
-    run_id: str | None = None
-    url: str | None = None
-    local_dir: str | None = None  # the offline-run-... folder
-    note: str | None = None
-
-    @property
-    def sync_command(self) -> str | None:
-        return f"wandb sync {self.local_dir}" if self.mode == "offline" and self.local_dir else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "sync_command": self.sync_command}
 
 
 def read_tracking(run_dir: str | Path | None) -> TrackingInfo | None:
@@ -211,33 +180,3 @@ class WandbTracker(TrainerCallback):
                 log.warning("W&B finish failed: %s", exc)
             self.run = None
         return self.info
-
-
-def log_evaluation(project: str, name: str, summary: dict[str, Any], tables: dict[str, tuple[list[str], list[list]]],
-                   report_dir: str | Path | None = None, files: list[str | Path] = ()) -> TrackingInfo:
-    """Evaluate's report to the same W&B project (online only: an offline eval report would be one more folder to sync
-    by hand; the report folder on disk is already the record). Tables are (columns, rows)."""
-    mode = wandb_mode()
-    info = TrackingInfo(mode=mode, project=project, run_name=name)
-    if mode != "online":
-        info.note = "evaluation reports go to W&B only when WANDB_API_KEY is set"
-        return info
-    try:
-        if wandb is None:
-            raise ImportError("wandb is not installed (pip install wandb)")
-        run = wandb.init(project=project, name=name, job_type="evaluation", dir=str(report_dir) if report_dir else None,
-                         config={"kind": "evaluation"}, settings=wandb.Settings(silent=True, console="off"))
-        for key, (cols, rows) in tables.items():
-            run.log({key: wandb.Table(columns=list(cols), data=[list(r) for r in rows])})
-        for k, v in summary.items():
-            if isinstance(v, (int, float, str, bool)) or v is None:
-                run.summary[k] = v
-        for f in files:
-            if Path(f).is_file():
-                run.save(str(f), base_path=str(Path(f).parent), policy="now")
-        info.run_id, info.url, info.local_dir = run.id, run.url, str(Path(run.dir).parent)
-        run.finish()
-    except Exception as exc:  # noqa: BLE001 - a report that cannot reach W&B is still on disk
-        info.mode, info.note = "failed", f"{type(exc).__name__}: {str(exc)[:160]}"
-        log.warning("W&B evaluation report not sent: %s", info.note)
-    return info

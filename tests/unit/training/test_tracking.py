@@ -11,7 +11,9 @@ from wandb.proto import wandb_internal_pb2 as pb
 
 from tests.support.tiny_qwen3 import save_tiny_qwen3
 from training.config import resolve
-from training.tracking import log_evaluation, read_tracking, tracking_markdown, wandb_mode
+from common.tracking import wandb_mode
+from evaluation.tracking import log_evaluation
+from training.tracking import read_tracking, tracking_markdown
 from training.train import train
 
 BLOCK = 32768
