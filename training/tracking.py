@@ -9,10 +9,12 @@ A tracking failure (no network, bad key) is a warning in the log, never a failed
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -82,8 +84,11 @@ def _gpu_memory() -> dict[str, float]:
     return {}
 
 
-def _safe_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:64] or "run"
+def _run_id(name: str, run_dir: Path) -> str:
+    """Stable for one run folder (a resumed run continues its W&B run), distinct across folders and machines, so two
+    runs that share a name never write into one W&B run."""
+    salt = hashlib.sha1(f"{socket.gethostname()}:{Path(run_dir).resolve()}".encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:48] or 'run'}-{salt}"
 
 
 class WandbTracker(TrainerCallback):
@@ -115,7 +120,7 @@ class WandbTracker(TrainerCallback):
                     raise ImportError("wandb is not installed (pip install wandb)")
                 os.environ.setdefault("WANDB_SILENT", "true")
                 self.run = wandb.init(
-                    project=self.project, name=self.run_name, id=_safe_id(self.run_name), resume="allow",
+                    project=self.project, name=self.run_name, id=_run_id(self.run_name, self.run_dir), resume="allow",
                     dir=str(self.run_dir), mode=self.info.mode, job_type="train",
                     config={**self.config, "dataset": self.data_info},
                     settings=wandb.Settings(silent=True, console="off"))
