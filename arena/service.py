@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 from arena.battles import ArenaConfig, BattleManager
 from arena.store import VoteStore
 from evaluation.significance import compute_leaderboard
+from generation.display_names import friendly_name
+from security import inert
 
 
 def arena_for(ctx) -> BattleManager:
@@ -26,7 +29,10 @@ def arena_for(ctx) -> BattleManager:
         from context import APP_VERSION
 
         ctx.extras["votes"] = store
-        ctx.extras["battles"] = BattleManager(store, contenders, generate, config=ArenaConfig(app_version=APP_VERSION))
+        # ARENA_VOTES_PER_MINUTE: the per-visitor vote rate limit (browser tests set 1 to see a refused vote).
+        per_minute = int(os.environ.get("ARENA_VOTES_PER_MINUTE", "") or ArenaConfig.votes_per_minute)
+        ctx.extras["battles"] = BattleManager(store, contenders, generate,
+                                              config=ArenaConfig(app_version=APP_VERSION, votes_per_minute=per_minute))
     return ctx.extras["battles"]
 
 
@@ -44,18 +50,6 @@ def leaderboard(store: VoteStore, include_flagged: bool = False, n_boot: int = 2
     return board
 
 
-def leaderboard_rows(board: dict) -> list[list]:
-    rows = []
-    for c in board.get("contenders", []):
-        ci = f"{c['ci_low']:.0f} – {c['ci_high']:.0f}" if c.get("ci_low") is not None else "–"
-        wr = f"{c['win_rate']:.1%}" if c.get("win_rate") is not None else "–"
-        rows.append([c.get("rank"), c["name"], round(c["rating"], 1), ci, c.get("rank_ub"), c["votes"], wr])
-    return rows
-
-
-LEADERBOARD_COLUMNS = ["rank", "contender", "rating", "95% CI", "rank upper bound", "votes", "win rate"]
-
-
 def verdicts_markdown(board: dict) -> str:
     vs = board.get("verdicts") or []
     if not vs:
@@ -65,5 +59,6 @@ def verdicts_markdown(board: dict) -> str:
         imp = f"{v['improvement']:+.0%}" if v.get("improvement") is not None else "–"
         h = f"{v['effect_size']:.2f}" if v.get("effect_size") is not None else "–"
         p = f"{v['p_value']:.3g}" if v.get("p_value") is not None else "–"
-        lines.append(f"| {v['adapter']} | {v['versus']} | **{v['verdict']}** | {imp} | {h} | {p} | {v.get('decisive', 0)} |")
+        lines.append(f"| {inert(friendly_name(v['adapter']))} | {inert(friendly_name(v['versus']))} | **{v['verdict']}** | {imp} | {h} | {p} "
+                     f"| {v.get('decisive', 0)} |")
     return "\n".join(lines)

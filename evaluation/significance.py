@@ -116,12 +116,12 @@ class DecisionRule:
 
 
 VERDICT_HELP = """\
-How a LoRA adapter ("lora:<name>") is judged against "base" and against "rag":
+How a LoRA adapter ("LoRA: name", stored as `lora:<name>`) is judged against Base and against RAG few-shot:
 
 * improvement = (adapter wins + ties/2) / (other wins + ties/2) - 1,
   the relative lift in preference (0.25 = preferred 25% more often).
 * effect size = Cohen's h of the adapter's decisive win rate vs 0.5,
-  h = 2*asin(sqrt(p)) - 2*asin(sqrt(0.5)); 0.2 small, 0.5 medium, 0.8 large.
+  `h = 2*asin(sqrt(p)) - 2*asin(sqrt(0.5))`; 0.2 small, 0.5 medium, 0.8 large.
 * p = two-sided exact sign test on decisive votes (ties dropped), not adjusted
   for multiple comparisons (the pairs table shows Holm-adjusted p-values).
 

@@ -1,15 +1,13 @@
 """Text shown around a generated reply (labels, speed line), kept out of ui.py so tests can check it directly."""
 from __future__ import annotations
 
-from .engine import BASE, LORA_PREFIX, RAG, GenerationResult
-
-LABELS = {BASE: "Base model", RAG: "RAG few-shot (k=3)"}
+from .display_names import friendly_name
+from .engine import GenerationResult
 
 
 def variant_label(variant: str) -> str:
-    if variant.startswith(LORA_PREFIX):
-        return f"LoRA: {variant[len(LORA_PREFIX):]}"
-    return LABELS.get(variant, variant)
+    """The friendly name (one home: display_names)."""
+    return friendly_name(variant)
 
 
 def stats_line(r: GenerationResult) -> str:
