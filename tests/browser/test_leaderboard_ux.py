@@ -8,7 +8,7 @@ import pytest
 
 from app_server import browser_page, open_app, running_app
 from arena.store import VoteRecord, VoteStore
-from ux_helpers import require_chromium, wait_text
+from ux_helpers import dataframe_rows, require_chromium, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 require_chromium()
@@ -33,9 +33,8 @@ def test_leaderboard_ranks_sentences_pairs_and_help(tmp_path):
         open_app(page, url)
         page.get_by_role("tab", name="Leaderboard").click()
         wait_text(page, "#lb-counts", "11")
-        rows = page.locator("#lb-table tbody tr")
-        rows.first.wait_for(timeout=30_000)
-        table = [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+        wait_text(page, "#lb-table", "preliminary")
+        table = dataframe_rows(page, "#lb-table", 6)
         assert [r[0] for r in table] == ["1", "1", "1"], table
         assert {r[1] for r in table} == {"LoRA: v1 (preliminary)", "Base (preliminary)", "RAG few-shot (preliminary)"}, table
 

@@ -25,3 +25,11 @@ def login(page, password: str = "test-admin-pw") -> None:
     page.locator("#admin-password input").fill(password)
     page.locator("#admin-login").click()
     wait_text(page, "#admin-msg", "Logged in as admin")
+
+
+def dataframe_rows(page, selector: str, n_cols: int) -> list[list[str]]:
+    """Body rows of a Gradio Dataframe from its rendered text (header block, a blank gap, then one cell per line)."""
+    text = page.locator(selector).inner_text()
+    body = text.split("\n\n\n", 1)[1] if "\n\n\n" in text else ""
+    cells = [c.strip() for c in body.split("\n")] if body.strip() else []
+    return [cells[i:i + n_cols] for i in range(0, len(cells), n_cols)]
