@@ -7,7 +7,9 @@ import gradio as gr
 
 from security import inert
 
+from .chat import validate_tweet
 from .config import SamplingConfig
+from .form import char_counter, parse_seed
 from .present import stats_line, variant_label
 
 MAX_SLOTS = 6  # base + RAG + up to four adapters side by side
@@ -29,6 +31,7 @@ def build_generate_tab(ctx) -> None:
             with gr.Column(scale=3):
                 tweet = gr.Textbox(label="Tweet", lines=3, placeholder="Paste or type a tweet (up to 280 characters)", elem_id="gen-tweet",
                                    info="At most 280 characters.")
+                counter = gr.Markdown(char_counter(""), elem_id="gen-counter")
                 ex = _examples(ctx.settings.heldout)
                 if ex:
                     gr.Examples(examples=[[t] for t in ex], inputs=[tweet], label="Example tweets (click one)")
@@ -48,7 +51,8 @@ def build_generate_tab(ctx) -> None:
                     min_p = gr.Slider(0.0, 0.5, value=d.min_p, step=0.01, label="min-p")
                     max_new = gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="max new tokens")
                     rep = gr.Slider(1.0, 2.0, value=d.repetition_penalty, step=0.05, label="repetition penalty")
-                    seed = gr.Number(value=None, label="seed (empty = random)", precision=0)
+                    seed = gr.Textbox(value="", label="seed", placeholder="empty = random", elem_id="gen-seed",
+                                      info="A whole number repeats a reply exactly; leave empty for a fresh one each time.")
         go = gr.Button("Generate", variant="primary", elem_id="gen-go", interactive=engine is not None)
         status = gr.Markdown("", elem_id="gen-status")
         slots = []
@@ -77,20 +81,26 @@ def build_generate_tab(ctx) -> None:
 
         refresh.click(on_refresh, [variants], [variants])
 
+        tweet.change(char_counter, [tweet], [counter], queue=False, show_progress="hidden")  # typing and example clicks
+
         def run(text, chosen, think_on, t, p, k, mp, mx, rp, sd):
-            from generation.chat import validate_tweet
+            keep = [gr.update()] * len(flat)  # a refused request leaves earlier replies where they are
 
             if engine is None:
-                raise gr.Error(ctx.model_banner())
+                yield keep + [gr.update(value=f"⚠️ {inert(ctx.model_banner())}")]
+                return
             try:
                 text = validate_tweet(text)
+                seed_value = parse_seed(sd)
             except ValueError as exc:
-                raise gr.Error(str(exc))
+                yield keep + [gr.update(value=f"⚠️ {inert(str(exc))}")]
+                return
             chosen = [v for v in (chosen or []) if v in engine.variants()][:MAX_SLOTS]
             if not chosen:
-                raise gr.Error("Pick at least one variant to generate with.")
+                yield keep + [gr.update(value="⚠️ Pick at least one variant to generate with.")]
+                return
             sampling = SamplingConfig(temperature=float(t), top_p=float(p), top_k=int(k), min_p=float(mp), max_new_tokens=int(mx),
-                                      repetition_penalty=float(rp), seed=None if sd in (None, "") else int(sd))
+                                      repetition_penalty=float(rp), seed=seed_value)
             state = [[gr.update(visible=False)] + [gr.update()] * 7 for _ in range(MAX_SLOTS)]
             for i, v in enumerate(chosen):
                 state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(variant_label(v))}"), gr.update(value=""),
