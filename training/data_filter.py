@@ -7,8 +7,10 @@ every per-row rule so a rejected copy never displaces a good one):
     too_short, too_long, has_url, low_followers, high_followers, too_early, has_media, low_likes,
     wrong_language, exact_duplicate, near_duplicate (semantic, training/data_dedup.py)
 
-A rule whose input is unknown (``author_followers`` / ``time_diff_seconds`` is None) fails: we cannot
-show the pair is clean, and the funnel makes a missing field obvious.
+A rule whose input is unknown (``author_followers`` is None) fails: we cannot show the pair is clean, and the
+funnel makes a missing field obvious. The exception is the reply delay: an unknown ``time_diff_seconds`` is not
+"too early" (a CSV without timestamps would otherwise lose every pair), so the rule is skipped and the funnel
+counts the pairs with ``no_timestamp``.
 """
 from __future__ import annotations
 
@@ -151,7 +153,7 @@ def check_pair(p: Pair, cfg: FilterConfig = FilterConfig()) -> tuple[str, str] |
     if cfg.max_author_followers is not None and f is not None and f > cfg.max_author_followers:
         return "high_followers", f"{f} followers"
     t = p.time_diff_seconds
-    if cfg.min_time_diff_seconds is not None and (t is None or t < cfg.min_time_diff_seconds):
+    if cfg.min_time_diff_seconds is not None and t is not None and t < cfg.min_time_diff_seconds:
         return "too_early", f"{t} s"
     if cfg.exclude_media and p.has_media:
         return "has_media", "has_media flag"
@@ -175,13 +177,15 @@ class Funnel:
     n_in: int
     dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in REASONS})
     n_out: int = 0
+    no_timestamp: int = 0  # pairs whose reply delay is unknown: the too_early rule was skipped for them
 
     @property
     def n_dropped(self) -> int:
         return sum(self.dropped.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in": self.n_in, "dropped": dict(self.dropped), "dropped_total": self.n_dropped, "out": self.n_out}
+        return {"in": self.n_in, "dropped": dict(self.dropped), "dropped_total": self.n_dropped, "out": self.n_out,
+                "no_timestamp": self.no_timestamp}
 
     def plot(self, title: str = "Filter funnel") -> "Figure":
         """Horizontal bars: in, each rule's drops, out — counts labelled. Uses Figure directly (no pyplot
@@ -222,6 +226,8 @@ def apply_filters(pairs: Iterable[Pair], config: FilterConfig = FilterConfig()) 
     dropped: list[Dropped] = []
     survivors: list[Pair] = []
     for p in pairs:
+        if config.min_time_diff_seconds is not None and p.time_diff_seconds is None:
+            funnel.no_timestamp += 1
         fail = check_pair(p, config)
         if fail is None:
             survivors.append(p)

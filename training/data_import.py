@@ -84,8 +84,8 @@ def normalize_text(text: str) -> str:
 class Pair:
     """One training candidate, with the fields of assets/sample_pairs.jsonl.
 
-    ``author_followers`` / ``time_diff_seconds`` are ``None`` when the export did not carry them; the
-    filters then reject the pair (they cannot verify the rule) rather than guess.
+    ``author_followers`` / ``time_diff_seconds`` are ``None`` when the export did not carry them; the follower
+    rule then rejects the pair (it cannot verify it), while an unknown delay skips the early-reply rule.
     """
 
     pair_id: str
@@ -948,7 +948,7 @@ def import_file(
                         cols = sorted(rec)[:20] if isinstance(rec, dict) else []
                         raise ValueError(
                             f"{where}: cannot map record to pairs (need 'tweet' + 'reply') or tweets (need 'id' + 'text'); "
-                            f"mapping={dict(mapping or {})}, columns present={cols}"
+                            + (f"column mapping {dict(mapping)}, " if mapping else "") + f"columns present: {', '.join(map(str, cols))}"
                         )
 
                     def handler(r: Any, w: str) -> None:
