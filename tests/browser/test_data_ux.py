@@ -58,9 +58,9 @@ def test_data_timestamps_names_and_small_export(tmp_path):
         page.locator("#data-files button[aria-label='Clear']").first.click()
 
         _upload_and_import(page, no_ts)
-        wait_text(page, "#data-import-status", "no timestamp", timeout=120_000)
+        wait_text(page, "#data-import-status", "40 of 40 pairs had no timestamp", timeout=120_000)
         status = page.locator("#data-import-status").inner_text()
-        assert status.startswith("✅") and "40 of 40 pairs had no timestamp" in status, status
+        assert "✅" in status and "dropped" in status, status
         assert "40 passed" in status.replace("*", ""), status
         funnel = page.locator("#data-funnel-table").inner_text()
         assert "no timestamp (early-reply rule skipped)" in funnel
