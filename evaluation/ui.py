@@ -194,7 +194,7 @@ def build_evaluate_tab(ctx) -> None:
         run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run", interactive=engine is not None)
         verdicts = gr.Markdown("", elem_id="eval-verdicts")
         with gr.Accordion("How the verdicts are decided", open=False):
-            gr.Markdown(f"{PHASE0_HELP}\n\n{PHASE4_HELP}\n\n{COMPOSITE_HELP}")
+            gr.Markdown(f"{PHASE0_HELP}\n\n{PHASE4_HELP}\n\n{COMPOSITE_HELP}", elem_id="eval-help")
         pairs_df = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, label="Judge pairwise (position-swapped)", elem_id="eval-pairs")
         rank_df = gr.Dataframe(interactive=False, label="Composite ranking", elem_id="eval-ranking", visible=False)
         metrics_df = gr.Dataframe(interactive=False, label="Per-variant metrics", elem_id="eval-metrics")

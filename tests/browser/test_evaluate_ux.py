@@ -31,6 +31,7 @@ def test_evaluate_estimate_local_judge_and_plain_words(tmp_path):
         assert not page.locator("#eval-ranking").is_visible()  # a table of "–" is not shown
 
         page.get_by_text("How the verdicts are decided").last.click()
+        wait_text(page, "#eval-help", "Is fine-tuning worth it?", timeout=10_000)
         text = page.locator("body").inner_text()
         assert "Phase 0" not in text and "Phase 4" not in text and "seed 5.3" not in text
         assert "Is fine-tuning worth it?" in text and "Did the adapter work?" in text
