@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from scipy import stats
 
 from arena.board_view import (arena_rank, comparison_sentence, leaderboard_rows, pair_rows, still_needed,

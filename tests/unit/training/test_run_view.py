@@ -73,3 +73,11 @@ def test_checkpoint_promoted_to_an_adapter(tmp_path):
     with pytest.raises(ValueError, match="letters, digits"):
         promote_checkpoint(run / CHECKPOINTS / "checkpoint-10", tmp_path / "adapters", "../x", final)
     assert not list((tmp_path / "adapters").glob(".*"))  # no half-written folder left
+
+
+def test_run_history_shows_losses_to_4_significant_digits():
+    from training.train_service import history_rows
+
+    rows = history_rows([{"run_id": "r", "state": "completed", "metrics": {"train_loss": 4.121650679906209, "eval_loss": 0.98765432},
+                          "config": {"rank": 8}}])
+    assert rows[0][6:8] == [4.122, 0.9877]
