@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from arena.lineage import child_vs_parent, lineage_string, preference_runs
 from arena.store import DB_FILENAME, WINNER_BY_VOTE, VoteStore
 from evaluation.ratings import compute_leaderboard
+from generation.variants import friendly_name
 from security import inert
 
 ARENA_KEYS: tuple[str, ...] = ("model_a", "model_b", "winner", "len_a", "len_b", "battle_id", "tstamp")
@@ -95,18 +96,6 @@ def leaderboard(store: VoteStore, include_flagged: bool = False, n_boot: int = 2
     return board
 
 
-def leaderboard_rows(board: dict) -> list[list]:
-    rows = []
-    for c in board.get("contenders", []):
-        ci = f"{c['ci_low']:.0f} – {c['ci_high']:.0f}" if c.get("ci_low") is not None else "–"
-        wr = f"{c['win_rate']:.1%}" if c.get("win_rate") is not None else "–"
-        rows.append([c.get("rank"), c["name"], round(c["rating"], 1), ci, c.get("rank_ub"), c["votes"], wr])
-    return rows
-
-
-LEADERBOARD_COLUMNS = ["rank", "contender", "rating", "95% CI", "rank upper bound", "votes", "win rate"]
-
-
 def verdicts_markdown(board: dict) -> str:
     vs = board.get("verdicts") or []
     if not vs:
@@ -116,7 +105,8 @@ def verdicts_markdown(board: dict) -> str:
         imp = f"{v['improvement']:+.0%}" if v.get("improvement") is not None else "–"
         h = f"{v['effect_size']:.2f}" if v.get("effect_size") is not None else "–"
         p = f"{v['p_value']:.3g}" if v.get("p_value") is not None else "–"
-        lines.append(f"| {v['adapter']} | {v['versus']} | **{v['verdict']}** | {imp} | {h} | {p} | {v.get('decisive', 0)} |")
+        lines.append(f"| {inert(friendly_name(v['adapter']))} | {inert(friendly_name(v['versus']))} | **{v['verdict']}** "
+                     f"| {imp} | {h} | {p} | {v.get('decisive', 0)} |")
     return "\n".join(lines)
 
 

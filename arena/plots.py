@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from generation.variants import friendly_name  # noqa: E402
+
 
 def rating_ci_figure(board: dict):
     rows = board.get("contenders") or []
@@ -21,7 +23,7 @@ def rating_ci_figure(board: dict):
     lo = np.array([c["ci_low"] if c["ci_low"] is not None else c["rating"] for c in rows], dtype=float)
     hi = np.array([c["ci_high"] if c["ci_high"] is not None else c["rating"] for c in rows], dtype=float)
     ax.errorbar(r, y, xerr=[np.clip(r - lo, 0, None), np.clip(hi - r, 0, None)], fmt="o", capsize=4, color="#2563eb")
-    ax.set_yticks(y, [c["name"] for c in rows])
+    ax.set_yticks(y, [friendly_name(c["name"]) for c in rows])
     ax.axvline(1000, color="#9ca3af", lw=0.8, ls="--")
     ax.set_xlabel("rating (Elo scale) with bootstrap 95% CI")
     fig.tight_layout()
@@ -42,8 +44,8 @@ def winrate_heatmap(board: dict):
             m[idx[p["a"]], idx[p["b"]]] = p["win_rate_a"]
             m[idx[p["b"]], idx[p["a"]]] = 1 - p["win_rate_a"]
     im = ax.imshow(m, cmap="RdBu", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(len(names)), [friendly_name(n) for n in names], rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), [friendly_name(n) for n in names])
     for i in range(len(names)):
         for j in range(len(names)):
             if not np.isnan(m[i, j]):

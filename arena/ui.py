@@ -1,4 +1,5 @@
-"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, evaluation/ratings.py computes."""
+"""Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, evaluation/ratings.py computes,
+board_view.py words the leaderboard."""
 from __future__ import annotations
 
 import tempfile
@@ -9,24 +10,55 @@ import gradio as gr
 
 from common.text import validate_tweet
 from evaluation.gates import VERDICT_HELP
+from generation.variants import friendly_name
 from security import AdminRequired, RateLimited, inert
 
 from .battles import NotEnoughContenders, VoteRefused, random_heldout_tweet
+from .board_view import (
+    LEADERBOARD_COLUMNS,
+    PAIR_COLUMNS,
+    PRELIMINARY_VOTES,
+    comparisons_markdown,
+    leaderboard_rows,
+    pair_rows,
+)
 from .export import export_votes
-from .leaderboard import LEADERBOARD_COLUMNS, leaderboard, leaderboard_rows, lineage_markdown, verdicts_markdown
+from .leaderboard import leaderboard, lineage_markdown, verdicts_markdown
 from .plots import rating_ci_figure, winrate_heatmap
 
 if TYPE_CHECKING:  # type-only: arena never imports the app layer at run time
     from context import AppContext
 
 VOTES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+KEYS = {"a": "A", "b": "B", "tie": "T", "both_bad": "X"}  # keyboard shortcut per vote; N = next battle
+RETRYABLE = {"rate_limited"}  # refusals after which the same battle can still be voted on later
+
+# Installed once per page (tab select / battle start): a key press clicks the matching enabled button,
+# unless the visitor is typing in a field or holds a modifier.
+KEYS_JS = """() => {
+  if (window.__arenaKeys) return;
+  window.__arenaKeys = true;
+  const map = {a: 'vote-a', b: 'vote-b', t: 'vote-tie', x: 'vote-both_bad', n: 'arena-next'};
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target; const tag = (t && t.tagName || '').toLowerCase();
+    if (tag === 'input' || tag === 'textarea' || (t && t.isContentEditable)) return;
+    const id = map[(e.key || '').toLowerCase()];
+    const btn = id && document.getElementById(id);
+    if (!btn || btn.disabled || btn.offsetParent === null) return;
+    const arena = document.getElementById('arena-a');
+    if (!arena || arena.offsetParent === null) return;  // only while the Arena tab is shown
+    e.preventDefault(); btn.click();
+  });
+}"""
 
 
 def build_arena_tab(ctx: AppContext) -> None:
     """Battle → vote → reveal. The vote is stored by ctx.battles (arena/battles.py → arena/store.py)."""
     manager = ctx.battles
-    with gr.Tab("Arena", id="arena"):
-        gr.Markdown("Two anonymous models reply to the same tweet. Vote for the better reply; the names are revealed after your vote.")
+    with gr.Tab("Arena", id="arena") as arena_tab:
+        gr.Markdown("Two anonymous models reply to the same tweet. Vote for the better reply; the names are revealed after your vote. "
+                    "Keys: **A** / **B** = that reply is better, **T** = tie, **X** = both bad, **N** = next battle.")
         battle_id = gr.State(None)
         with gr.Row():
             tweet = gr.Textbox(label="Tweet", lines=2, scale=4, elem_id="arena-tweet", placeholder="Type a tweet or draw one from the held-out pool")
@@ -34,15 +66,21 @@ def build_arena_tab(ctx: AppContext) -> None:
                 new_tweet = gr.Button("New tweet", elem_id="arena-new-tweet")
                 start = gr.Button("Start battle", variant="primary", elem_id="arena-start", interactive=manager is not None)
         with gr.Row():
-            reply_a = gr.Textbox(label="Reply A", lines=4, interactive=False, elem_id="arena-a")
-            reply_b = gr.Textbox(label="Reply B", lines=4, interactive=False, elem_id="arena-b")
+            with gr.Column():
+                reply_a = gr.Textbox(label="Reply A", lines=4, interactive=False, elem_id="arena-a")
+                name_a = gr.Markdown("", elem_id="arena-name-a")
+            with gr.Column():
+                reply_b = gr.Textbox(label="Reply B", lines=4, interactive=False, elem_id="arena-b")
+                name_b = gr.Markdown("", elem_id="arena-name-b")
         with gr.Row():
-            buttons = {k: gr.Button(label, interactive=False, elem_id=f"vote-{k}") for k, label in VOTES.items()}
+            buttons = {k: gr.Button(f"{label} ({KEYS[k]})", interactive=False, elem_id=f"vote-{k}") for k, label in VOTES.items()}
         reveal = gr.Markdown("", elem_id="arena-reveal")
-        next_btn = gr.Button("Next battle", visible=False, elem_id="arena-next")
+        next_btn = gr.Button("Next battle (N)", variant="primary", visible=False, elem_id="arena-next")
 
     # ---- handlers --------------------------------------------------------------------------------------------
+    vote_buttons = list(buttons.values())
     lock_all = [gr.update(interactive=False)] * len(buttons)
+    open_all = [gr.update(interactive=True)] * len(buttons)
 
     def on_new_tweet():
         return random_heldout_tweet(ctx.settings.heldout)
@@ -59,7 +97,7 @@ def build_arena_tab(ctx: AppContext) -> None:
             b = manager.new_battle(request.session_hash, text)
         except (ValueError, NotEnoughContenders, RateLimited) as exc:
             raise gr.Error(str(exc), print_exception=False)
-        return [text, b.battle_id, b.reply_a, b.reply_b, "", gr.update(visible=False)] + [gr.update(interactive=True)] * len(buttons)
+        return [text, b.battle_id, b.reply_a, b.reply_b, "", "", "", gr.update(visible=False)] + open_all
 
     def make_vote(choice):
         def on_vote(bid, request: gr.Request):
@@ -67,19 +105,27 @@ def build_arena_tab(ctx: AppContext) -> None:
                 # Who is voting, for rate limits: only a salted hash of the address is stored.
                 res = manager.vote(request.session_hash, bid, choice, ctx.client_address(request))
             except VoteRefused as exc:
-                return [bid, f"⚠️ {inert(exc.message)}", gr.update(visible=True)] + lock_all
+                if exc.reason in RETRYABLE:  # keep the battle: the buttons come back so the visitor can vote later
+                    return [bid, f"⚠️ {inert(exc.message)} Your battle is kept: vote again in a moment.", gr.update(), gr.update(),
+                            gr.update(visible=False)] + open_all
+                return [bid, f"⚠️ {inert(exc.message)}", gr.update(), gr.update(), gr.update(visible=True)] + lock_all
             note = " This vote is flagged (a reply reveals its model) and left out of the leaderboard." if res.excluded else ""
-            text = (f"You voted **{VOTES[choice]}**. A was **{inert(res.contender_a)}**, B was **{inert(res.contender_b)}**.{note}")
-            return [None, text, gr.update(visible=True)] + lock_all
+            na, nb = inert(friendly_name(res.contender_a)), inert(friendly_name(res.contender_b))
+            text = f"You voted **{VOTES[choice]}**. A was **{na}**, B was **{nb}**.{note}"
+            return [None, text, f"**{na}**", f"**{nb}**", gr.update(visible=True)] + lock_all
         return on_vote
 
     new_tweet.click(on_new_tweet, None, [tweet])
-    start_outputs = [tweet, battle_id, reply_a, reply_b, reveal, next_btn] + list(buttons.values())
-    start.click(lambda: [gr.update(interactive=False)] * len(buttons), None, list(buttons.values())).then(
+    start_outputs = [tweet, battle_id, reply_a, reply_b, reveal, name_a, name_b, next_btn] + vote_buttons
+    arena_tab.select(None, None, None, js=KEYS_JS)
+    start.click(None, None, None, js=KEYS_JS)
+    start.click(lambda: lock_all, None, vote_buttons).then(
         on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
     for k, btn in buttons.items():
-        btn.click(make_vote(k), [battle_id], [battle_id, reveal, next_btn] + list(buttons.values()))
-    next_btn.click(lambda: ["", None, "", "", "", gr.update(visible=False)] + lock_all, None, start_outputs)
+        btn.click(make_vote(k), [battle_id], [battle_id, reveal, name_a, name_b, next_btn] + vote_buttons)
+    # One button to go on: clear, draw a held-out tweet and start the next battle at once.
+    next_btn.click(lambda: ["", None, "", "", "Drawing a tweet and generating both replies…", "", "", gr.update(visible=False)] + lock_all,
+                   None, start_outputs).then(on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
 
 
 def build_leaderboard_tab(ctx: AppContext) -> None:
@@ -88,12 +134,21 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         include_flagged = gr.Checkbox(label="Include votes flagged as revealing the contender", value=False)
         counts = gr.Markdown("", elem_id="lb-counts")
         table = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="lb-table")
+        gr.Markdown(f"Rank = 1 + the number of contenders statistically better (their 95% interval lies wholly above), as on "
+                    f"Chatbot Arena: contenders whose intervals overlap share a rank. *(preliminary)* = fewer than "
+                    f"{PRELIMINARY_VOTES} votes so far.")
+        gr.Markdown("### What the votes say so far")
+        comparisons = gr.Markdown("", elem_id="lb-comparisons")
+        with gr.Accordion("Pairwise table (win rate with 95% CI, sign test, Holm-adjusted p)", open=False):
+            pairs = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, elem_id="lb-pairs")
+            gr.Markdown("Win rate = share of decisive votes (ties left out) won by the first-named. *Votes still needed* = "
+                        "more decisive votes for an 80% chance of a significant result if the difference seen so far is real.")
         with gr.Row():
             ci_plot = gr.Plot(label="Ratings with 95% CIs")
             heat = gr.Plot(label="Pairwise win rates")
-        verdicts = gr.Markdown("")
+        verdicts = gr.Markdown("", elem_id="lb-verdicts")
         with gr.Accordion("How the verdicts are decided", open=False):
-            gr.Markdown(VERDICT_HELP)
+            gr.Markdown(VERDICT_HELP, elem_id="lb-help")
         with gr.Accordion("Export votes (admin)", open=False):
             with gr.Row():
                 fmt = gr.Radio(["jsonl", "csv"], value="jsonl", label="format")
@@ -108,7 +163,8 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         txt = (f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
                f"both-bad: {board.get('n_both_bad', 0)} · excluded: {ex_txt}")
         lineage = lineage_markdown(ctx.votes, ctx.settings.adapters_dir)
-        return txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board), verdicts_markdown(board) + lineage
+        return (txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board),
+                verdicts_markdown(board) + lineage, comparisons_markdown(board, escape=inert), pair_rows(board))
 
     def on_export(kind, request: gr.Request):
         try:
@@ -119,7 +175,7 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         n = export_votes(ctx.votes, out, include_excluded=True)
         return str(out), f"Exported {n} votes (Chatbot Arena battle format plus our fields)."
 
-    board_outputs = [counts, table, ci_plot, heat, verdicts]
+    board_outputs = [counts, table, ci_plot, heat, verdicts, comparisons, pairs]
     lb_tab.select(refresh_board, [include_flagged], board_outputs)
     include_flagged.change(refresh_board, [include_flagged], board_outputs)
     export_btn.click(on_export, [fmt], [export_file, export_msg])

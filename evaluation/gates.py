@@ -27,12 +27,12 @@ from .stats import cohens_h, num, sign_test
 __all__ = ["DecisionRule", "VERDICT_HELP", "decide", "PHASE0_HELP", "PHASE4_HELP", "COMPOSITE_HELP", "Weights", "phase0", "phase4", "read_eval_loss",
            "composite_score", "rank_models"]
 
-PHASE0_HELP = ("Phase 0 (base model, judge's mean 1-10 score): >= 7 consider RAG first; 4-6 fine-tune; "
+PHASE0_HELP = ("Is fine-tuning worth it? (the base model's mean judge score, 1-10): >= 7 consider RAG first; 4-6 fine-tune; "
                "< 4 rethink the approach. RAG mean >= base mean: use RAG.")
-PHASE4_HELP = ("Phase 4 (adapter vs base / RAG, judge pairwise with position swap): success if p < 0.05, "
+PHASE4_HELP = ("Did the adapter work? (adapter vs Base / RAG few-shot, the judge compares each pair twice with positions swapped): success if p < 0.05, "
                "improvement > 20% and Cohen's h > 0.3; marginal if ahead with p < 0.10 or improvement 10-20%; "
                "otherwise failure; fewer than the minimum decisive judgments: not enough votes.")
-COMPOSITE_HELP = ("Composite (seed 5.3) = w_e * engagement + w_w * judge win rate + w_l * (1 - eval loss); "
+COMPOSITE_HELP = ("Composite score = w_e * engagement + w_w * judge win rate + w_l * (1 - eval loss); "
                   "engagement = mean (score - 1) / 9. Eval loss is in nats per token, so with losses above 1 the last "
                   "term is negative: the composite orders adapters, it is not a probability.")
 
@@ -51,12 +51,12 @@ class DecisionRule:
 
 
 VERDICT_HELP = """\
-How a LoRA adapter ("lora:<name>") is judged against "base" and against "rag":
+How a LoRA adapter ("LoRA: name", stored as `lora:<name>`) is judged against Base and against RAG few-shot:
 
 * improvement = (adapter wins + ties/2) / (other wins + ties/2) - 1,
   the relative lift in preference (0.25 = preferred 25% more often).
 * effect size = Cohen's h of the adapter's decisive win rate vs 0.5,
-  h = 2*asin(sqrt(p)) - 2*asin(sqrt(0.5)); 0.2 small, 0.5 medium, 0.8 large.
+  `h = 2*asin(sqrt(p)) - 2*asin(sqrt(0.5))`; 0.2 small, 0.5 medium, 0.8 large.
 * p = two-sided exact sign test on decisive votes (ties dropped), not adjusted
   for multiple comparisons (the pairs table shows Holm-adjusted p-values).
 

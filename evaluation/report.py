@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.text import TWEET_LIMIT
+from generation.variants import friendly_name
 from security.escape import html_text as _e
 from security.escape import inert_line as _md
 from security.escape import own_markdown as _mt
@@ -189,6 +190,13 @@ def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def ranking_has_data(result: dict) -> bool:
+    """False while every number of the composite ranking is missing (a table of '–' says nothing: it stays hidden)."""
+    keys = ("composite", "partial", "engagement", "win_rate", "eval_loss")
+    return any(r.get(k) is not None and not (isinstance(r.get(k), float) and not math.isfinite(r[k]))
+               for r in result.get("ranking") or [] for k in keys)
+
+
 def ranking_table(result: dict) -> tuple[list[str], list[list[str]]]:
     head = ["rank", "contender", "composite", "partial", "engagement", "judge win rate", "eval loss", "note"]
     rows = [[str(r["rank"]), r["contender"], _f(r["composite"]), _f(r["partial"]), _f(r["engagement"]),
@@ -197,8 +205,8 @@ def ranking_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def verdict_lines(result: dict) -> list[str]:
-    out = [f"Phase 0: {result['verdicts']['phase0']['explanation']}"]
-    out += [f"Phase 4 — {v['adapter']} vs {v['versus']}: {v['explanation']}" for v in result["verdicts"]["phase4"]]
+    out = [f"Is fine-tuning worth it? {result['verdicts']['phase0']['explanation']}"]
+    out += [f"{friendly_name(v['adapter'])} vs {friendly_name(v['versus'])}: {v['explanation']}" for v in result["verdicts"]["phase4"]]
     return out
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from common.jsonio import read_jsonl
+from evaluation.tracking import log_evaluation
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
-from evaluation.tracking import log_evaluation
 
 from .batch import EvalItem, ReplyCache, generate_replies, load_items
 from .gates import DecisionRule, Weights, decide, phase0, phase4, rank_models, read_eval_loss

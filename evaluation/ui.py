@@ -19,6 +19,7 @@ from generation.variants import adapter_name, is_lora
 from security import AdminRequired, inert
 from security.escape import hide_temp_paths
 
+from .estimate import estimate, local_judge_problem
 from .export_model import ExportError, export_model
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
@@ -97,6 +98,25 @@ def _t(text) -> str:
     return inert(str(text)).replace("&\\#x27;", "'").replace("&quot;", '"')
 
 
+def count_tweets(path: Path | str | None) -> int:
+    """Rows in a tweets file (non-empty lines; a CSV's header does not count); 0 when unreadable."""
+    if not path:
+        return 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            n = sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+    return max(0, n - 1) if str(path).lower().endswith(".csv") else n
+
+
+def model_parameters(engine) -> int | None:
+    try:
+        return int(sum(p.numel() for p in engine.loaded.model.parameters()))
+    except AttributeError:
+        return None
+
+
 def ledger_rows(data_dir) -> list[list]:
     led = Ledger(data_dir)
     try:
@@ -128,12 +148,14 @@ def verdict_markdown(result: dict) -> str:
 
 def build_evaluate_tab(ctx: AppContext) -> None:
     from .batch import exported_eval_splits
-    from .report import metrics_table, pair_table, ranking_table, render_html
+    from .report import metrics_table, pair_table, ranking_has_data, ranking_table, render_html
 
     engine = ctx.engine
     data_dir = Path(ctx.settings.data_dir)
     lora = [v for v in (engine.variants() if engine else []) if is_lora(v)]
     has_rag = bool(engine and "rag" in engine.variants())
+    local_problem = local_judge_problem(model_parameters(engine), engine.loaded.name) if engine is not None else None
+    device = str(getattr(getattr(engine, "loaded", None), "device", "cpu"))
 
     def denied(request) -> str | None:
         try:
@@ -170,17 +192,18 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 judge_model = gr.Textbox(value=DEFAULT_MODEL, label="Claude model id", elem_id="eval-judge-model")
                 key_md = gr.Markdown("", elem_id="eval-key-status")  # filled for admins only (on_open)
             with gr.Column(scale=2):
-                gr.Markdown("**Composite weights** (seed 5.3)")
+                gr.Markdown("**Composite score weights**")
                 w_eng = gr.Number(value=0.4, label="engagement (judge score)")
                 w_win = gr.Number(value=0.3, label="judge win rate")
                 w_loss = gr.Number(value=0.3, label="1 − eval loss")
-                min_votes = gr.Number(value=DecisionRule().min_votes, precision=0, label="min decisive judgments for a Phase 4 verdict")
+                min_votes = gr.Number(value=DecisionRule().min_votes, precision=0, label="min decisive judgments for a verdict")
+        estimate_md = gr.Markdown("", elem_id="eval-estimate")
         run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run", interactive=engine is not None)
         verdicts = gr.Markdown("", elem_id="eval-verdicts")
         with gr.Accordion("How the verdicts are decided", open=False):
-            gr.Markdown(f"{PHASE0_HELP}\n\n{PHASE4_HELP}\n\n{COMPOSITE_HELP}")
+            gr.Markdown(f"{PHASE0_HELP}\n\n{PHASE4_HELP}\n\n{COMPOSITE_HELP}", elem_id="eval-help")
         pairs_df = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, label="Judge pairwise (position-swapped)", elem_id="eval-pairs")
-        rank_df = gr.Dataframe(interactive=False, label="Composite ranking", elem_id="eval-ranking")
+        rank_df = gr.Dataframe(interactive=False, label="Composite ranking", elem_id="eval-ranking", visible=False)
         metrics_df = gr.Dataframe(interactive=False, label="Per-variant metrics", elem_id="eval-metrics")
         plot_win = gr.Image(label="Win rates with 95% CIs", type="filepath", interactive=False, height=260)
         with gr.Row():
@@ -209,6 +232,22 @@ def build_evaluate_tab(ctx: AppContext) -> None:
             pub_card = gr.Textbox(label="Model card", lines=12, interactive=False, elem_id="pub-card")
 
     # ---- handlers --------------------------------------------------------------------------------------------
+    def judge_status(jk: str) -> str:
+        if jk == "local" and local_problem:
+            return f"⚠️ {_t(local_problem)}"
+        return _key_status()
+
+    def on_estimate(src, split, up, ads, rag, jk, lim):
+        if engine is None:
+            return ""
+        path = split if src == "split" else (getattr(up, "name", up) if src == "upload" else ctx.settings.heldout)
+        n = count_tweets(path)
+        lim = int(lim) if lim not in (None, "") and int(lim) > 0 else 0
+        n = min(n, lim) if lim and n else (lim or n)
+        if not n:
+            return "Pick the tweets to evaluate to see how long it will take."
+        return estimate(n, len(ads or []), bool(rag), jk, device)[1]
+
     def on_open(request: gr.Request):
         no = denied(request)
         if no:
@@ -234,6 +273,8 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         no = denied(request)
         if no:
             return [no] + keep
+        if jk == "local" and local_problem:  # refuse before twelve minutes of unparsable answers
+            return [f"⚠️ {_t(local_problem)}"] + keep
         try:
             result = run_for_tab(ctx, source=src, split_path=split, upload=up, adapters=ads or [], include_rag=rag,
                                  thinking=think, judge_kind=jk, judge_model=jm, limit=lim, weights=(we, ww, wl),
@@ -250,7 +291,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         _, prow = pair_table(result)
         rh, rrows = ranking_table(result)
         mh, mrows = metrics_table(result)
-        return [verdict_markdown(result), prow, gr.update(value=rrows, headers=rh), gr.update(value=mrows, headers=mh),
+        return [verdict_markdown(result), prow, gr.update(value=rrows, headers=rh, visible=ranking_has_data(result)), gr.update(value=mrows, headers=mh),
                 files.get("winrates"), files.get("scores"), files.get("lengths"), frag,
                 [files[k] for k in ("html", "markdown", "json") if k in files], ledger_rows(data_dir)]
 
@@ -291,9 +332,13 @@ def build_evaluate_tab(ctx: AppContext) -> None:
 
     def on_judge_change(jk, request: gr.Request):
         # Whether a key is configured is the admins' business only.
-        return gr.update(visible=jk == "anthropic"), ("" if denied(request) else _key_status())
+        return gr.update(visible=jk == "anthropic"), ("" if denied(request) else judge_status(jk))
 
-    tab.select(on_open, None, [admin_msg, split_dd, ledger_df, key_md])
+    tab.select(on_open, None, [admin_msg, split_dd, ledger_df, key_md]).then(judge_status, [judge_kind], [key_md])
+    est_in = [source, split_dd, upload, adapters, include_rag, judge_kind, limit]
+    tab.select(on_estimate, est_in, [estimate_md])
+    for comp in (source, split_dd, upload, adapters, include_rag, judge_kind, limit):
+        comp.change(on_estimate, est_in, [estimate_md], show_progress="hidden")
     refresh_adapters.click(on_refresh_adapters, None, [admin_msg, adapters, pub_adapter])
     judge_kind.change(on_judge_change, [judge_kind], [judge_model, key_md])
     run_btn.click(on_run, [source, split_dd, upload, adapters, include_rag, thinking, judge_kind, judge_model, limit,

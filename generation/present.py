@@ -8,9 +8,8 @@ from security.escape import inert_line
 
 from .engine import GenerationResult
 from .prompts import likes_text
-from .variants import display_name
 
-__all__ = ["display_name", "stats_line", "format_examples_markdown"]
+__all__ = ["stats_line", "format_examples_markdown"]
 
 
 def stats_line(r: GenerationResult) -> str:

@@ -10,7 +10,9 @@ from common.text import TWEET_LIMIT, validate_tweet
 from security import RateLimited, inert
 
 from .config import SamplingConfig
-from .present import display_name, format_examples_markdown, stats_line
+from .form import char_counter, parse_seed
+from .present import format_examples_markdown, stats_line
+from .variants import friendly_name
 
 if TYPE_CHECKING:  # type-only: generation never imports the app layer at run time
     from context import AppContext
@@ -34,12 +36,13 @@ def build_generate_tab(ctx: AppContext) -> None:
             with gr.Column(scale=3):
                 tweet = gr.Textbox(label="Tweet", lines=3, placeholder=f"Paste or type a tweet (up to {TWEET_LIMIT} characters)", elem_id="gen-tweet",
                                    info=f"At most {TWEET_LIMIT} characters.")
+                counter = gr.Markdown(char_counter(""), elem_id="gen-counter")
                 ex = _examples(ctx.settings.heldout)
                 if ex:
                     gr.Examples(examples=[[t] for t in ex], inputs=[tweet], label="Example tweets (click one)")
             with gr.Column(scale=2):
                 choices = engine.variants() if engine else []
-                variants = gr.CheckboxGroup(choices=[(display_name(v), v) for v in choices], value=[v for v in choices if v in ("base", "rag")],
+                variants = gr.CheckboxGroup(choices=[(friendly_name(v), v) for v in choices], value=[v for v in choices if v in ("base", "rag")],
                                             label="Variants", elem_id="gen-variants")
                 refresh = gr.Button("Refresh adapter list", size="sm")
                 can_think = bool(engine and engine.supports_thinking)
@@ -53,7 +56,8 @@ def build_generate_tab(ctx: AppContext) -> None:
                     min_p = gr.Slider(0.0, 0.5, value=d.min_p, step=0.01, label="min-p")
                     max_new = gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="max new tokens")
                     rep = gr.Slider(1.0, 2.0, value=d.repetition_penalty, step=0.05, label="repetition penalty")
-                    seed = gr.Number(value=None, label="seed (empty = random)", precision=0)
+                    seed = gr.Textbox(value="", label="seed", placeholder="empty = random", elem_id="gen-seed",
+                                      info="A whole number repeats a reply exactly; leave empty for a fresh one each time.")
         go = gr.Button("Generate", variant="primary", elem_id="gen-go", interactive=engine is not None)
         status = gr.Markdown("", elem_id="gen-status")
         slots = []
@@ -78,30 +82,39 @@ def build_generate_tab(ctx: AppContext) -> None:
 
         def on_refresh(current):
             vs = engine.variants() if engine else []
-            return gr.update(choices=[(display_name(v), v) for v in vs], value=[v for v in current if v in vs])
+            return gr.update(choices=[(friendly_name(v), v) for v in vs], value=[v for v in current if v in vs])
 
         refresh.click(on_refresh, [variants], [variants])
 
+        tweet.change(char_counter, [tweet], [counter], queue=False, show_progress="hidden")  # typing and example clicks
+
         def run(text, chosen, think_on, t, p, k, mp, mx, rp, sd, request: gr.Request):
+            keep = [gr.update()] * len(flat)  # a refused request leaves earlier replies where they are
+
             if engine is None:
-                raise gr.Error(ctx.model_banner(), print_exception=False)
+                yield keep + [gr.update(value=f"⚠️ {inert(ctx.model_banner())}")]
+                return
             try:
                 text = validate_tweet(text)
+                seed_value = parse_seed(sd)
             except ValueError as exc:
-                raise gr.Error(str(exc), print_exception=False)
+                yield keep + [gr.update(value=f"⚠️ {inert(str(exc))}")]
+                return
             chosen = [v for v in (chosen or []) if v in engine.variants()][:MAX_SLOTS]
             if not chosen:
-                raise gr.Error("Pick at least one variant to generate with.", print_exception=False)
+                yield keep + [gr.update(value="⚠️ Pick at least one variant to generate with.")]
+                return
             if ctx.limits is not None:  # per address, before any model time is spent
                 try:
                     ctx.limits.generate.hit([ctx.client_address(request)])
                 except RateLimited as exc:
-                    raise gr.Error(str(exc), print_exception=False)
+                    yield keep + [gr.update(value=f"⚠️ {inert(str(exc))}")]
+                    return
             sampling = SamplingConfig(temperature=float(t), top_p=float(p), top_k=int(k), min_p=float(mp), max_new_tokens=int(mx),
-                                      repetition_penalty=float(rp), seed=None if sd in (None, "") else int(sd))
+                                      repetition_penalty=float(rp), seed=seed_value)
             state = [[gr.update(visible=False)] + [gr.update()] * 7 for _ in range(MAX_SLOTS)]
             for i, v in enumerate(chosen):
-                state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(display_name(v))}"), gr.update(value=""),
+                state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(friendly_name(v))}"), gr.update(value=""),
                             gr.update(value="waiting…"), gr.update(visible=False), gr.update(value=""), gr.update(visible=False), gr.update(value="")]
             yield [x for s in state for x in s] + [gr.update(value="Generating…")]
             errors, final = [], {}
@@ -124,7 +137,7 @@ def build_generate_tab(ctx: AppContext) -> None:
                         st[3] = gr.update()  # sent; later token yields leave the stats line alone
                 except Exception as exc:  # one variant failing (e.g. a bad adapter) must not stop the others
                     msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                    errors.append(f"{display_name(v)}: {msg}")
+                    errors.append(f"{friendly_name(v)}: {msg}")
                     final[i] = f"⚠️ {inert(msg)}"
                     state[i][3] = gr.update(value=final[i])
                     yield [x for s in state for x in s] + [gr.update()]

@@ -8,9 +8,9 @@ BASE = "base"
 RAG = "rag"
 LORA_PREFIX = "lora:"
 
-LABELS = {BASE: "Base model", RAG: "RAG few-shot (k=3)"}
+FRIENDLY = {BASE: "Base", RAG: "RAG few-shot"}  # wherever a visitor reads a contender (Generate, Arena, Leaderboard)
 
-__all__ = ["BASE", "RAG", "LORA_PREFIX", "LABELS", "is_lora", "adapter_name", "lora_variant", "display_name"]
+__all__ = ["BASE", "RAG", "LORA_PREFIX", "FRIENDLY", "is_lora", "adapter_name", "lora_variant", "friendly_name"]
 
 
 def is_lora(variant: str) -> bool:
@@ -27,9 +27,8 @@ def lora_variant(name: str) -> str:
     return name if name.startswith(LORA_PREFIX) else LORA_PREFIX + name
 
 
-def display_name(variant: str) -> str:
-    """The friendly label shown above a reply: "Base model", "RAG few-shot (k=3)", "LoRA: tone"."""
+
+def friendly_name(variant: str) -> str:
+    """What a visitor reads for a contender id: "Base", "RAG few-shot", "LoRA: name"; unknown ids as they are."""
     name = adapter_name(variant)
-    if name is not None:
-        return f"LoRA: {name}"
-    return LABELS.get(variant, variant)
+    return f"LoRA: {name}" if name is not None else FRIENDLY.get(variant, variant)

@@ -1,6 +1,7 @@
 """Read a finished (or running) run's loss log and say what went wrong, with the seed's suggested next config.
 
-Rules (the seed's): overfitting when final eval loss - train loss > 0.3; underfitting when train loss > 1.0;
+Rules (the seed's): overfitting when final eval loss - train loss > 0.3; underfitting when train loss > 1.0 (it then
+rules out "overfitting": a model that has not fit its training data is not over-fitting it, so a run gets one verdict);
 possible forgetting (memorising the replies) when train loss < 0.1; plateau when eval loss improved by less than the
 early-stopping threshold over the last N evaluations. "Train loss" is the mean of the last few logged values,
 because a single logged step on a micro-batch is noisy.
@@ -99,21 +100,24 @@ def diagnose(log: str | Path | Iterable[dict], config: TrainConfig | dict | None
     thr = thr or 0.01
     tr, ev = s["train_loss"], s["eval_loss"]
     out: list[Finding] = []
-    if tr is not None and ev is not None and ev - tr > OVERFIT_GAP:
+    underfit = tr is not None and tr > UNDERFIT_LOSS
+    if not underfit and tr is not None and ev is not None and ev - tr > OVERFIT_GAP:
         out.append(Finding(
-            "overfitting", f"Overfitting: eval loss {ev:.3f} is {ev - tr:.2f} above train loss {tr:.3f} (more than {OVERFIT_GAP}).",
+            "overfitting", f"Overfitting: eval loss {ev:.4g} is {ev - tr:.2f} above train loss {tr:.4g} (more than {OVERFIT_GAP}).",
             {"train_loss": tr, "eval_loss": ev, "gap": ev - tr},
             {**_fewer_epochs(cfg), "dropout": round(min(0.5, cfg.dropout + 0.05), 4), **_rank(cfg, max(4, cfg.rank // 2))},
             ["Add more (diverse) training pairs; that is the most reliable fix for overfitting."]))
     if tr is not None and tr < FORGET_LOSS:
         out.append(Finding(
-            "forgetting", f"Possible forgetting: train loss {tr:.3f} is below {FORGET_LOSS}, so the adapter is memorising the replies and may lose general ability.",
+            "forgetting", f"Possible forgetting: train loss {tr:.4g} is below {FORGET_LOSS}, so the adapter is memorising the replies and may lose general ability.",
             {"train_loss": tr}, {"learning_rate": cfg.learning_rate / 2, **_fewer_epochs(cfg)},
             ["Compare base and adapter on general tweets in the Arena before keeping this adapter."]))
-    if tr is not None and tr > UNDERFIT_LOSS:
+    if underfit:
+        gap = (f" Eval loss {ev:.4g} is {ev - tr:.2f} higher still: check that the eval split looks like the training data."
+               if ev is not None and ev - tr > OVERFIT_GAP else "")
         out.append(Finding(
-            "underfitting", f"Underfitting: train loss is still {tr:.3f} (above {UNDERFIT_LOSS}).",
-            {"train_loss": tr}, {"learning_rate": cfg.learning_rate * 1.5, **_more_epochs(cfg), **_rank(cfg, min(256, cfg.rank * 2))},
+            "underfitting", f"Underfitting: train loss is still {tr:.4g} (above {UNDERFIT_LOSS}).{gap}",
+            {"train_loss": tr, "eval_loss": ev}, {"learning_rate": cfg.learning_rate * 1.5, **_more_epochs(cfg), **_rank(cfg, min(256, cfg.rank * 2))},
             ["Check the data: replies that do not follow from their tweets cannot be learned."]))
     evals = s["evals"]
     if len(evals) >= n + 1:
@@ -189,12 +193,24 @@ def compare_runs(runs: Iterable[dict]) -> list[dict]:
     return rows
 
 
-def report(findings: list[Finding], new_config: dict, old_config: TrainConfig | dict | None = None) -> str:
-    """Markdown for the Training tab: findings and the diff between the run's config and the suggested v2."""
+VERDICTS = {"overfitting": "Overfitting", "forgetting": "Memorising (possible forgetting)", "underfitting": "Underfitting",
+            "plateau": "Plateau"}
+
+
+def verdict(findings: list[Finding]) -> str:
+    """One headline for the run: the first finding in ORDER (findings never contradict: see diagnose), or "Healthy"."""
     if not findings:
-        return "No problems found: train and eval loss are close, and eval loss was still improving."
+        return "Healthy"
+    return VERDICTS[sorted(findings, key=lambda f: ORDER.index(f.kind))[0].kind]
+
+
+def report(findings: list[Finding], new_config: dict, old_config: TrainConfig | dict | None = None) -> str:
+    """Markdown for the Training tab: one verdict, the findings, and the diff between the run's config and the suggested v2."""
+    if not findings:
+        return "**Verdict: Healthy.** No problems found: train and eval loss are close, and eval loss was still improving."
     old = _cfg(old_config).to_dict()
-    lines = [f"- **{f.kind}**: {f.message}" + "".join(f" {a}" for a in f.advice) for f in findings]
+    lines = [f"**Verdict: {verdict(findings)}.**", ""]
+    lines += [f"- **{f.kind}**: {f.message}" + "".join(f" {a}" for a in f.advice) for f in findings]
     diff = [f"| {k} | {old.get(k)} | {v} |" for k, v in new_config.items() if old.get(k) != v]
     if diff:
         lines += ["", "Suggested v2 config:", "", "| key | now | v2 |", "|---|---|---|", *diff]

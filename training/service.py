@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import PRESETS, TrainConfig, resolve  # noqa: E402
 from .data.export import list_exported  # noqa: E402
+from .run_view import sig4  # noqa: E402
 from .runner import RunManager  # noqa: E402
 
 SAMPLE = "sample data (assets/sample_pairs.jsonl)"
@@ -90,7 +91,7 @@ def history_rows(runs: list[dict]) -> list[list]:
     for r in runs:
         m, c = r.get("metrics") or {}, r.get("config") or {}
         rows.append([r["run_id"], r["state"], c.get("base_model") or "embedded", c.get("rank"), c.get("learning_rate"), c.get("epochs"),
-                     m.get("train_loss"), m.get("eval_loss"), r.get("adapter_path") or "", r.get("wandb_dir") or "", (r.get("error") or "")[:120]])
+                     sig4(m.get("train_loss")), sig4(m.get("eval_loss")), r.get("adapter_path") or "", r.get("wandb_dir") or "", (r.get("error") or "")[:120]])
     return rows
 
 

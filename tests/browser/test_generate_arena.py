@@ -73,7 +73,7 @@ def test_arena_battle_vote_reveal_and_leaderboard(app_url, tmp_path):
         page.locator("#vote-a").click()
         page.wait_for_function("() => /A was/.test(document.querySelector('#arena-reveal')?.innerText || '')", timeout=60_000)
         reveal = page.locator("#arena-reveal").inner_text()
-        assert re.search(r"A was (base|rag|lora:\S+)", reveal), reveal
+        assert re.search(r"A was (Base|RAG few-shot|LoRA: \S+)", reveal), reveal
         assert page.locator("#vote-b").is_disabled()  # buttons lock after the vote
         page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
 

@@ -5,8 +5,10 @@ seed's table order in assets/README.md):
 
 The set-level rules (exact_duplicate, near_duplicate) and the counts per rule live in funnel.py.
 
-A rule whose input is unknown (``author_followers`` / ``time_diff_seconds`` is None) fails: we cannot
-show the pair is clean, and the funnel makes a missing field obvious.
+A rule whose input is unknown (``author_followers`` is None) fails: we cannot show the pair is clean, and the
+funnel makes a missing field obvious. The exception is the reply delay: an unknown ``time_diff_seconds`` is not
+"too early" (a CSV without timestamps would otherwise lose every pair), so the rule is skipped and the funnel
+counts the pairs with ``no_timestamp``.
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def check_pair(p: Pair, cfg: FilterConfig = FilterConfig()) -> tuple[str, str] |
     if cfg.max_author_followers is not None and f is not None and f > cfg.max_author_followers:
         return "high_followers", f"{f} followers"
     t = p.time_diff_seconds
-    if cfg.min_time_diff_seconds is not None and (t is None or t < cfg.min_time_diff_seconds):
+    if cfg.min_time_diff_seconds is not None and t is not None and t < cfg.min_time_diff_seconds:
         return "too_early", f"{t} s"
     if cfg.exclude_media and p.has_media:
         return "has_media", "has_media flag"

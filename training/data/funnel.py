@@ -30,13 +30,15 @@ class Funnel:
     n_in: int
     dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in REASONS})
     n_out: int = 0
+    no_timestamp: int = 0  # pairs whose reply delay is unknown: the too_early rule was skipped for them
 
     @property
     def n_dropped(self) -> int:
         return sum(self.dropped.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in": self.n_in, "dropped": dict(self.dropped), "dropped_total": self.n_dropped, "out": self.n_out}
+        return {"in": self.n_in, "dropped": dict(self.dropped), "dropped_total": self.n_dropped, "out": self.n_out,
+                "no_timestamp": self.no_timestamp}
 
     def plot(self, title: str = "Filter funnel") -> "Figure":
         """Horizontal bars: in, each rule's drops, out — counts labelled. Uses Figure directly (no pyplot
@@ -77,6 +79,8 @@ def apply_filters(pairs: Iterable[Pair], config: FilterConfig = FilterConfig()) 
     dropped: list[Dropped] = []
     survivors: list[Pair] = []
     for p in pairs:
+        if config.min_time_diff_seconds is not None and p.time_diff_seconds is None:
+            funnel.no_timestamp += 1
         fail = check_pair(p, config)
         if fail is None:
             survivors.append(p)

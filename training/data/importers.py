@@ -864,7 +864,7 @@ def import_file(
                         cols = sorted(rec)[:20] if isinstance(rec, dict) else []
                         raise ValueError(
                             f"{where}: cannot map record to pairs (need 'tweet' + 'reply') or tweets (need 'id' + 'text'); "
-                            f"mapping={dict(mapping or {})}, columns present={cols}"
+                            + (f"column mapping {dict(mapping)}, " if mapping else "") + f"columns present: {', '.join(map(str, cols))}"
                         )
 
                     def handler(r: Any, w: str) -> None:

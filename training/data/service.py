@@ -253,11 +253,16 @@ def import_to_review(
                          warnings=warnings)
 
 
+NO_TIMESTAMP_ROW = "no timestamp (early-reply rule skipped)"
+
+
 def funnel_rows(funnel: Funnel | Mapping[str, Any]) -> list[list[Any]]:
     """[step, pairs] rows: in, each rule's drops (zeros included), out."""
     d = funnel.to_dict() if isinstance(funnel, Funnel) else dict(funnel)
     dropped = d.get("dropped") or {}
+    no_ts = int(d.get("no_timestamp", 0) or 0)
     return ([["in", int(d.get("in", 0))]]
+            + ([[NO_TIMESTAMP_ROW, no_ts]] if no_ts else [])
             + [[f"dropped: {r.replace('_', ' ')}", int(dropped.get(r, 0))] for r in REASONS]
             + [["out", int(d.get("out", 0))]])
 
@@ -532,7 +537,7 @@ def dataset_summary(store: ReviewStore, dataset: str | None) -> tuple[str, Funne
     funnel = None
     if "in" in f:
         funnel = Funnel(n_in=int(f.get("in", 0)), dropped={r: int((f.get("dropped") or {}).get(r, 0)) for r in REASONS},
-                        n_out=int(f.get("out", 0)))
+                        n_out=int(f.get("out", 0)), no_timestamp=int(f.get("no_timestamp", 0) or 0))
     parts = [f"**Review dataset {inert(dataset)}**"]
     if meta.get("format"):
         parts.append(f"format {inert(str(meta['format']))}")

@@ -4,6 +4,9 @@ never in the browser, so a reload or a second admin resumes where the review sta
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
@@ -14,6 +17,7 @@ from . import service as svc
 from .collect_ui import build_collect_panel
 from .export import export_dataset
 from .filters import FilterConfig
+from .messages import export_size_warning, import_headline, show_names
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +181,7 @@ def build_data_tab(ctx) -> None:
                 overwrite = gr.Checkbox(value=False, label="overwrite an export with the same name", elem_id="export-overwrite")
                 export_btn = gr.Button("Export", variant="primary", elem_id="export-go")
             export_status = gr.Markdown("", elem_id="export-status")
+            export_file = gr.File(label="Download the export (zip)", interactive=False, visible=False, elem_id="export-download")
             with gr.Accordion("Dataset card", open=False, elem_id="export-card-panel"):
                 card_md = gr.Markdown("", elem_id="export-card")
                 hist = gr.Gallery(label="Histograms", columns=2, height=260, elem_id="export-hists")
@@ -232,9 +237,11 @@ def build_data_tab(ctx) -> None:
     def on_import(up, paths, mapping_text, name, repl, mn_c, mx_c, urls, mn_f, mx_f, delay, media, likes, exact, lang_text, guess,
                   sem_on, thr, request: gr.Request, progress=gr.Progress()):
         nothing = [gr.update()] * 5
+        cleared = ["", gr.update(visible=False, value=None), ""]  # a new import makes the last export's lines stale
         no = denied(request)
         if no:
-            return [no] + nothing
+            return [no] + nothing + [gr.update()] * 3
+        sources: list = []
         try:
             sources = svc.resolve_sources(up, paths)
             cfg = svc.make_filter_config(
@@ -247,14 +254,14 @@ def build_data_tab(ctx) -> None:
                                        semantic_threshold=float(thr) if sem_on else None, replace=bool(repl),
                                        cache_dir=emb_cache, store=store, progress=lambda f, desc: progress(f, desc=desc))
         except (ValueError, KeyError, OSError) as exc:
-            return [_err(exc)] + nothing
+            return [show_names(_err(exc), sources + list(up or []))] + ["", None, [], ""] + [gr.update()] + cleared
         except Exception as exc:
             log.exception("import failed")
-            return [f"⚠️ Import failed ({type(exc).__name__}); nothing was stored. See the server log."] + nothing
+            return [f"⚠️ Import failed ({type(exc).__name__}); nothing was stored. See the server log."] + nothing + cleared
         fmt = "**Detected format:** " + "; ".join(inert(f) for f in out.formats)
         choices = dataset_choices()
-        return ["✅ " + out.summary(), fmt, out.funnel.plot(), svc.funnel_rows(out.funnel), svc.import_report_markdown(out),
-                gr.update(choices=choices, value=out.dataset)]
+        return [show_names(import_headline(out.funnel, out.summary()), sources), fmt, out.funnel.plot(), svc.funnel_rows(out.funnel),
+                show_names(svc.import_report_markdown(out), sources), gr.update(choices=choices, value=out.dataset)] + cleared
 
     def on_load_review(dataset, flt, request: gr.Request):
         no = denied(request)
@@ -269,7 +276,7 @@ def build_data_tab(ctx) -> None:
         on_import,
         [files, server_path, mapping, ds_name, replace, min_chars, max_chars, excl_urls, min_f, max_f, min_delay, excl_media,
          min_likes, dedup_exact, langs, guess_lang, semantic_on, threshold],
-        [import_status, fmt_md, funnel_plot, funnel_table, report_md, dataset_dd],
+        [import_status, fmt_md, funnel_plot, funnel_table, report_md, dataset_dd, export_status, export_file, card_md],
         concurrency_limit=1, concurrency_id="data-import",
     ).then(on_load_review, [dataset_dd, status_filter], view_outputs)
     def on_summary(dataset, request: gr.Request):
@@ -341,19 +348,21 @@ def build_data_tab(ctx) -> None:
     def on_export(dataset, name, frac, sd, pending, over, request: gr.Request):
         no = denied(request)
         if no:
-            return no, gr.update(), gr.update(), gr.update()
+            return no, gr.update(), gr.update(), gr.update(), gr.update()
         if not dataset:
-            return "⚠️ Pick a review dataset above first.", gr.update(), gr.update(), gr.update()
+            return "⚠️ Pick a review dataset above first.", gr.update(), gr.update(), gr.update(), gr.update()
         try:
             info = export_dataset(data_dir, dataset, (name or "").strip() or None, store=store, eval_fraction=float(frac),
                                   seed=int(sd if sd is not None else 42), include_pending=bool(pending), overwrite=bool(over))
         except (ValueError, KeyError, OSError) as exc:
-            return _err(exc), gr.update(), gr.update(), gr.update()
+            return _err(exc), gr.update(), gr.update(), gr.update(), gr.update(visible=False, value=None)
         except Exception as exc:
             log.exception("export failed")
-            return f"⚠️ Export failed ({type(exc).__name__}). See the server log.", gr.update(), gr.update(), gr.update()
-        msg = (f"✅ Exported **{inert(info.name)}**: {info.n_total} pairs ({info.n_train} train / {info.n_eval} eval, "
-               f"{info.n_edited} edited) to {inert(info.path)}")
+            return (f"⚠️ Export failed ({type(exc).__name__}). See the server log.", gr.update(), gr.update(), gr.update(),
+                    gr.update(visible=False, value=None))
+        warn = export_size_warning(info.n_total, info.n_train, info.n_eval)
+        msg = (f"{'⚠️' if warn else '✅'} Exported **{inert(info.name)}**: {info.n_total} pairs ({info.n_train} train / "
+               f"{info.n_eval} eval, {info.n_edited} edited) to {inert(info.path)}" + (f"\n\n{warn}" if warn else ""))
         imgs = []
         try:
             from PIL import Image
@@ -363,10 +372,11 @@ def build_data_tab(ctx) -> None:
                     imgs.append((im.copy(), cap))
         except OSError:
             pass
-        return msg, svc.card_markdown(info.path), imgs, svc.export_rows(data_dir)
+        archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="export-")) / info.name), "zip", info.path)
+        return msg, svc.card_markdown(info.path), imgs, svc.export_rows(data_dir), gr.update(visible=True, value=archive)
 
     export_btn.click(on_export, [dataset_dd, export_name, eval_frac, seed, include_pending, overwrite],
-                     [export_status, card_md, hist, exports_df], concurrency_limit=1, concurrency_id="data-export")
+                     [export_status, card_md, hist, exports_df, export_file], concurrency_limit=1, concurrency_id="data-export")
 
     def on_exports_refresh(request: gr.Request):
         no = denied(request)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from training.config import TrainConfig
-from training.diagnostics import compare_runs, diagnose, report, suggest_v2, summarize
+from training.diagnostics import compare_runs, diagnose, report, suggest_v2, summarize, verdict
 
 
 def make_log(train: list[float], evals: list[float], every: int = 10, final_eval: float | None = None) -> list[dict]:
@@ -86,13 +86,16 @@ def test_train_loss_is_smoothed_over_the_last_records():
     assert "underfitting" not in kinds(diagnose(log, TrainConfig()))
 
 
-def test_conflicting_findings_first_in_order_wins():
+def test_high_train_loss_and_a_big_gap_is_one_verdict_underfitting():
     log = make_log([1.3, 1.25, 1.2, 1.2, 1.2], [1.9, 1.85, 1.8])  # high train loss AND a big gap
     findings, new = suggest_v2(TrainConfig(), log)
-    assert kinds(findings) == ["overfitting", "underfitting"]
-    assert new["epochs"] == 1 and new["rank"] == 8  # overfitting's changes kept
-    assert new["learning_rate"] == pytest.approx(3e-4)  # underfitting adds what does not conflict
+    assert kinds(findings) == ["underfitting"]  # never "overfitting" and "underfitting" for the same run
+    assert verdict(findings) == "Underfitting"
+    assert "eval split" in findings[0].message
+    assert new["rank"] == 32 and new["learning_rate"] == pytest.approx(3e-4)  # underfitting's changes only
     TrainConfig.from_dict(new)  # still a valid config
+    text = report(findings, new, TrainConfig())
+    assert text.startswith("**Verdict: Underfitting.**") and "overfitting" not in text
 
 
 def test_final_eval_preferred_and_log_read_from_run_dir(tmp_path):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
-from tests.support.tiny_qwen3 import save_tiny_qwen3
-from training.config import resolve
 from common.tracking import wandb_mode
 from evaluation.tracking import log_evaluation
+from tests.support.tiny_qwen3 import save_tiny_qwen3
+from training.config import resolve
 from training.tracking import read_tracking, tracking_markdown
 from training.train import train
 

@@ -24,7 +24,7 @@ def test_good_pair_passes() -> None:
         ({"reply": "x" * 281}, "too_long"),
         ({"time_diff_seconds": 299}, "too_early"),
         ({"time_diff_seconds": 300}, None),
-        ({"time_diff_seconds": None}, "too_early"),  # unknown → cannot verify → rejected
+        ({"time_diff_seconds": None}, None),  # unknown is not early: the rule is skipped (the funnel counts it)
         ({"author_followers": 499}, "low_followers"),
         ({"author_followers": 500}, None),
         ({"author_followers": 100_000}, None),

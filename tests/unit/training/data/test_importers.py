@@ -149,7 +149,7 @@ def test_not_utf8_and_csv_mapping_errors(tmp_path: Path) -> None:
         import_file(f)
     c = tmp_path / "cols.csv"
     c.write_text("a,b\n1,2\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"cols\.csv: line 2: cannot map record.*columns present=\['a', 'b'\]"):
+    with pytest.raises(ValueError, match=r"cols\.csv: line 2: cannot map record.*columns present: a, b$"):
         import_file(c)
 
 
