@@ -33,13 +33,13 @@ from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, S
 from .config import PROVENANCE_FILE, TrainConfig, check_parent_base, resolve_parent, validate, validate_targets
 from .fastpath import fast_plan
 from .formatting import IGNORE_INDEX, end_of_turn_token, format_example
-from .rundir import LOG_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .rundir import LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .tracking import WandbTracker
 from .train import (
     CHECKPOINTS,
     _checkpoint_step,
     _finish_stopped,
     _generation_config,
-    _report_to,
     _truncate_log,
     last_checkpoint,
     load_model,
@@ -147,7 +147,12 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
             layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None, bias="none", task_type="CAUSAL_LM"))
 
     fast = fast_plan(cfg, on_cuda)
-    report_to, wandb_dir = _report_to(cfg, run_dir)
+    report_to = "none"  # W&B goes through training.tracking, as for SFT runs (one W&B run per training run)
+    data_info = {"source": str(cfg.dataset), "kind": "preferences", "sha256": sha256_path(Path(cfg.dataset)),
+                 "n_train": len(train_ds), "n_eval": len(eval_ds) if eval_ds is not None else 0,
+                 "vote_set_sha256": prov.get("vote_set_sha256")}
+    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info)
+    wandb_dir = tracker.start().local_dir
     Config, Trainer = _trainer_classes(cfg.kind)
     args = Config(
         output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
@@ -163,7 +168,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     )
     log_cb = JsonlLogCallback(run_dir, status, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
-    callbacks: list = [log_cb, stop_cb]
+    callbacks: list = [log_cb, stop_cb, tracker]
     fail_at = injected_failure_step()
     if fail_at is not None:
         callbacks.append(FailAtStep(fail_at))
@@ -174,6 +179,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     state = trainer.state
     if stop_cb.stopped_at is not None and state.global_step < state.max_steps:
         ck = last_checkpoint(run_dir)
+        tracker.finish({"global_step": state.global_step}, state="stopped")
         return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None)
 
     ev: dict[str, Any] = {}
@@ -204,12 +210,11 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         unwrapped.delete_adapter("ref")  # the saved adapter is the policy only
     unwrapped.set_adapter("default")
     lineage = lineage_record(kind=cfg.kind, parent_adapter=parent.name if parent else "", base_model=loaded.name, provenance=prov)
-    data_info = {"source": str(cfg.dataset), "kind": "preferences", "sha256": sha256_path(Path(cfg.dataset)),
-                 "n_train": len(train_ds), "n_eval": metrics["n_eval"], "vote_set_sha256": prov.get("vote_set_sha256")}
     adapter_path = str(save_adapter(unwrapped, tok, cfg, run_id, data_info, metrics, eot, loaded.name,
                                     extra_files={LINEAGE_FILE: json.dumps(lineage, indent=1),
                                                  PROVENANCE_FILE: json.dumps(prov, indent=1)}))
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / METRICS_FILE, metrics)
+    tracker.finish(metrics)
     append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
                                       "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
                                       "elapsed": round(time.time() - log_cb.t0, 2)})

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.chat import validate_tweet
+from common.text import validate_tweet
 from generation.form import char_counter, parse_seed
 
 

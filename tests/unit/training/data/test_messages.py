@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from training.data.filters import FilterConfig, apply_filters
+from training.data.filters import FilterConfig
+from training.data.funnel import apply_filters
 from training.data.messages import export_size_warning, import_headline, show_names
 from training.data.pairs import Pair
 
