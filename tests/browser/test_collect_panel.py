@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_browser_data import _login, _open_data_tab, _text_has
 
 from tests.support.app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.ux_helpers import login as _login
+from tests.support.ux_helpers import open_data_tab as _open_data_tab
+from tests.support.ux_helpers import text_matches as _text_has
 from tests.support.x_api_server import XApiServer, expected_pairs, make_conversation
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -16,26 +16,14 @@ if not chromium_available():
         raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
     pytest.skip("Chromium not installed (run `make test` as root to install it)", allow_module_level=True)
 
+from tests.support.ux_helpers import login as _login  # noqa: E402
+from tests.support.ux_helpers import open_data_tab as _open_data_tab  # noqa: E402
+from tests.support.ux_helpers import text_matches as _text_has  # noqa: E402
+
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 EDITED = "Specific and short: this edit was saved by the browser test."
 
 
-def _text_has(page, selector: str, pattern: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        "([sel, pat]) => new RegExp(pat).test(document.querySelector(sel)?.innerText || '')", arg=[selector, pattern], timeout=timeout)
-
-
-def _open_data_tab(page) -> None:
-    page.get_by_role("tab", name="Data (admin)").click()
-    page.wait_for_selector("#data-import", state="visible", timeout=30_000)
-
-
-def _login(page) -> None:
-    if not page.locator("#admin-password").is_visible():
-        page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click()
-    page.locator("#admin-password input").fill("test-admin-pw")
-    page.locator("#admin-login").click()
-    _text_has(page, "#admin-msg", "Logged in as admin")
 
 
 def _position(page) -> str:

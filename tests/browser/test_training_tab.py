@@ -16,16 +16,8 @@ if not chromium_available():
     pytest.skip("Chromium not installed", allow_module_level=True)
 
 
-def _wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function("([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout)
-
-
-def _login(page) -> None:
-    if not page.locator("#admin-password").is_visible():
-        page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click()
-    page.locator("#admin-password input").fill("test-admin-pw")
-    page.locator("#admin-login").click()
-    _wait_text(page, "#admin-msg", "Logged in as admin")
+from tests.support.ux_helpers import login as _login  # noqa: E402
+from tests.support.ux_helpers import wait_text as _wait_text  # noqa: E402
 
 
 def test_training_tab_runs_and_adapter_appears(tmp_path):

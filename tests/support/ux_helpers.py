@@ -1,4 +1,4 @@
-"""Small shared steps for the tests/browser/*_ux.py files (the app and Chromium come from tests/app_server.py)."""
+"""Small shared steps for the browser tests (the app and Chromium come from tests/support/app_server.py)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +17,18 @@ def require_chromium() -> None:
 
 def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
     page.wait_for_function("([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout)
+
+
+def text_matches(page, selector: str, pattern: str, timeout: float = 60_000) -> None:
+    """Wait until the element's text matches the regular expression `pattern`."""
+    page.wait_for_function(
+        "([sel, pat]) => new RegExp(pat).test(document.querySelector(sel)?.innerText || '')", arg=[selector, pattern],
+        timeout=timeout)
+
+
+def open_data_tab(page) -> None:
+    page.get_by_role("tab", name="Data (admin)").click()
+    page.wait_for_selector("#data-import", state="visible", timeout=30_000)
 
 
 def login(page, password: str = "test-admin-pw") -> None:
