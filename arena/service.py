@@ -20,13 +20,22 @@ def arena_for(ctx) -> BattleManager:
             return engine.variants() if engine is not None else []
 
         def generate(contender: str, tweet: str):
-            r = engine.generate(tweet, contender)
+            last = None
+            for last in engine.stream_many(tweet, [contender], private=True):
+                pass
+            r = last[0].result
             return r.reply, r.settings
+
+        def stream(pair, tweet: str):
+            """Both replies in one batch, each with its own OS-seeded generator (a public seed cannot reproduce them)."""
+            for evs in engine.stream_many(tweet, list(pair), private=True):
+                yield [(e.reply, e.result.settings if e.done else None, e.queued) for e in evs]
 
         from context import APP_VERSION
 
         ctx.extras["votes"] = store
-        ctx.extras["battles"] = BattleManager(store, contenders, generate, config=ArenaConfig(app_version=APP_VERSION))
+        ctx.extras["battles"] = BattleManager(store, contenders, generate, config=ArenaConfig(app_version=APP_VERSION),
+                                                stream_fn=stream)
     return ctx.extras["battles"]
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from generation import AdapterError
+from generation.scheduler import SchedulerBusy
 from security import AdminRequired, inert
 
 from .battles import NotEnoughContenders, VoteRefused
@@ -74,10 +76,14 @@ def build_arena_tabs(ctx) -> None:
         if not (text or "").strip():
             text = random_heldout_tweet(ctx.settings.heldout)
         try:
-            b = manager.new_battle(request.session_hash, text)
-        except (ValueError, NotEnoughContenders) as exc:
+            for ra, rb, queued, b in manager.new_battle_stream(request.session_hash, text):
+                if b is None:
+                    note = f"Waiting for the model: position {queued} in the queue…" if queued else "Generating both replies…"
+                    yield [text, None, ra, rb, note, gr.update(visible=False)] + lock_all
+                else:
+                    yield [text, b.battle_id, b.reply_a, b.reply_b, "", gr.update(visible=False)] + [gr.update(interactive=True)] * len(buttons)
+        except (ValueError, NotEnoughContenders, SchedulerBusy, AdapterError) as exc:
             raise gr.Error(str(exc))
-        return [text, b.battle_id, b.reply_a, b.reply_b, "", gr.update(visible=False)] + [gr.update(interactive=True)] * len(buttons)
 
     def make_vote(choice):
         def on_vote(bid, request: gr.Request):
@@ -115,7 +121,7 @@ def build_arena_tabs(ctx) -> None:
     new_tweet.click(on_new_tweet, None, [tweet])
     start_outputs = [tweet, battle_id, reply_a, reply_b, reveal, next_btn] + list(buttons.values())
     start.click(lambda: [gr.update(interactive=False)] * len(buttons), None, list(buttons.values())).then(
-        on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
+        on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds
     for k, btn in buttons.items():
         btn.click(make_vote(k), [battle_id], [battle_id, reveal, next_btn] + list(buttons.values())).then(
             refresh_board, [include_flagged], board_outputs)

@@ -8,6 +8,7 @@ import gradio as gr
 from security import inert
 
 from .config import SamplingConfig
+from .scheduler import SchedulerBusy
 from .present import stats_line, variant_label
 
 MAX_SLOTS = 6  # base + RAG + up to four adapters side by side
@@ -96,11 +97,17 @@ def build_generate_tab(ctx) -> None:
                 state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(variant_label(v))}"), gr.update(value=""),
                             gr.update(value="waiting…"), gr.update(visible=False), gr.update(value=""), gr.update(visible=False), gr.update(value="")]
             yield [x for s in state for x in s] + [gr.update(value="Generating…")]
-            errors = []
-            for i, v in enumerate(chosen):
-                try:
-                    for ev in engine.stream(text, v, sampling, bool(think_on)):
+            errors: dict[int, str] = {}
+            try:  # every chosen variant in one batch on the scheduler, all boxes streaming together
+                for evs in engine.stream_many(text, chosen, sampling, bool(think_on), errors="event"):
+                    waiting = max((ev.queued for ev in evs), default=0)
+                    for i, ev in enumerate(evs):
                         st = state[i]
+                        if ev.error is not None:
+                            if i not in errors:
+                                errors[i] = f"{variant_label(ev.variant)}: {ev.error}"
+                                st[3] = gr.update(value=f"⚠️ {inert(ev.error)}")
+                            continue
                         st[2] = gr.update(value=ev.reply)
                         st[4] = gr.update(visible=bool(ev.thinking))
                         st[5] = gr.update(value=inert(ev.thinking))
@@ -113,15 +120,13 @@ def build_generate_tab(ctx) -> None:
                                 st[6] = gr.update(visible=True)
                                 st[7] = gr.update(value=format_examples_markdown(r.retrieved))
                         else:
-                            st[3] = gr.update(value="generating…")
-                        yield [x for s in state for x in s] + [gr.update()]
-                except Exception as exc:  # one variant failing (e.g. a bad adapter) must not stop the others
-                    msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                    errors.append(f"{variant_label(v)}: {msg}")
-                    state[i][3] = gr.update(value=f"⚠️ {inert(msg)}")
-                    yield [x for s in state for x in s] + [gr.update()]
-            done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors)
+                            st[3] = gr.update(value=f"waiting: position {ev.queued} in the queue…" if ev.queued else "generating…")
+                    note = f"Waiting for the model: position {waiting} in the queue…" if waiting else "Generating…"
+                    yield [x for s in state for x in s] + [gr.update(value=note)]
+            except SchedulerBusy as exc:
+                raise gr.Error(str(exc))
+            done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors.values())
             yield [x for s in state for x in s] + [gr.update(value=done)]
 
         go.click(run, [tweet, variants, thinking, temperature, top_p, top_k, min_p, max_new, rep, seed], flat + [status],
-                 concurrency_limit=1, concurrency_id="model")
+                 concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds; see generation/scheduler.py
