@@ -66,6 +66,12 @@ class SchedulerConfig:
     max_waiting: int = field(default_factory=lambda: int(os.environ.get("REPLY_ARENA_MAX_WAITING", "64")),
                              metadata={"help": "requests waiting beyond this get a 'busy, try again' message"})
     long_reply_chars: int = field(default=300, metadata={"help": "stop a row once its answer is past this many characters"})
+    kv: str = field(default_factory=lambda: os.environ.get("REPLY_ARENA_KV", "auto"),
+                    metadata={"help": "auto | static | dynamic: static = fixed [rows, L] KV slots (CUDA default; decode step "
+                                      "captured as one CUDA graph), dynamic = growing left-padded cache (CPU default)"})
+    max_len: int = field(default=1536, metadata={"help": "static KV: columns per row (prompt + reply must fit; rows past it end)"})
+    cuda_graph: bool = field(default_factory=lambda: os.environ.get("REPLY_ARENA_CUDA_GRAPH", "1") != "0",
+                             metadata={"help": "replay the all-base decode step as a CUDA graph (static KV on CUDA only)"})
 
 
 @dataclass
@@ -160,6 +166,8 @@ class Scheduler:
 
     def submit(self, request: Request, block: bool = False) -> Ticket:
         """Queue a request. Over the bound: SchedulerBusy, or (block=True, for batch jobs) wait for room."""
+        if self.static_kv and len(request.prompt_ids) + 1 > self.config.max_len:
+            raise ValueError(f"The prompt is too long for this server: {len(request.prompt_ids)} tokens, at most {self.config.max_len - 1}.")
         with self._cond:
             while len(self._waiting) >= self.config.max_waiting:
                 if not block:
@@ -207,7 +215,7 @@ class Scheduler:
     def _run(self) -> None:
         import torch
 
-        batch = _Batch()
+        batch = self._new_batch()
         with torch.inference_mode():
             while True:
                 with self._cond:
@@ -220,10 +228,16 @@ class Scheduler:
                     del self._waiting[:len(joiners)]
                     if joiners:
                         self._cond.notify_all()  # submitters blocked on the bound
-                try:
-                    joiners = self._load_adapters([r for r in joiners if not r.cancelled.is_set()])
-                    if joiners:
+                joiners = self._load_adapters([r for r in joiners if not r.cancelled.is_set()])
+                if joiners:
+                    try:
                         self._prefill(batch, joiners)
+                    except Exception as exc:  # a failed prefill fails the joiners only; running rows carry on
+                        log.exception("prefill failed")
+                        for r in joiners:
+                            self._finish(r, Event("error", error=exc))
+                        joiners = []
+                try:
                     self._drop_finished(batch)
                     if batch.rows:
                         self._decode_step(batch)
@@ -232,10 +246,23 @@ class Scheduler:
                     log.exception("generation step failed")
                     for r in batch.rows + joiners:
                         self._finish(r, Event("error", error=exc))
-                    batch = _Batch()
+                    batch = self._new_batch()
                 with self._cond:
                     self._active_count = len(batch.rows)
                     self.max_rows_seen = max(self.max_rows_seen, len(batch.rows))
+
+    @property
+    def static_kv(self) -> bool:
+        kv = self.config.kv
+        return kv == "static" or (kv == "auto" and getattr(self.bank.base.device, "type", "cpu") == "cuda")
+
+    def _new_batch(self):
+        if self.static_kv:
+            if getattr(self, "_static", None) is None:  # allocated once: the CUDA graph points at these buffers
+                self._static = _StaticBatch(self, self.max_batch, self.config.max_len)
+            self._static.reset()
+            return self._static
+        return _Batch()
 
     def _finish(self, r: Request, ev: Event) -> None:
         if not r.finished.is_set():
@@ -286,6 +313,11 @@ class Scheduler:
     def _decode_step(self, batch: "_Batch") -> None:
         import torch
 
+        if isinstance(batch, _StaticBatch):
+            logits = batch.decode()
+            self.steps += 1
+            self._emit(batch.rows, sample_next(logits, batch.rows))
+            return
         dev = self.bank.base.device
         rows = batch.rows
         ids = torch.tensor([[r.generated[-1]] for r in rows], dtype=torch.long, device=dev)
@@ -377,6 +409,211 @@ class _Batch:
         for layer in self.cache.layers:
             layer.keys = layer.keys.index_select(0, sel)[:, :, start:]
             layer.values = layer.values.index_select(0, sel)[:, :, start:]
+
+
+class _SlotLayer:
+    """One layer's static KV: [slots, heads, L, dim]; a decode step writes column `pos` (a device tensor, so a captured
+    CUDA graph reads the current column at replay)."""
+
+    is_compileable = True
+    is_sliding = False
+    is_initialized = True
+
+    def __init__(self, keys, values, pos):
+        self.keys, self.values, self.pos = keys, values, pos
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.keys.index_copy_(2, self.pos, key_states)
+        self.values.index_copy_(2, self.pos, value_states)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return int(self.pos)
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.keys.shape[2], 0
+
+
+class _StaticBatch:
+    """Rows in fixed slots of one preallocated KV buffer sharing a write column T: a row that joins has its prompt's KV
+    copied into columns [T - n, T); every step writes column T for all slots; the 4D mask says which columns each row
+    sees. Shapes never change, so the all-base decode step is captured once as a CUDA graph and replayed (the plain
+    per-step host work of a 36-layer forward, ~1,000 kernel launches, was most of today's 80 ms per token).
+    Rows with a LoRA adapter run the same step eagerly through PEFT's mixed batch (adapter_names per slot)."""
+
+    def __init__(self, sched: "Scheduler", slots: int, max_len: int):
+        import torch
+        from transformers.cache_utils import Cache
+
+        self.sched = sched
+        model = sched.bank.base
+        cfg = model.config.get_text_config(decoder=True)
+        dev = model.device
+        dtype = next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            dtype = torch.bfloat16
+        heads = cfg.num_key_value_heads
+        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.S, self.L, self.dev, self.dtype = slots, max_len, dev, dtype
+        self.pos = torch.zeros(1, dtype=torch.long, device=dev)
+        self.layers = [_SlotLayer(torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev),
+                                  torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev), self.pos)
+                       for _ in range(cfg.num_hidden_layers)]
+        self.cache = Cache(layers=self.layers)
+        self.valid = torch.zeros(slots, max_len, dtype=torch.bool, device=dev)
+        self.mask4d = torch.zeros(slots, 1, 1, max_len, dtype=dtype, device=dev)
+        self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
+        self.pos_ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
+        self.graph = None
+        self.graph_logits = None
+        self.graph_failed: str | None = None
+        self.graph_steps = 0
+        self.eager_steps = 0
+        self.compactions = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows: list[Request] = []
+        self.slot_of: dict[int, int] = {}
+        self.n_cached: list[int] = []
+        self.T = 0
+        self.valid.zero_()
+
+    def _shift(self, delta: int) -> None:
+        """Move every row's columns by delta (right if > 0), in place: buffer addresses stay those the graph knows."""
+        if delta == 0:
+            return
+        T = self.T
+        if self.rows and T > 0:
+            lo = max(0, -delta)
+            for layer in self.layers:
+                for buf in (layer.keys, layer.values):
+                    buf[:, :, lo + delta:T + delta].copy_(buf[:, :, lo:T].clone())
+            self.valid[:, lo + delta:T + delta] = self.valid[:, lo:T].clone()
+            if delta > 0:
+                self.valid[:, :delta] = False
+            else:
+                self.valid[:, T + delta:] = False
+        self.T = T + delta
+
+    def _first_used(self) -> int:
+        if not self.rows:
+            return self.T
+        slots = [self.slot_of[r.id] for r in self.rows]
+        used = self.valid[slots, :self.T].any(0).nonzero()
+        return int(used[0]) if len(used) else self.T
+
+    def merge(self, cache, mask, rows: list[Request], n_cached: list[int]) -> None:
+        import torch
+
+        n = mask.shape[1]
+        if n > self.L - 1:
+            raise ValueError(f"The prompt is too long for this server ({n} tokens; the limit is {self.L - 1}).")
+        if not self.rows:
+            self.T = 0
+        if self.T < n:
+            self._shift(n - self.T)
+        elif self.T + 1 > self.L:
+            self._compact()
+        free = sorted(set(range(self.S)) - set(self.slot_of.values()))[:len(rows)]
+        sl = torch.tensor(free, device=self.dev)
+        for layer, new in zip(self.layers, cache.layers):
+            layer.keys[sl, :, self.T - n:self.T] = new.keys.to(self.dtype)
+            layer.values[sl, :, self.T - n:self.T] = new.values.to(self.dtype)
+        self.valid[sl] = False
+        self.valid[sl, self.T - n:self.T] = mask.bool()
+        for r, s, c in zip(rows, free, n_cached):
+            self.slot_of[r.id] = s
+            self.rows.append(r)
+            self.n_cached.append(c)
+
+    def keep(self, idx: list[int]) -> None:
+        gone = [self.rows[i] for i in range(len(self.rows)) if i not in set(idx)]
+        for r in gone:
+            self.valid[self.slot_of.pop(r.id)] = False
+        self.rows = [self.rows[i] for i in idx]
+        self.n_cached = [self.n_cached[i] for i in idx]
+
+    def _compact(self) -> None:
+        first = self._first_used()
+        if first > 0:
+            self.compactions += 1
+            self._shift(-first)
+
+    def decode(self):
+        import torch
+
+        if self.T + 1 > self.L:
+            self._compact()
+            while self.T + 1 > self.L:  # the oldest row fills every column: it ends here
+                oldest = max(range(len(self.rows)), key=lambda i: self.n_cached[i])
+                self.sched._finish(self.rows[oldest], Event("done", reason="length"))
+                self.keep([i for i in range(len(self.rows)) if i != oldest])
+                self._compact()
+        slots = [self.slot_of[r.id] for r in self.rows]
+        ids = torch.zeros(self.S, 1, dtype=torch.long)
+        pos_ids = torch.zeros(self.S, 1, dtype=torch.long)
+        for r, s, c in zip(self.rows, slots, self.n_cached):
+            ids[s, 0], pos_ids[s, 0] = r.generated[-1], c
+        self.ids.copy_(ids, non_blocking=True)
+        self.pos_ids.copy_(pos_ids, non_blocking=True)
+        self.pos.fill_(self.T)
+        self.valid[:, self.T] = True  # every slot sees its own new token (free slots: no NaN rows)
+        self.mask4d.copy_(torch.where(self.valid, 0.0, torch.finfo(self.dtype).min).to(self.dtype)[:, None, None, :])
+        adapters = [None] * self.S
+        for r, s in zip(self.rows, slots):
+            adapters[s] = r.adapter
+        if all(a is None for a in adapters):
+            logits = self._base_step()
+        else:
+            self.eager_steps += 1
+            logits = self.sched._forward(adapters, **self._inputs()).logits
+        self.T += 1
+        self.n_cached = [c + 1 for c in self.n_cached]
+        return logits[slots, -1, :]
+
+    def _inputs(self) -> dict:
+        return dict(input_ids=self.ids, attention_mask=self.mask4d, position_ids=self.pos_ids, past_key_values=self.cache,
+                    cache_position=self.pos, use_cache=True)
+
+    def _base_forward(self):
+        import contextlib
+
+        pm = self.sched.bank.peft_model
+        with (pm.disable_adapter() if pm is not None else contextlib.nullcontext()):
+            return self.sched.bank.base(**self._inputs()).logits
+
+    def _base_step(self):
+        import torch
+
+        use_graph = self.dev.type == "cuda" and self.sched.config.cuda_graph and self.graph_failed is None
+        if not use_graph:
+            self.eager_steps += 1
+            return self._base_forward()
+        if self.graph is None:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # warm-up on the real inputs: rewrites column T with the same values
+                        self._base_forward()
+                torch.cuda.current_stream().wait_stream(side)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    self.graph_logits = self._base_forward()
+                self.graph = g
+            except Exception as exc:  # capture is an optimisation: fall back to eager, say why once
+                self.graph_failed = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_failed)
+                torch.cuda.synchronize()
+                self.eager_steps += 1
+                return self._base_forward()
+        self.graph.replay()
+        self.graph_steps += 1
+        return self.graph_logits
 
 
 def sample_next(logits, rows: list[Request]) -> list[int]:

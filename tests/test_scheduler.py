@@ -80,13 +80,20 @@ def _staggered(engine: Engine, variants: list[str], max_new: int) -> list[Reques
     return reqs
 
 
-@pytest.mark.parametrize("which", ["tiny", "embedded"])
-def test_batched_greedy_equals_unbatched(which, tiny, tmp_path):
+@pytest.mark.parametrize("which,kv", [("tiny", "dynamic"), ("tiny", "static"), pytest.param("embedded", "dynamic", marks=pytest.mark.slow),
+                                      pytest.param("embedded", "static", marks=pytest.mark.slow)])
+def test_batched_greedy_equals_unbatched(which, kv, tiny, tmp_path):
+    """Both KV layouts: dynamic (the CPU default) and static slots (the CUDA default, here without the CUDA graph)."""
     loaded = tiny if which == "tiny" else load_base(ModelConfig(base_model="", device="cpu", cache_dir=ROOT / ".cache", cpu_dtype="float32"))
-    engine = Engine(loaded, tmp_path, scheduler=SchedulerConfig(max_batch=5))  # 8 requests > 5 rows: some wait, join later
+    cfg = SchedulerConfig(max_batch=5, kv=kv)  # 8 requests > 5 rows: some wait, join later
+    engine = Engine(loaded, tmp_path, scheduler=cfg)
+    longest = max(len(engine._request(t, "base", GREEDY, False)[0].prompt_ids) for t in TWEETS)
+    cfg.max_len = longest + 24  # static: the columns run out while rows run, so rows must be moved left (compaction)
     try:
         reqs = _staggered(engine, ["base"] * len(TWEETS), 20)
         assert engine.scheduler.max_rows_seen >= 3, "the requests must really have been decoded together"
+        if kv == "static":
+            assert engine.scheduler._static.compactions > 0, "the test must exercise moving rows to the left"
         tok = loaded.tokenizer
         for r in reqs:
             ref = _reference(loaded.model, r.prompt_ids, engine.eot_ids, 20, tok.pad_token_id)
@@ -96,13 +103,14 @@ def test_batched_greedy_equals_unbatched(which, tiny, tmp_path):
         engine.close()
 
 
-def test_mixed_adapter_batch_equals_per_adapter(tiny_dir, tmp_path):
+@pytest.mark.parametrize("kv", ["dynamic", "static"])
+def test_mixed_adapter_batch_equals_per_adapter(kv, tiny_dir, tmp_path):
     adapters = tmp_path / "adapters"
     scratch = load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32"))
     _make_adapter(scratch.model, adapters / "alpha", str(tiny_dir), seed=1)
     _make_adapter(scratch.model, adapters / "beta", str(tiny_dir), seed=2)
     loaded = load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32"))
-    engine = Engine(loaded, adapters, scheduler=SchedulerConfig(max_batch=8))
+    engine = Engine(loaded, adapters, scheduler=SchedulerConfig(max_batch=8, kv=kv))
     try:
         variants = ["base", "lora:alpha", "lora:beta", "base", "lora:beta", "lora:alpha", "base", "lora:alpha"]
         engine.bank.load("alpha")
