@@ -109,14 +109,14 @@ class Engine:
         return base_messages(tweet, self.system_prompt), []
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def _request(self, tweet: str, variant: str, s: SamplingConfig, thinking: bool, generator=None) -> tuple[Request, list]:
+    def _request(self, tweet: str, variant: str, s: SamplingConfig, thinking: bool, generator=None, out=None) -> tuple[Request, list]:
         """Build one scheduler request; the prompt is encoded here (caller's thread), the model runs on the worker."""
         messages, retrieved = self.messages_for(tweet, variant)
         ids = self.tokenizer(render_prompt(self.tokenizer, messages, thinking), add_special_tokens=False)["input_ids"]
         name = adapter_name(variant)
         if name is not None and name not in self.bank.loaded and name not in self.bank.available():
             raise AdapterError(f"No adapter named {name!r} in {self.bank.adapters_dir}; available: {', '.join(self.bank.available()) or 'none'}.")
-        return Request(ids, name, s, self.eot_ids, generator, self._long_enough), retrieved
+        return Request(ids, name, s, self.eot_ids, generator, self._long_enough, out), retrieved
 
     def _long_enough(self, tokens: list[int]) -> bool:
         """Stop once the answer (outside any think block) is past the tweet limit: it will be cut to 280 anyway."""
@@ -139,11 +139,12 @@ class Engine:
         s = sampling or self.default_sampling(thinking)
         states: list[_Progress] = []
         tickets: list = []
+        out: queue.Queue[SchedEvent] = queue.Queue()  # one queue for all of them: wake on whichever grows
         try:
             for v in variants:
                 seed = None if (private or s.seed is None) else int(s.seed)
                 try:
-                    req, retrieved = self._request(tweet, v, s, thinking, os_generator(seed))
+                    req, retrieved = self._request(tweet, v, s, thinking, os_generator(seed), out)
                 except (ValueError, AdapterError) as exc:
                     if errors == "raise":
                         raise
@@ -159,24 +160,20 @@ class Engine:
                 if t is not None:
                     t.cancel()
             raise
+        by_id = {st.req.id: st for st in states if st.req is not None}
         try:
             yield [st.event() for st in states]
             while not all(st.done for st in states):
                 changed = False
+                try:
+                    ev = out.get(timeout=0.25)
+                    while True:  # apply everything that is there, then yield once
+                        changed |= by_id[ev.rid].apply(ev, self.tokenizer)
+                        ev = out.get_nowait()
+                except queue.Empty:
+                    pass
                 for st, t in zip(states, tickets):
-                    if st.done:
-                        continue
-                    first = True
-                    while True:  # drain what is there; wait briefly on the first one only
-                        try:
-                            ev = t.request.out.get(timeout=0.05 if first else 0)
-                        except queue.Empty:
-                            break
-                        first = False
-                        changed |= st.apply(ev, self.tokenizer)
-                        if st.done:
-                            break
-                    if t.request.started is None:
+                    if t is not None and not st.done and t.request.started is None:
                         pos = t.position()
                         if pos != st.queued:
                             st.queued, changed = pos, True
@@ -245,13 +242,15 @@ class _Progress:
         self.t0 = time.perf_counter()
         self.ttft = 0.0
         self.result: GenerationResult | None = None
+        self.tokenizer = None
+        self.decoded = 0
 
     def apply(self, ev: SchedEvent, tokenizer) -> bool:
         if ev.kind == "tokens":
             if not self.ttft:
                 self.ttft = time.perf_counter() - self.t0
             self.tokens += ev.tokens
-            self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+            self.tokenizer = tokenizer
             self.queued = 0
             return True
         if ev.kind == "queued":
@@ -261,6 +260,7 @@ class _Progress:
         if ev.kind == "error":
             self.error = ev.error
             return True
+        self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
         think, answer = split_thinking(self.text)
         seconds = time.perf_counter() - self.t0
         self.result = GenerationResult(self.variant, clean_reply(answer), think, self.text, len(self.req.prompt_ids), len(self.req.generated),
@@ -273,5 +273,7 @@ class _Progress:
             return StreamEvent(self.variant, "", "", True, None, error=msg)
         if self.result is not None:
             return StreamEvent(self.variant, self.result.reply, self.result.thinking, True, self.result)
+        if self.tokenizer is not None and self.decoded != len(self.tokens):  # decode once per yield, not per token
+            self.text, self.decoded = self.tokenizer.decode(self.tokens, skip_special_tokens=True), len(self.tokens)
         think, answer = split_thinking(self.text)
         return StreamEvent(self.variant, clean_reply(answer) if answer.strip() else "", think, queued=self.queued)

@@ -83,6 +83,7 @@ class Event:
     tokens: list[int] = field(default_factory=list)
     error: BaseException | None = None
     reason: str = ""
+    rid: int = 0  # the request it belongs to (several requests may share one output queue)
 
 
 _ids = itertools.count(1)
@@ -92,7 +93,7 @@ class Request:
     """One generation: prompt ids, variant (adapter name or None for the base model), sampling and its own RNG."""
 
     def __init__(self, prompt_ids: Sequence[int], adapter: str | None, sampling: SamplingConfig, eos_ids: Sequence[int],
-                 generator=None, stop_check: Callable[[list[int]], bool] | None = None):
+                 generator=None, stop_check: Callable[[list[int]], bool] | None = None, out: "queue.Queue[Event] | None" = None):
         self.id = next(_ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
@@ -100,7 +101,7 @@ class Request:
         self.eos_ids = set(int(e) for e in eos_ids)
         self.generator = generator if generator is not None else os_generator(sampling.seed)
         self.stop_check = stop_check
-        self.out: queue.Queue[Event] = queue.Queue()
+        self.out: queue.Queue[Event] = out if out is not None else queue.Queue()
         self.cancelled = threading.Event()
         self.generated: list[int] = []
         self.created = time.perf_counter()
@@ -267,6 +268,7 @@ class Scheduler:
     def _finish(self, r: Request, ev: Event) -> None:
         if not r.finished.is_set():
             r.finished.set()
+            ev.rid = r.id
             r.out.put(ev)
 
     def _load_adapters(self, joiners: list[Request]) -> list[Request]:
@@ -341,10 +343,10 @@ class Scheduler:
             if t in r.eos_ids:
                 self._finish(r, Event("done", reason="eos"))
             elif n >= r.sampling.max_new_tokens:
-                r.out.put(Event("tokens", tokens=[t]))
+                r.out.put(Event("tokens", tokens=[t], rid=r.id))
                 self._finish(r, Event("done", reason="length"))
             else:
-                r.out.put(Event("tokens", tokens=[t]))
+                r.out.put(Event("tokens", tokens=[t], rid=r.id))
                 if r.stop_check is not None and n >= 60 and n % every == 0 and r.stop_check(r.generated):
                     self._finish(r, Event("done", reason="long_enough"))
 
