@@ -236,6 +236,16 @@ class BattleManager:
         (ra, sa, _), (rb, sb, _) = last
         yield ra, rb, 0, self._register(session_id, text, contender_a, contender_b, ra, rb, dict(sa), dict(sb))
 
+    def new_pool_battle(self, session_id: str, voter_keys: Sequence[str], pool) -> "Battle | None":
+        """A battle on a held-out tweet with pre-generated replies (arena/pool.py): no GPU, no waiting.
+        None when the pool has no unseen (tweet, pair) for this voter."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("A session id is required to start a battle.")
+        d = pool.draw(list(voter_keys), self.pair_weights(pool.ready()))
+        if d is None:
+            return None
+        return self._register(session_id, d.tweet, d.contender_a, d.contender_b, d.reply_a, d.reply_b, dict(d.settings), dict(d.settings))
+
     def _register(self, session_id: str, text: str, contender_a: str, contender_b: str, reply_a: str, reply_b: str,
                   settings_a: dict[str, Any], settings_b: dict[str, Any]) -> Battle:
         battle_id = secrets.token_urlsafe(16)

@@ -2,12 +2,25 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 from arena.battles import ArenaConfig, BattleManager
+from arena.pool import BattlePool
 from arena.store import VoteStore
 from evaluation.significance import compute_leaderboard
+
+
+def pool_enabled(engine) -> bool:
+    """ARENA_POOL=auto (default): on when the model runs on a GPU (filling 72 tweets x every contender is minutes of
+    CPU on a 2-core Space); 1 / 0 force it on / off."""
+    v = os.environ.get("ARENA_POOL", "auto").strip().lower()
+    if v in ("1", "true", "on", "yes"):
+        return True
+    if v in ("0", "false", "off", "no"):
+        return False
+    return getattr(engine.loaded, "device", "cpu").startswith("cuda")
 
 
 def arena_for(ctx) -> BattleManager:
@@ -34,6 +47,10 @@ def arena_for(ctx) -> BattleManager:
         from context import APP_VERSION
 
         ctx.extras["votes"] = store
+        if engine is not None and pool_enabled(engine):
+            pool = BattlePool(engine, ctx.settings.heldout, Path(ctx.settings.data_dir) / "battle_pool", contenders)
+            pool.refresh()  # background rows on the scheduler; visitors always go first
+            ctx.extras["battle_pool"] = pool
         ctx.extras["battles"] = BattleManager(store, contenders, generate, config=ArenaConfig(app_version=APP_VERSION),
                                                 stream_fn=stream)
     return ctx.extras["battles"]

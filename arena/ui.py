@@ -73,7 +73,17 @@ def build_arena_tabs(ctx) -> None:
     def on_start(text, request: gr.Request):
         if manager is None:
             raise gr.Error(ctx.model_banner())
+        pool = ctx.extras.get("battle_pool")
         if not (text or "").strip():
+            if pool is not None:  # an empty box: a held-out tweet with pre-generated replies, served without the GPU
+                pool.refresh()  # picks up a newly trained adapter
+                try:
+                    b = manager.new_pool_battle(request.session_hash, [request.session_hash, "client:" + _client_id(request)], pool)
+                except ValueError as exc:
+                    raise gr.Error(str(exc))
+                if b is not None:
+                    yield [b.tweet, b.battle_id, b.reply_a, b.reply_b, "", gr.update(visible=False)] + [gr.update(interactive=True)] * len(buttons)
+                    return
             text = random_heldout_tweet(ctx.settings.heldout)
         try:
             for ra, rb, queued, b in manager.new_battle_stream(request.session_hash, text):

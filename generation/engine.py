@@ -199,9 +199,11 @@ class Engine:
         return last.result
 
     def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
+                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = False,
+                       private: bool = False) -> list[GenerationResult]:
         """Every tweet goes through the scheduler (waiting for room instead of 'busy'), batched with whatever else runs;
-        results in input order. `batch_size` is kept for callers; the scheduler's max_batch decides the real batch."""
+        results in input order. `batch_size` is kept for callers; the scheduler's max_batch decides the real batch.
+        background=True (the battle pool): only rows no visitor waits for. private=True: OS-seeded, whatever the seed."""
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
         items = [validate_tweet(t) for t in tweets]
@@ -209,7 +211,8 @@ class Engine:
         pending = []
         t0 = time.perf_counter()
         for i, t in enumerate(items):
-            req, retrieved = self._request(t, variant, s, thinking, os_generator(None if s.seed is None else int(s.seed) + i))
+            req, retrieved = self._request(t, variant, s, thinking, os_generator(None if (private or s.seed is None) else int(s.seed) + i))
+            req.background = background
             pending.append((i, self.scheduler.submit(req, block=True), retrieved))
         done = 0
         for i, ticket, retrieved in pending:

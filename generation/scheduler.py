@@ -107,6 +107,7 @@ class Request:
         self.created = time.perf_counter()
         self.started: float | None = None  # when its prefill ran
         self.finished = threading.Event()
+        self.background = False  # batch work (the battle pool): runs only in rows no visitor is waiting for
 
 
 class Ticket:
@@ -152,6 +153,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self._cond = threading.Condition()
         self._waiting: list[Request] = []
+        self._background: list[Request] = []  # outside the bound: never makes a visitor 'busy'
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0  # decode steps run (for tests and the bench)
@@ -170,6 +172,11 @@ class Scheduler:
         if self.static_kv and len(request.prompt_ids) + 1 > self.config.max_len:
             raise ValueError(f"The prompt is too long for this server: {len(request.prompt_ids)} tokens, at most {self.config.max_len - 1}.")
         with self._cond:
+            if request.background:
+                self._background.append(request)
+                self._ensure_worker()
+                self._cond.notify_all()
+                return Ticket(self, request)
             while len(self._waiting) >= self.config.max_waiting:
                 if not block:
                     raise SchedulerBusy(f"The model is busy ({len(self._waiting)} requests are waiting); please try again in a minute.")
@@ -190,10 +197,11 @@ class Scheduler:
     def cancel(self, request: Request) -> None:
         request.cancelled.set()
         with self._cond:
-            if request in self._waiting:
-                self._waiting.remove(request)
-                request.finished.set()
-                self._cond.notify_all()
+            for q in (self._waiting, self._background):
+                if request in q:
+                    q.remove(request)
+                    request.finished.set()
+                    self._cond.notify_all()
 
     def load(self) -> dict:
         with self._cond:
@@ -220,13 +228,18 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._stop and not self._waiting and not batch.rows:
+                    while not self._stop and not self._waiting and not self._background and not batch.rows:
                         self._cond.wait(1.0)
                     if self._stop:
                         break
                     room = self.max_batch - len(batch.rows)
                     joiners = self._waiting[:max(0, room)]
                     del self._waiting[:len(joiners)]
+                    if not self._waiting:  # background work fills rows only while no visitor waits (half the rows at most)
+                        n_bg = sum(r.background for r in batch.rows)
+                        take = max(0, min(room - len(joiners), self.max_batch // 2 - n_bg))
+                        joiners += self._background[:take]
+                        del self._background[:take]
                     if joiners:
                         self._cond.notify_all()  # submitters blocked on the bound
                 joiners = self._load_adapters([r for r in joiners if not r.cancelled.is_set()])
