@@ -21,10 +21,15 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--device", default=os.environ.get("DEVICE", "auto"), help="auto | cpu | cuda")
     p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"), help="votes, reviews, runs (use /data on Spaces)")
     p.add_argument("--adapters-dir", default=os.environ.get("ADAPTERS_DIR", "adapters"))
+    p.add_argument("--backend", choices=["local", "openai"], default=os.environ.get("BACKEND", "local"),
+                   help="local = the model in this process; openai = an OpenAI-compatible server such as vLLM (README)")
+    p.add_argument("--openai-base-url", default=os.environ.get("OPENAI_BASE_URL", ""), help="e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--openai-model", default=os.environ.get("OPENAI_MODEL", ""), help="the base model's name there; empty = the first listed")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
     a = p.parse_args(argv)
     s = Settings(base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir))
+    s.backend, s.openai_base_url, s.openai_model = a.backend, a.openai_base_url, a.openai_model
     s.host, s.port = a.host, a.port  # type: ignore[attr-defined]
     return s
 

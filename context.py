@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation import Engine, ModelConfig, ModelLoadError, load_base
+from generation.backends import OpenAIBackend
 from security import AdminGate
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ class Settings:
     # The seed's RAG baseline retrieves from the high-engagement pairs; the bundled sample set by default.
     rag_dataset: Path = field(default_factory=lambda: Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl"))))
     heldout: Path = ROOT / "assets" / "heldout_tweets.jsonl"
+    # local = the model in this process (generation/scheduler.py); openai = an OpenAI-compatible server (vLLM), see generation/backends.py
+    backend: str = field(default_factory=lambda: os.environ.get("BACKEND", "local"))
+    openai_base_url: str = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL", ""))
+    openai_model: str = field(default_factory=lambda: os.environ.get("OPENAI_MODEL", ""))
 
 
 @dataclass
@@ -49,6 +54,12 @@ class AppContext:
 
 
 def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
+    if s.backend == "openai":
+        try:
+            return OpenAIBackend(s.openai_base_url or "http://127.0.0.1:8000/v1", s.openai_model or None)
+        except ModelLoadError as exc:
+            banners.append(str(exc))
+            return None
     cfg = ModelConfig(base_model=s.base_model, load_in_4bit=s.load_in_4bit, device=s.device, adapters_dir=s.adapters_dir, cache_dir=s.cache_dir)
     try:
         loaded = load_base(cfg)
