@@ -29,6 +29,8 @@ def test_generate_base_and_rag_in_browser(app_url, tmp_path):
         page.locator("#gen-tweet textarea").fill("Coffee before code or code before coffee? Asking for a friend.")
         page.locator("#gen-go").click()
         page.wait_for_function("() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000)
+        # both variants stream in one batch, so the last stats line and 'Done' land within milliseconds: wait for the render
+        page.wait_for_function("() => [0, 1].every(i => document.querySelector('#gen-stats-' + i)?.innerText.includes('tok/s'))", timeout=10_000)
         replies = [page.locator(f"#gen-reply-{i} textarea").input_value() for i in range(2)]
         stats = [page.locator(f"#gen-stats-{i}").inner_text() for i in range(2)]
         page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
