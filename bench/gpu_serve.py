@@ -282,12 +282,13 @@ def main():
 
     # the scheduler (app default on CUDA: static KV + CUDA graph)
     engine = no_eos(Engine(loaded_for(model, tok), "/tmp/adapters"))
-    engine.warm_up()
+    run_section("new_warmup_s", engine.warm_up)  # the first decode step captures the CUDA graph
     run_section("new_single", lambda: single_latency(engine, 5))
     run_section("new_visitors", lambda: visitors(a.visitors, a.window, batched_battle(engine)))
     run_section("new_visitors_64", lambda: visitors(64, a.window / 2, batched_battle(engine)))
     st = engine.scheduler._static
-    RES["new_path_steps"] = {"graph": st.graph_steps, "eager": st.eager_steps, "graph_failed": st.graph_failed, "compactions": st.compactions}
+    RES["new_path_steps"] = {"graph": st.graph_steps, "eager": st.eager_steps, "graph_failed": st.graph_failed, "compactions": st.compactions,
+                             "max_rows": engine.scheduler.max_rows_seen, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
     # base vs LoRA battles: adapter rows decode eagerly in PEFT's mixed batch
     def lora():
