@@ -199,11 +199,11 @@ class Engine:
         return last.result
 
     def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = False,
+                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = True,
                        private: bool = False) -> list[GenerationResult]:
-        """Every tweet goes through the scheduler (waiting for room instead of 'busy'), batched with whatever else runs;
-        results in input order. `batch_size` is kept for callers; the scheduler's max_batch decides the real batch.
-        background=True (the battle pool): only rows no visitor waits for. private=True: OS-seeded, whatever the seed."""
+        """Every tweet goes through the scheduler, batched with whatever else runs; results in input order. `batch_size` is
+        kept for callers; the scheduler's max_batch decides the real batch. background=True (Evaluate, the battle pool):
+        rows no visitor waits for, so an admin job never makes visitors 'busy'. private=True: OS-seeded, whatever the seed."""
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
         items = [validate_tweet(t) for t in tweets]

@@ -235,9 +235,12 @@ class Scheduler:
                     room = self.max_batch - len(batch.rows)
                     joiners = self._waiting[:max(0, room)]
                     del self._waiting[:len(joiners)]
-                    if not self._waiting:  # background work fills rows only while no visitor waits (half the rows at most)
+                    if not self._waiting:  # background work fills rows only while no visitor waits; half of them while visitors run
                         n_bg = sum(r.background for r in batch.rows)
-                        take = max(0, min(room - len(joiners), self.max_batch // 2 - n_bg))
+                        fg = len(batch.rows) - n_bg + len(joiners)
+                        # idle: all but a few rows (kept free so an arriving visitor joins at the next step)
+                        cap = self.max_batch - max(1, self.max_batch // 8) if fg == 0 else self.max_batch // 2
+                        take = max(0, min(room - len(joiners), cap - n_bg))
                         joiners += self._background[:take]
                         del self._background[:take]
                     if joiners:

@@ -260,3 +260,28 @@ def test_scheduler_without_engine_runs_requests_directly(tiny):
         outs.append(t.request.generated)
     assert all(len(o) == GREEDY.max_new_tokens for o in outs) and len({tuple(o) for o in outs}) == 1
     sched.close()
+
+
+def test_background_work_never_makes_visitors_wait(tiny):
+    """Evaluate batches and the battle pool run as background rows: a visitor arriving meanwhile starts at the next step."""
+    engine = Engine(tiny, ROOT / "no-adapters", scheduler=SchedulerConfig(max_batch=4, max_waiting=1))
+    ids = tiny.tokenizer("background item", add_special_tokens=False)["input_ids"]
+    long = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=100_000)  # run until cancelled
+    bg = []
+    for _ in range(6):
+        r = Request(ids, None, long, [])
+        r.background = True
+        bg.append(engine.scheduler.submit(r))  # beyond max_waiting, yet never 'busy': background work is not in the bound
+    deadline = time.time() + 30
+    while sum(t.request.started is not None for t in bg) < 3 and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    assert sum(t.request.started is not None for t in bg) == 3  # one row stays free for visitors
+    t0 = time.perf_counter()
+    visitor = engine.scheduler.submit(engine._request("a visitor", "base", GREEDY, False)[0])
+    assert list(visitor.events())[-1].kind == "done"
+    assert visitor.request.started - t0 < 1.0
+    assert all(not t.request.finished.is_set() for t in bg[:3]), "the visitor finished while the background rows still ran"
+    for t in bg:
+        t.cancel()
+    engine.close()
