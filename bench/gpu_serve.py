@@ -272,7 +272,41 @@ def main():
     run_section("greedy_graph", lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=True), prompts, refs))
     run_section("greedy_static_eager", lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=False), prompts, refs))
     run_section("greedy_dynamic", lambda: greedy_check(model, tok, SchedulerConfig(kv="dynamic"), prompts, refs))
+    def fp32():
+        """The same check in fp32: batched-vs-single reduction order no longer flips near-ties, so equal tokens here
+        mean the scheduler (static KV, CUDA graph) computes the same function as plain generate."""
+        model.float()
+        try:
+            p32, r32 = greedy_refs(model, tok)
+            return greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=True), p32, r32)
+        finally:
+            model.to(torch.bfloat16)
+            torch.cuda.empty_cache()
+    run_section("greedy_graph_fp32", fp32)
     text_head(model, tok)
+
+    def profile():
+        os.environ["REPLY_ARENA_PROFILE"] = "1"
+        try:
+            e = no_eos(Engine(loaded_for(model, tok), "/tmp/no-adapters"))
+            e.warm_up()
+            st = e.scheduler._static
+            st.timings = {"prepare": 0.0, "forward": 0.0}
+            steps0 = e.scheduler.steps
+            out = {"single": single_latency(e, 2)}
+            n = e.scheduler.steps - steps0
+            out["per_step_ms_single"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
+            st.timings = {"prepare": 0.0, "forward": 0.0}
+            steps0 = e.scheduler.steps
+            out["visitors"] = visitors(16, 8, batched_battle(e))
+            n = e.scheduler.steps - steps0
+            out["per_step_ms_16_visitors"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
+            out["graph_widths"] = sorted(st.graphs)
+            e.close()
+            return out
+        finally:
+            os.environ.pop("REPLY_ARENA_PROFILE", None)
+    run_section("profile", profile)
 
     # today's path
     serial = no_eos(SerialEngine(loaded_for(model, tok), "/tmp/no-adapters"))
@@ -288,6 +322,7 @@ def main():
     run_section("new_visitors_64", lambda: visitors(64, a.window / 2, batched_battle(engine)))
     st = engine.scheduler._static
     RES["new_path_steps"] = {"graph": st.graph_steps, "eager": st.eager_steps, "graph_failed": st.graph_failed, "compactions": st.compactions,
+                             "graph_widths": sorted(st.graphs),
                              "max_rows": engine.scheduler.max_rows_seen, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
     # base vs LoRA battles: adapter rows decode eagerly in PEFT's mixed batch
@@ -324,7 +359,7 @@ def main():
             out["new_single"] = single_latency(e, 2)
             out["new_visitors"] = visitors(a.visitors, a.window, batched_battle(e))
             s = e.scheduler._static
-            out["steps"] = {"graph": s.graph_steps, "eager": s.eager_steps, "graph_failed": s.graph_failed}
+            out["steps"] = {"graph": s.graph_steps, "eager": s.eager_steps, "graph_failed": s.graph_failed, "graph_widths": sorted(s.graphs)}
             e.close()
             return out
         run_section("nf4", nf4)
@@ -343,7 +378,8 @@ def main():
     line("one visitor, one reply (s)", s1.get("reply_s_median"), n1.get("reply_s_median"), higher_better=False)
     line(f"{a.visitors} visitors battling: replies/min", sv.get("replies_per_min"), nv.get("replies_per_min"), "{:10.1f}")
     line(f"{a.visitors} visitors: p95 complete battle (s; today = of battles done)", sv.get("battle_p95_s"), nv.get("battle_p95_s"), higher_better=False)
-    print(json.dumps({k: RES.get(k, {}).get("equal_sequences") for k in ("greedy_graph", "greedy_static_eager", "greedy_dynamic")}))
+    print(json.dumps({k: RES.get(k, {}).get("equal_sequences") for k in ("greedy_graph", "greedy_static_eager", "greedy_dynamic", "greedy_graph_fp32")}))
+    print("profile", json.dumps({k: v for k, v in RES.get("profile", {}).items() if k.startswith("per_step")}))
     save()
 
 

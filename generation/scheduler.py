@@ -334,7 +334,10 @@ class Scheduler:
         if isinstance(batch, _StaticBatch):
             logits = batch.decode()
             self.steps += 1
+            t0 = time.perf_counter()
             self._emit(batch.rows, sample_next(logits, batch.rows))
+            if batch.profile:
+                batch.timings["sample_emit"] = batch.timings.get("sample_emit", 0.0) + time.perf_counter() - t0
             return
         dev = self.bank.base.device
         rows = batch.rows
@@ -439,20 +442,21 @@ class _SlotLayer:
 
     def __init__(self, keys, values, pos):
         self.keys, self.values, self.pos = keys, values, pos
+        self.width = keys.shape[2]  # attention reads columns [0, width) only: views of the same buffer, graph-safe
 
     def update(self, key_states, value_states, *args, **kwargs):
         self.keys.index_copy_(2, self.pos, key_states)
         self.values.index_copy_(2, self.pos, value_states)
-        return self.keys, self.values
+        return self.keys[:, :, :self.width], self.values[:, :, :self.width]
 
     def get_seq_length(self) -> int:
         return int(self.pos)
 
     def get_max_length(self) -> int:
-        return self.keys.shape[2]
+        return self.width
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.keys.shape[2], 0
+        return self.width, 0
 
 
 class _StaticBatch:
@@ -485,9 +489,14 @@ class _StaticBatch:
         self.mask4d = torch.zeros(slots, 1, 1, max_len, dtype=dtype, device=dev)
         self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.pos_ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.graph = None
-        self.graph_logits = None
+        self.graphs: dict[int, tuple] = {}  # width -> (CUDA graph, its logits): one per attention width bucket
+        # attention reads only [0, width): the smallest bucket past T. Rows are moved left (compaction) once 64+
+        # columns at the front are dead, so T stays near the live window and the step reads a small KV slice.
+        self.buckets = sorted({b for b in (256, 512, 1024) if b < max_len} | {max_len})
         self.graph_failed: str | None = None
+        self.profile = os.environ.get("REPLY_ARENA_PROFILE") == "1"
+        self.timings = {"prepare": 0.0, "forward": 0.0}
+        self.widths_used: set[int] = set()
         self.graph_steps = 0
         self.eager_steps = 0
         self.compactions = 0
@@ -497,6 +506,7 @@ class _StaticBatch:
         self.rows: list[Request] = []
         self.slot_of: dict[int, int] = {}
         self.n_cached: list[int] = []
+        self.starts: list[int] = []  # first column of each row's prompt (host-side: no GPU sync to find dead columns)
         self.T = 0
         self.valid.zero_()
 
@@ -516,13 +526,10 @@ class _StaticBatch:
             else:
                 self.valid[:, T + delta:] = False
         self.T = T + delta
+        self.starts = [x + delta for x in self.starts]
 
     def _first_used(self) -> int:
-        if not self.rows:
-            return self.T
-        slots = [self.slot_of[r.id] for r in self.rows]
-        used = self.valid[slots, :self.T].any(0).nonzero()
-        return int(used[0]) if len(used) else self.T
+        return min(self.starts) if self.rows else self.T
 
     def merge(self, cache, mask, rows: list[Request], n_cached: list[int]) -> None:
         import torch
@@ -547,6 +554,7 @@ class _StaticBatch:
             self.slot_of[r.id] = s
             self.rows.append(r)
             self.n_cached.append(c)
+            self.starts.append(self.T - len(r.prompt_ids))
 
     def keep(self, idx: list[int]) -> None:
         gone = [self.rows[i] for i in range(len(self.rows)) if i not in set(idx)]
@@ -554,6 +562,7 @@ class _StaticBatch:
             self.valid[self.slot_of.pop(r.id)] = False
         self.rows = [self.rows[i] for i in idx]
         self.n_cached = [self.n_cached[i] for i in idx]
+        self.starts = [self.starts[i] for i in idx]
 
     def _compact(self) -> None:
         first = self._first_used()
@@ -564,6 +573,9 @@ class _StaticBatch:
     def decode(self):
         import torch
 
+        t0 = time.perf_counter()
+        if self.T + 1 > self.buckets[0] and self._first_used() >= 64:
+            self._compact()
         if self.T + 1 > self.L:
             self._compact()
             while self.T + 1 > self.L:  # the oldest row fills every column: it ends here
@@ -584,54 +596,66 @@ class _StaticBatch:
         adapters = [None] * self.S
         for r, s in zip(self.rows, slots):
             adapters[s] = r.adapter
+        width = next(b for b in self.buckets if b >= self.T + 1)
+        self.widths_used.add(width)
+        for layer in self.layers:
+            layer.width = width
+        if self.profile:
+            torch.cuda.synchronize() if self.dev.type == "cuda" else None
+            t1 = time.perf_counter()
+            self.timings["prepare"] += t1 - t0
         if all(a is None for a in adapters):
-            logits = self._base_step()
+            logits = self._base_step(width)
         else:
             self.eager_steps += 1
-            logits = self.sched._forward(adapters, **self._inputs()).logits
+            logits = self.sched._forward(adapters, **self._inputs(width)).logits
+        if self.profile:
+            torch.cuda.synchronize() if self.dev.type == "cuda" else None
+            self.timings["forward"] += time.perf_counter() - t1
         self.T += 1
         self.n_cached = [c + 1 for c in self.n_cached]
         return logits[slots, -1, :]
 
-    def _inputs(self) -> dict:
-        return dict(input_ids=self.ids, attention_mask=self.mask4d, position_ids=self.pos_ids, past_key_values=self.cache,
+    def _inputs(self, width: int) -> dict:
+        return dict(input_ids=self.ids, attention_mask=self.mask4d[..., :width], position_ids=self.pos_ids, past_key_values=self.cache,
                     cache_position=self.pos, use_cache=True)
 
-    def _base_forward(self):
+    def _base_forward(self, width: int):
         import contextlib
 
         pm = self.sched.bank.peft_model
         with (pm.disable_adapter() if pm is not None else contextlib.nullcontext()):
-            return self.sched.bank.base(**self._inputs()).logits
+            return self.sched.bank.base(**self._inputs(width)).logits
 
-    def _base_step(self):
+    def _base_step(self, width: int):
         import torch
 
         use_graph = self.dev.type == "cuda" and self.sched.config.cuda_graph and self.graph_failed is None
         if not use_graph:
             self.eager_steps += 1
-            return self._base_forward()
-        if self.graph is None:
+            return self._base_forward(width)
+        if width not in self.graphs:
             try:
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):  # warm-up on the real inputs: rewrites column T with the same values
-                        self._base_forward()
+                        self._base_forward(width)
                 torch.cuda.current_stream().wait_stream(side)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    self.graph_logits = self._base_forward()
-                self.graph = g
+                    logits = self._base_forward(width)
+                self.graphs[width] = (g, logits)
             except Exception as exc:  # capture is an optimisation: fall back to eager, say why once
                 self.graph_failed = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_failed)
                 torch.cuda.synchronize()
                 self.eager_steps += 1
-                return self._base_forward()
-        self.graph.replay()
+                return self._base_forward(width)
+        g, logits = self.graphs[width]
+        g.replay()
         self.graph_steps += 1
-        return self.graph_logits
+        return logits
 
 
 def sample_next(logits, rows: list[Request]) -> list[int]:

@@ -103,6 +103,19 @@ def test_batched_greedy_equals_unbatched(which, kv, tiny, tmp_path):
         engine.close()
 
 
+def test_static_kv_attention_width_buckets_keep_greedy_equal(tiny, tmp_path):
+    """Static slots with several attention widths (256, 512, 600 columns) and dead-column compaction while rows run."""
+    engine = Engine(tiny, tmp_path, scheduler=SchedulerConfig(max_batch=5, kv="static", max_len=600, long_reply_chars=10**6))
+    try:
+        reqs = _staggered(engine, ["base"] * len(TWEETS), 110)
+        st = engine.scheduler._static
+        assert {256, 512} <= st.widths_used and st.compactions > 0
+        for r in reqs:
+            assert r.generated == _reference(tiny.model, r.prompt_ids, engine.eot_ids, 110, tiny.tokenizer.pad_token_id)
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize("kv", ["dynamic", "static"])
 def test_mixed_adapter_batch_equals_per_adapter(kv, tiny_dir, tmp_path):
     adapters = tmp_path / "adapters"
