@@ -30,6 +30,10 @@ def parse_args(argv=None, defaults: Settings | None = None) -> Settings:
     p.add_argument("--no-model", action="store_true", help="start without a model (data / training / leaderboard only)")
     p.add_argument("--data-dir", default=str(d.data_dir), help="votes, reviews, runs (use /data on Spaces)")
     p.add_argument("--adapters-dir", default=str(d.adapters_dir))
+    p.add_argument("--backend", choices=["local", "openai"], default=d.backend,
+                   help="local = the model in this process; openai = an OpenAI-compatible server such as vLLM (README)")
+    p.add_argument("--openai-base-url", default=d.openai_base_url, help="e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--openai-model", default=d.openai_model, help="the base model's name there; empty = the first listed")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--behind-proxy", type=int, default=d.proxy_hops, metavar="N",
@@ -37,7 +41,8 @@ def parse_args(argv=None, defaults: Settings | None = None) -> Settings:
     a = p.parse_args(argv)
     return dataclasses.replace(d, base_model=a.base_model, load_in_4bit=a.load_in_4bit, device=a.device,
                                load_model=not a.no_model, data_dir=Path(a.data_dir), adapters_dir=Path(a.adapters_dir),
-                               host=a.host, port=a.port, proxy_hops=a.behind_proxy)
+                               host=a.host, port=a.port, proxy_hops=a.behind_proxy, backend=a.backend,
+                               openai_base_url=a.openai_base_url, openai_model=a.openai_model)
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:

@@ -21,8 +21,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 from arena.battles import ArenaConfig, BattleManager
+from arena.pool import BattlePool
 from arena.store import VoteStore
 from generation import Engine, ModelConfig, ModelLoadError, load_base
+from generation.backends import OpenAIBackend
 from retrieval import ExampleIndex, build_or_load, get_encoder
 from security import AdminGate, SecurityDB, VisitorLimits, client_address
 from security.ratelimit import PersistentRateLimiter
@@ -73,6 +75,14 @@ class Settings:
     votes_per_minute: int = 20  # VOTES_PER_MINUTE, per address and session
     generate_per_day: int = 300  # GENERATE_PER_DAY, per address
     battles_per_day: int = 180  # BATTLES_PER_DAY, per address
+    # local = the model in this process (generation/scheduler.py); openai = an OpenAI-compatible server (vLLM),
+    # see generation/backends.py
+    backend: str = "local"  # BACKEND
+    openai_base_url: str = ""  # OPENAI_BASE_URL
+    openai_model: str = ""  # OPENAI_MODEL; empty = the first model the server lists
+    # ARENA_POOL: auto = pre-generated battle pool on when the model runs on a GPU (filling 72 tweets x every
+    # contender is minutes of CPU on a 2-core Space); on / off force it.
+    arena_pool: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -106,6 +116,10 @@ class Settings:
             votes_per_minute=_int_env(e, "VOTES_PER_MINUTE", d.votes_per_minute),
             generate_per_day=_int_env(e, "GENERATE_PER_DAY", d.generate_per_day),
             battles_per_day=_int_env(e, "BATTLES_PER_DAY", d.battles_per_day),
+            backend=e.get("BACKEND", d.backend),
+            openai_base_url=e.get("OPENAI_BASE_URL", d.openai_base_url),
+            openai_model=e.get("OPENAI_MODEL", d.openai_model),
+            arena_pool=(e.get("ARENA_POOL", d.arena_pool) or d.arena_pool).strip().lower(),
         )
 
     def model_config(self, **override) -> ModelConfig:
@@ -134,6 +148,7 @@ class AppContext:
     engine: Engine | None = None
     index: ExampleIndex | None = None
     battles: BattleManager | None = None  # None without a model: nothing can reply
+    pool: BattlePool | None = None  # pre-generated battles on held-out tweets (GPU hosts; ARENA_POOL)
     banners: list[str] = field(default_factory=list)
     limits: VisitorLimits | None = None  # per-address limits on Generate and battle starts (persisted)
 
@@ -151,6 +166,12 @@ def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
     if not s.load_model:
         banners.append("Started without a model (--no-model): Generate and Arena are off; the other tabs work.")
         return None
+    if s.backend == "openai":
+        try:
+            return OpenAIBackend(s.openai_base_url or "http://127.0.0.1:8000/v1", s.openai_model or None)
+        except ModelLoadError as exc:
+            banners.append(str(exc))
+            return None
     try:
         loaded = load_base(s.model_config())
     except ModelLoadError as exc:
@@ -188,13 +209,34 @@ def _battles(s: Settings, engine: Engine | None, votes: VoteStore, db: SecurityD
         return None
 
     def generate(contender: str, tweet: str):
-        r = engine.generate(tweet, contender)
+        last = None
+        for last in engine.stream_many(tweet, [contender], private=True):
+            pass
+        r = last[0].result
         return r.reply, r.settings
+
+    def stream(pair, tweet: str):
+        """Both replies in one batch, each with its own OS-seeded generator (a public seed cannot reproduce them)."""
+        for evs in engine.stream_many(tweet, list(pair), private=True):
+            yield [(e.reply, e.result.settings if e.done else None, e.queued) for e in evs]
 
     config = ArenaConfig(app_version=s.arena_app_version, votes_per_minute=s.votes_per_minute)
     # Vote limits live in the app's security.sqlite3, so they survive a restart like the other limits.
-    return BattleManager(votes, engine.variants, generate, config=config,
+    return BattleManager(votes, engine.variants, generate, config=config, stream_fn=stream,
                          limiter_factory=lambda windows: PersistentRateLimiter(db, "vote", windows))
+
+
+def _pool(s: Settings, engine: Engine | None) -> BattlePool | None:
+    """Held-out replies pre-generated as background scheduler rows; visitors always go first."""
+    if engine is None or not hasattr(engine, "loaded"):
+        return None
+    on = s.arena_pool in ("1", "true", "on", "yes") or (
+        s.arena_pool == "auto" and getattr(engine.loaded, "device", "cpu").startswith("cuda"))
+    if not on:
+        return None
+    pool = BattlePool(engine, s.heldout, Path(s.data_dir) / "battle_pool", engine.variants)
+    pool.refresh()
+    return pool
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -213,4 +255,5 @@ def build_context(settings: Settings) -> AppContext:
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
     battles = _battles(settings, engine, votes, db)
-    return AppContext(settings, gate, votes, reviews, runs, engine, index, battles, banners, limits=limits)
+    return AppContext(settings, gate, votes, reviews, runs, engine, index, battles, _pool(settings, engine), banners,
+                      limits=limits)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from arena.abuse import (
     DEFAULT_REVEAL_PATTERNS,
@@ -37,6 +37,8 @@ EXPIRED_MESSAGE = ("This battle has expired (battles last an hour and end when t
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]
+# (contenders, tweet) -> yields one (reply, settings or None while still growing, queue position) per contender.
+StreamFn = Callable[[Sequence[str], str], Iterator["list[tuple[str, dict[str, Any] | None, int]]"]]
 
 
 @dataclass
@@ -127,10 +129,12 @@ class BattleManager:
         rng: random.Random | None = None,
         config: ArenaConfig | None = None,
         limiter_factory: Callable[[Sequence[RateWindow]], Any] = SlidingWindowRateLimiter,
+        stream_fn: StreamFn | None = None,
     ) -> None:
         self.store = store
         self.contenders_fn = contenders_fn
         self.generate_fn = generate_fn
+        self.stream_fn = stream_fn
         self.clock = clock
         # SystemRandom by default: pair choice and left/right order must not be predictable.
         self.rng = rng if rng is not None else random.SystemRandom()
@@ -192,6 +196,40 @@ class BattleManager:
         # Generation is slow: never hold the lock here.
         reply_a, settings_a = self._generate(contender_a, text)
         reply_b, settings_b = self._generate(contender_b, text)
+        return self._register(session_id, text, contender_a, contender_b, reply_a, reply_b, settings_a, settings_b)
+
+    def new_battle_stream(self, session_id: str, tweet: str) -> Iterator[tuple[str, str, int, "Battle | None"]]:
+        """Like new_battle, but both replies are generated together (one batch) and yielded as they grow:
+        (reply_a, reply_b, queue position, None) ... then (reply_a, reply_b, 0, Battle). Names never leave the server."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("A session id is required to start a battle.")
+        text = validate_tweet(tweet)
+        contender_a, contender_b = self._draw_pair(list(self.contenders_fn()))
+        if self.stream_fn is None:
+            yield "", "", 0, self.new_battle(session_id, text)
+            return
+        last = None
+        for last in self.stream_fn([contender_a, contender_b], text):  # never under self._lock
+            (ra, sa, qa), (rb, sb, qb) = last
+            if sa is None or sb is None:
+                yield ra, rb, max(qa, qb), None
+        if last is None or last[0][1] is None or last[1][1] is None:
+            raise RuntimeError("The replies could not be generated; please start a new battle.")
+        (ra, sa, _), (rb, sb, _) = last
+        yield ra, rb, 0, self._register(session_id, text, contender_a, contender_b, ra, rb, dict(sa), dict(sb))
+
+    def new_pool_battle(self, session_id: str, voter_keys: Sequence[str], pool) -> "Battle | None":
+        """A battle on a held-out tweet with pre-generated replies (arena/pool.py): no GPU, no waiting.
+        None when the pool has no unseen (tweet, pair) for this voter."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("A session id is required to start a battle.")
+        d = pool.draw(list(voter_keys), self.pair_weights(pool.ready()))
+        if d is None:
+            return None
+        return self._register(session_id, d.tweet, d.contender_a, d.contender_b, d.reply_a, d.reply_b, dict(d.settings), dict(d.settings))
+
+    def _register(self, session_id: str, text: str, contender_a: str, contender_b: str, reply_a: str, reply_b: str,
+                  settings_a: dict[str, Any], settings_b: dict[str, Any]) -> Battle:
         battle_id = secrets.token_urlsafe(16)
         pending = _PendingBattle(
             battle_id=battle_id, session_id=session_id, created=self.clock(), tweet=text,

@@ -10,6 +10,8 @@ import gradio as gr
 
 from common.text import validate_tweet
 from evaluation.gates import VERDICT_HELP
+from generation import AdapterError
+from generation.scheduler import SchedulerBusy
 from generation.variants import friendly_name
 from security import AdminRequired, RateLimited, inert
 
@@ -88,16 +90,29 @@ def build_arena_tab(ctx: AppContext) -> None:
     def on_start(text, request: gr.Request):
         if manager is None:
             raise gr.Error(ctx.model_banner(), print_exception=False)
-        if not (text or "").strip():
-            text = random_heldout_tweet(ctx.settings.heldout)
+        address = ctx.client_address(request)
         try:
-            text = validate_tweet(text)  # bad input is answered before it costs the visitor an allowance
+            text = validate_tweet(text) if (text or "").strip() else ""  # bad input costs the visitor no allowance
             if ctx.limits is not None:  # per address, before any model time is spent
-                ctx.limits.battle.hit([ctx.client_address(request)])
-            b = manager.new_battle(request.session_hash, text)
-        except (ValueError, NotEnoughContenders, RateLimited) as exc:
+                ctx.limits.battle.hit([address])
+            if not text and ctx.pool is not None:
+                # An empty box: a held-out tweet with pre-generated replies, served without the GPU.
+                ctx.pool.refresh()  # picks up a newly trained adapter
+                b = manager.new_pool_battle(request.session_hash, [request.session_hash, "client:" + address], ctx.pool)
+                if b is not None:
+                    yield [b.tweet, b.battle_id, b.reply_a, b.reply_b, "", "", "", gr.update(visible=False)] + open_all
+                    return
+            if not text:
+                text = random_heldout_tweet(ctx.settings.heldout)
+            # Both replies come from one batch and stream into their boxes as they grow; names stay on the server.
+            for ra, rb, queued, b in manager.new_battle_stream(request.session_hash, text):
+                if b is None:
+                    note = f"Waiting for the model: position {queued} in the queue…" if queued else "Generating both replies…"
+                    yield [text, None, ra, rb, note, "", "", gr.update(visible=False)] + lock_all
+                else:
+                    yield [text, b.battle_id, b.reply_a, b.reply_b, "", "", "", gr.update(visible=False)] + open_all
+        except (ValueError, NotEnoughContenders, RateLimited, SchedulerBusy, AdapterError) as exc:
             raise gr.Error(str(exc), print_exception=False)
-        return [text, b.battle_id, b.reply_a, b.reply_b, "", "", "", gr.update(visible=False)] + open_all
 
     def make_vote(choice):
         def on_vote(bid, request: gr.Request):
@@ -120,12 +135,12 @@ def build_arena_tab(ctx: AppContext) -> None:
     arena_tab.select(None, None, None, js=KEYS_JS)
     start.click(None, None, None, js=KEYS_JS)
     start.click(lambda: lock_all, None, vote_buttons).then(
-        on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
+        on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds
     for k, btn in buttons.items():
         btn.click(make_vote(k), [battle_id], [battle_id, reveal, name_a, name_b, next_btn] + vote_buttons)
     # One button to go on: clear, draw a held-out tweet and start the next battle at once.
     next_btn.click(lambda: ["", None, "", "", "Drawing a tweet and generating both replies…", "", "", gr.update(visible=False)] + lock_all,
-                   None, start_outputs).then(on_start, [tweet], start_outputs, concurrency_limit=1, concurrency_id="model")
+                   None, start_outputs).then(on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds
 
 
 def build_leaderboard_tab(ctx: AppContext) -> None:

@@ -215,6 +215,9 @@ def _adapter_fingerprint(engine, variant: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+adapter_fingerprint = _adapter_fingerprint  # public name for other packages (the Arena's battle pool)
+
+
 def generate_replies(engine, items: Sequence[EvalItem], variants: Sequence[str], *, thinking: bool = False,
                      sampling=None, cache: ReplyCache | str | Path | None = None, batch_size: int = 8,
                      progress: ProgressFn | None = None) -> BatchReplies:

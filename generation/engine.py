@@ -1,11 +1,12 @@
 """One loaded base model serving every variant: base (adapters off), RAG (few-shot prompt), and each LoRA adapter.
 
 Variants are named "base", "rag" and "lora:<adapter>" everywhere (Generate, Arena, the vote store, the leaderboard).
-The model is shared state (the active adapter is global), so one lock serializes generation.
+Every generation goes through one Scheduler (scheduler.py): a bounded queue and a worker thread that owns the model and
+decodes all waiting requests together (continuous batching, mixed adapters per row), so no lock is held here at all.
 """
 from __future__ import annotations
 
-import threading
+import queue
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -15,9 +16,11 @@ from common.text import validate_tweet
 from .adapters import AdapterBank
 from .chat import base_messages, clean_reply, end_of_turn_ids, render_prompt, split_thinking, supports_thinking
 from .config import SamplingConfig, default_sampling
-from .fastgen import cuda_generate_kwargs, pad_multiple
+from .errors import AdapterError
 from .loader import LoadedModel
 from .prompts import SYSTEM_PROMPT, build_fewshot_messages
+from .scheduler import Event as SchedEvent
+from .scheduler import Request, Scheduler, SchedulerConfig, os_generator
 from .variants import BASE, RAG, adapter_name, lora_variant
 
 
@@ -53,62 +56,31 @@ class StreamEvent:
     thinking: str
     done: bool = False
     result: GenerationResult | None = None
-
-
-class _Cancel:
-    """A stopping criterion flipped when a stream's consumer goes away, so the worker thread ends promptly."""
-
-    def __init__(self):
-        self.flag = threading.Event()
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class _ReplyLongEnough:
-    """Stop once the answer (outside any think block) is past the tweet limit: it will be cut to 280 anyway."""
-
-    def __init__(self, tokenizer, n_prompt: int, limit: int = 300, every: int = 8):
-        self.tok, self.n_prompt, self.limit, self.every = tokenizer, n_prompt, limit, every
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        n_new = input_ids.shape[1] - self.n_prompt
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if n_new < 60 or n_new % self.every:  # 60 tokens can't exceed 280 chars often; check rarely
-            return done
-        for i, row in enumerate(input_ids[:, self.n_prompt:]):
-            text = self.tok.decode(row, skip_special_tokens=True)
-            if "<think>" in text and "</think>" not in text:
-                continue
-            done[i] = len(split_thinking(text)[1].strip()) > self.limit
-        return done
+    queued: int = 0  # >0: still waiting for the model, at this position in the queue
+    error: str | None = None  # stream_many(errors="event"): this variant failed with this sentence
 
 
 class Engine:
     def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None,
-                 system_prompt: str = SYSTEM_PROMPT, max_new_tokens: int | None = None):
+                 system_prompt: str = SYSTEM_PROMPT, scheduler: SchedulerConfig | None = None,
+                 max_new_tokens: int | None = None):
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens  # reply budget for the default sampling; None = the card default
         self.tokenizer = loaded.tokenizer
         self.bank = AdapterBank(loaded.model, loaded.name, adapters_dir)
         self.retriever = retriever
         self.system_prompt = system_prompt
-        self.lock = threading.RLock()
         self.eot_ids = end_of_turn_ids(self.tokenizer)
+        self.scheduler = Scheduler(self.bank, scheduler)
+
+    def close(self) -> None:
+        self.scheduler.close()
 
     def warm_up(self) -> float:
         """One 2-token generation at start-up: the first forward pays for kernel selection and allocations (~1 s on
         the CPU), which would otherwise land on the first visitor's reply. Returns the seconds spent."""
-        import torch
-
         t0 = time.perf_counter()
-        enc = self._encode([render_prompt(self.tokenizer, base_messages("warm up"), False)])
-        with self.lock, torch.inference_mode():
-            self.bank.base.generate(**enc, max_new_tokens=2, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        self.generate("warm up", BASE, SamplingConfig(do_sample=False, temperature=0.0, max_new_tokens=2))
         return time.perf_counter() - t0
 
     # ---- what can be generated -------------------------------------------------------------------------------
@@ -136,79 +108,88 @@ class Engine:
         return base_messages(tweet, self.system_prompt), []
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def _gen_kwargs(self, s: SamplingConfig) -> dict:
-        kw = dict(max_new_tokens=int(s.max_new_tokens), eos_token_id=self.eot_ids, pad_token_id=self.tokenizer.pad_token_id)
-        if s.do_sample and s.temperature > 0:
-            kw.update(do_sample=True, temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
-            if s.min_p and s.min_p > 0:
-                kw["min_p"] = float(s.min_p)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if s.repetition_penalty and s.repetition_penalty != 1.0:
-            kw["repetition_penalty"] = float(s.repetition_penalty)
-        return {**kw, **cuda_generate_kwargs(self.bank.base)}
+    def _request(self, tweet: str, variant: str, s: SamplingConfig, thinking: bool, generator=None, out=None) -> tuple[Request, list]:
+        """Build one scheduler request; the prompt is encoded here (caller's thread), the model runs on the worker."""
+        messages, retrieved = self.messages_for(tweet, variant)
+        ids = self.tokenizer(render_prompt(self.tokenizer, messages, thinking), add_special_tokens=False)["input_ids"]
+        name = adapter_name(variant)
+        if name is not None and name not in self.bank.loaded and name not in self.bank.available():
+            raise AdapterError(f"No adapter named {name!r} in {self.bank.adapters_dir}; available: {', '.join(self.bank.available()) or 'none'}.")
+        return Request(ids, name, s, self.eot_ids, generator, self._long_enough, out), retrieved
 
-    def _encode(self, prompts: Sequence[str]):
-        tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"  # decoder-only batches must be left-padded so new tokens line up
-        try:
-            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_multiple(self.bank.base))
-        finally:
-            tok.padding_side = side
-        return enc.to(self.bank.base.device)
+    def _long_enough(self, tokens: list[int]) -> bool:
+        """Stop once the answer (outside any think block) is past the tweet limit: it will be cut to 280 anyway."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if "<think>" in text and "</think>" not in text:
+            return False
+        return len(split_thinking(text)[1].strip()) > self.scheduler.config.long_reply_chars
 
-    def stream(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> Iterator[StreamEvent]:
-        """Yield the reply as it grows; the last event has done=True and the full result."""
-        import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+    def stream_many(self, tweet: str, variants: Sequence[str], sampling: SamplingConfig | None = None, thinking: bool = False,
+                    private: bool = False, errors: str = "raise") -> Iterator[list[StreamEvent]]:
+        """Generate every variant for one tweet in the same batch; yield all replies (one StreamEvent each) as they grow.
 
+        `private=True` (the Arena) gives each request its own generator seeded from the OS, whatever `sampling.seed` says.
+        Closing this iterator (a visitor leaving) cancels every request it started; no lock is held while suspended.
+        errors="raise": the first failure is raised at the end; "event": a failed variant ends with StreamEvent.error set
+        and the others carry on (the Generate tab shows each variant's own error).
+        """
         tweet = validate_tweet(tweet)
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
-        messages, retrieved = self.messages_for(tweet, variant)
-        prompt = render_prompt(self.tokenizer, messages, thinking)
-        with self.lock:
-            enc = self._encode([prompt])
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-            cancel = _Cancel()
-            long_enough = _ReplyLongEnough(self.tokenizer, int(enc["input_ids"].shape[1]))
-            holder: dict = {}
-
-            def work(ctx):
+        states: list[_Progress] = []
+        tickets: list = []
+        out: queue.Queue[SchedEvent] = queue.Queue()  # one queue for all of them: wake on whichever grows
+        try:
+            for v in variants:
+                seed = None if (private or s.seed is None) else int(s.seed)
                 try:
-                    with ctx as model, torch.inference_mode():
-                        holder["out"] = model.generate(**enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel, long_enough]), **self._gen_kwargs(s))
-                except Exception as exc:  # surfaced to the consumer below
-                    holder["error"] = exc
-                    streamer.end()
+                    req, retrieved = self._request(tweet, v, s, thinking, os_generator(seed), out)
+                except (ValueError, AdapterError) as exc:
+                    if errors == "raise":
+                        raise
+                    st = _Progress(v, None, [], s, thinking)
+                    st.done, st.error = True, exc
+                    states.append(st)
+                    tickets.append(None)
+                    continue
+                tickets.append(self.scheduler.submit(req))
+                states.append(_Progress(v, req, retrieved, s, thinking))
+        except BaseException:
+            for t in tickets:
+                if t is not None:
+                    t.cancel()
+            raise
+        by_id = {st.req.id: st for st in states if st.req is not None}
+        try:
+            yield [st.event() for st in states]
+            while not all(st.done for st in states):
+                changed = False
+                try:
+                    ev = out.get(timeout=0.25)
+                    while True:  # apply everything that is there, then yield once
+                        changed |= by_id[ev.rid].apply(ev, self.tokenizer)
+                        ev = out.get_nowait()
+                except queue.Empty:
+                    pass
+                for st, t in zip(states, tickets):
+                    if t is not None and not st.done and t.request.started is None:
+                        pos = t.position()
+                        if pos != st.queued:
+                            st.queued, changed = pos, True
+                if changed:
+                    yield [st.event() for st in states]
+        finally:
+            for t in tickets:
+                if t is not None and not t.request.finished.is_set():
+                    t.cancel()
+        for st in states:
+            if st.error is not None and errors == "raise":
+                raise st.error
 
-            if s.seed is not None:
-                torch.manual_seed(int(s.seed))
-            ctx = self.bank.activate(adapter_name(variant))
-            t0 = time.perf_counter()
-            th = threading.Thread(target=work, args=(ctx,), daemon=True)
-            th.start()
-            text, ttft = "", 0.0
-            try:
-                for chunk in streamer:
-                    if chunk and not ttft:
-                        ttft = time.perf_counter() - t0
-                    text += chunk
-                    think, answer = split_thinking(text)
-                    yield StreamEvent(variant, clean_reply(answer) if answer.strip() else "", think)
-            finally:
-                cancel.flag.set()
-                th.join()
-            if "error" in holder:
-                raise holder["error"]
-            seconds = time.perf_counter() - t0
-            n_prompt = int(enc["input_ids"].shape[1])
-            out = holder.get("out")
-            new = 0 if out is None else int((out[0, n_prompt:] != self.tokenizer.pad_token_id).sum())
-        think, answer = split_thinking(text)
-        result = GenerationResult(variant, clean_reply(answer), think, text, n_prompt, new, seconds, ttft or seconds, retrieved, {**s.to_dict(), "thinking": thinking})
-        yield StreamEvent(variant, result.reply, think, True, result)
+    def stream(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> Iterator[StreamEvent]:
+        """Yield the reply as it grows; the last event has done=True and the full result."""
+        for evs in self.stream_many(tweet, [variant], sampling, thinking):
+            yield evs[0]
 
     def generate(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> GenerationResult:
         last = None
@@ -217,37 +198,84 @@ class Engine:
         return last.result
 
     def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
-        """Batched (left-padded) generation for evaluation; results in input order."""
-        import torch
-        from transformers import StoppingCriteriaList
-
+                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = True,
+                       private: bool = False) -> list[GenerationResult]:
+        """Every tweet goes through the scheduler, batched with whatever else runs; results in input order. `batch_size` is
+        kept for callers; the scheduler's max_batch decides the real batch. background=True (Evaluate, the battle pool):
+        rows no visitor waits for, so an admin job never makes visitors 'busy'. private=True: OS-seeded, whatever the seed."""
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
         items = [validate_tweet(t) for t in tweets]
-        results: list[GenerationResult] = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            built = [self.messages_for(t, variant) for t in chunk]
-            prompts = [render_prompt(self.tokenizer, m, thinking) for m, _ in built]
-            with self.lock:
-                enc = self._encode(prompts)
-                if s.seed is not None:
-                    torch.manual_seed(int(s.seed) + start)
-                t0 = time.perf_counter()
-                with self.bank.activate(adapter_name(variant)) as model, torch.inference_mode():
-                    out = model.generate(**enc, stopping_criteria=StoppingCriteriaList([_ReplyLongEnough(self.tokenizer, enc["input_ids"].shape[1])]),
-                                         **self._gen_kwargs(s))
-                seconds = time.perf_counter() - t0
-            n_prompt = enc["input_ids"].shape[1]
-            for i, (_, retrieved) in enumerate(built):
-                ids = out[i, n_prompt:]
-                new = int((ids != self.tokenizer.pad_token_id).sum())
-                raw = self.tokenizer.decode(ids, skip_special_tokens=True)
-                think, answer = split_thinking(raw)
-                n_real = int(enc["attention_mask"][i].sum())
-                results.append(GenerationResult(variant, clean_reply(answer), think, raw, n_real, new, seconds / len(chunk), 0.0,
-                                                retrieved, {**s.to_dict(), "thinking": thinking, "batch_size": len(chunk)}))
+        results: list[GenerationResult | None] = [None] * len(items)
+        pending = []
+        t0 = time.perf_counter()
+        for i, t in enumerate(items):
+            req, retrieved = self._request(t, variant, s, thinking, os_generator(None if (private or s.seed is None) else int(s.seed) + i))
+            req.background = background
+            pending.append((i, self.scheduler.submit(req, block=True), retrieved))
+        done = 0
+        for i, ticket, retrieved in pending:
+            st = _Progress(variant, ticket.request, retrieved, s, thinking)
+            for ev in ticket.events():
+                st.apply(ev, self.tokenizer)
+            if st.error is not None:
+                raise st.error
+            results[i] = st.event().result
+            done += 1
             if progress:
-                progress(min(start + batch_size, len(items)), len(items))
-        return results
+                progress(done, len(items))
+        seconds = time.perf_counter() - t0
+        for r in results:
+            r.settings["batch_size"] = min(len(items), self.scheduler.max_batch)
+            r.seconds = seconds / max(1, len(items))
+        return results  # type: ignore[return-value]
+
+
+class _Progress:
+    """One request's reply as seen by its caller: tokens decoded to text, thinking split off, the final result."""
+
+    def __init__(self, variant: str, req: Request | None, retrieved: list, s: SamplingConfig, thinking: bool):
+        self.variant, self.req, self.retrieved, self.s, self.thinking = variant, req, retrieved, s, thinking
+        self.tokens: list[int] = []
+        self.text = ""
+        self.done = False
+        self.error: BaseException | None = None
+        self.queued = 0
+        self.t0 = time.perf_counter()
+        self.ttft = 0.0
+        self.result: GenerationResult | None = None
+        self.tokenizer = None
+        self.decoded = 0
+
+    def apply(self, ev: SchedEvent, tokenizer) -> bool:
+        if ev.kind == "tokens":
+            if not self.ttft:
+                self.ttft = time.perf_counter() - self.t0
+            self.tokens += ev.tokens
+            self.tokenizer = tokenizer
+            self.queued = 0
+            return True
+        if ev.kind == "queued":
+            self.queued = ev.position
+            return True
+        self.done = True
+        if ev.kind == "error":
+            self.error = ev.error
+            return True
+        self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+        think, answer = split_thinking(self.text)
+        seconds = time.perf_counter() - self.t0
+        self.result = GenerationResult(self.variant, clean_reply(answer), think, self.text, len(self.req.prompt_ids), len(self.req.generated),
+                                       seconds, self.ttft or seconds, self.retrieved, {**self.s.to_dict(), "thinking": self.thinking})
+        return True
+
+    def event(self) -> StreamEvent:
+        if self.error is not None:
+            msg = str(self.error).splitlines()[0][:300] if str(self.error) else type(self.error).__name__
+            return StreamEvent(self.variant, "", "", True, None, error=msg)
+        if self.result is not None:
+            return StreamEvent(self.variant, self.result.reply, self.result.thinking, True, self.result)
+        if self.tokenizer is not None and self.decoded != len(self.tokens):  # decode once per yield, not per token
+            self.text, self.decoded = self.tokenizer.decode(self.tokens, skip_special_tokens=True), len(self.tokens)
+        think, answer = split_thinking(self.text)
+        return StreamEvent(self.variant, clean_reply(answer) if answer.strip() else "", think, queued=self.queued)

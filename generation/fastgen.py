@@ -5,8 +5,9 @@ plain dynamic-cache `generate` adds far more than that in Python and kernel-laun
 makes the decode step's shapes fixed, so transformers compiles it (torch.compile, mode reduce-overhead = CUDA graphs).
 Prompt lengths are padded up to a bucket so the compiled graph is reused across requests instead of recompiled.
 
-Opt-in (FAST_GENERATE=1) for now: on the random-weight Qwen3-8B shape its greedy outputs did not match the plain path's
-(bench/results/gpu-generate-*), and an unverified path must not silently change what users see.
+The app no longer uses this path: every request goes through generation/scheduler.py, whose static KV slots and
+CUDA-graph decode step do the same job for a whole continuous batch (checked token for token against plain `generate` by
+bench/gpu_serve.py before it times anything). Kept for bench/gpu_generate.py's comparison of `generate` variants.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from security import RateLimited, inert
 from .config import SamplingConfig
 from .form import char_counter, parse_seed
 from .present import format_examples_markdown, stats_line
+from .scheduler import SchedulerBusy
 from .variants import friendly_name
 
 if TYPE_CHECKING:  # type-only: generation never imports the app layer at run time
@@ -117,34 +118,43 @@ def build_generate_tab(ctx: AppContext) -> None:
                 state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(friendly_name(v))}"), gr.update(value=""),
                             gr.update(value="waiting…"), gr.update(visible=False), gr.update(value=""), gr.update(visible=False), gr.update(value="")]
             yield [x for s in state for x in s] + [gr.update(value="Generating…")]
-            errors, final = [], {}
-            for i, v in enumerate(chosen):
-                try:
-                    st = state[i]
-                    st[3] = gr.update(value="generating…")  # once: the stats line changes again only when final
-                    for ev in engine.stream(text, v, sampling, bool(think_on)):
+            errors: dict[int, str] = {}
+            shown = ["waiting…"] * len(chosen)  # the stats line as last sent: resent only when it changes
+            try:  # every chosen variant in one batch on the scheduler, all boxes streaming together
+                for evs in engine.stream_many(text, chosen, sampling, bool(think_on), errors="event"):
+                    waiting = max((ev.queued for ev in evs), default=0)
+                    for i, ev in enumerate(evs):
+                        st = state[i]
+                        st[3] = gr.update()
+                        if ev.error is not None:
+                            if i not in errors:
+                                errors[i] = f"{friendly_name(chosen[i])}: {ev.error}"
+                                shown[i] = f"⚠️ {inert(ev.error)}"
+                                st[3] = gr.update(value=shown[i])
+                            continue
                         st[2] = gr.update(value=ev.reply)
                         st[4] = gr.update(visible=bool(ev.thinking))
                         st[5] = gr.update(value=inert(ev.thinking))
-                        if ev.done:
-                            r = ev.result
-                            final[i] = stats_line(r)
-                            st[3] = gr.update(value=final[i])
-                            if r.retrieved:
-                                st[6] = gr.update(visible=True)
-                                st[7] = gr.update(value=format_examples_markdown(r.retrieved))
-                        yield [x for s in state for x in s] + [gr.update()]
-                        st[3] = gr.update()  # sent; later token yields leave the stats line alone
-                except Exception as exc:  # one variant failing (e.g. a bad adapter) must not stop the others
-                    msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                    errors.append(f"{friendly_name(v)}: {msg}")
-                    final[i] = f"⚠️ {inert(msg)}"
-                    state[i][3] = gr.update(value=final[i])
-                    yield [x for s in state for x in s] + [gr.update()]
-            for i, text_ in final.items():  # "Done." travels in the same update as every final stats line
-                state[i][3] = gr.update(value=text_)
-            done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors)
+                        line = (stats_line(ev.result) if ev.done else
+                                f"waiting: position {ev.queued} in the queue…" if ev.queued else "generating…")
+                        if line != shown[i]:
+                            shown[i] = line
+                            st[3] = gr.update(value=line)
+                        if ev.done and ev.result.retrieved:
+                            st[6] = gr.update(visible=True)
+                            st[7] = gr.update(value=format_examples_markdown(ev.result.retrieved))
+                    if all(ev.done or ev.error is not None for ev in evs):
+                        # the last step's updates travel with "Done." so no stats line is read as final too early
+                        break
+                    note = f"Waiting for the model: position {waiting} in the queue…" if waiting else "Generating…"
+                    yield [x for s in state for x in s] + [gr.update(value=note)]
+            except SchedulerBusy as exc:
+                yield keep + [gr.update(value=f"⚠️ {inert(str(exc))}")]
+                return
+            for i, line in enumerate(shown):  # every final stats line goes out once more with the status
+                state[i][3] = gr.update(value=line)
+            done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors.values())
             yield [x for s in state for x in s] + [gr.update(value=done)]
 
         go.click(run, [tweet, variants, thinking, temperature, top_p, top_k, min_p, max_new, rep, seed], flat + [status],
-                 concurrency_limit=1, concurrency_id="model")
+                 concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds; see generation/scheduler.py
