@@ -203,7 +203,7 @@ def _load_retrieval(s: Settings, engine: Engine | None, banners: list[str]) -> E
     return index
 
 
-def _battles(s: Settings, engine: Engine | None, votes: VoteStore, db: SecurityDB) -> BattleManager | None:
+def build_battle_manager(s: Settings, engine: Engine | None, votes: VoteStore, db: SecurityDB) -> BattleManager | None:
     """Contenders are re-read each battle, so a newly trained adapter joins without a restart."""
     if engine is None:
         return None
@@ -254,6 +254,6 @@ def build_context(settings: Settings) -> AppContext:
     banners: list[str] = []
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
-    battles = _battles(settings, engine, votes, db)
+    battles = build_battle_manager(settings, engine, votes, db)
     return AppContext(settings, gate, votes, reviews, runs, engine, index, battles, _pool(settings, engine), banners,
                       limits=limits)

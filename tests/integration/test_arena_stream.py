@@ -11,10 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from arena.leaderboard import arena_for
 from arena.pool import BattlePool
+from arena.store import VoteStore
+from context import Settings, build_battle_manager
 from generation import Engine, ModelConfig, SamplingConfig, load_base
 from generation.scheduler import SchedulerConfig
+from security import SecurityDB
 from tests.support.tiny_qwen3 import save_tiny_qwen3
 
 TWEETS = ["Coffee before code?", "Tabs or spaces, final answer?", "hot take: meetings should be emails"]
@@ -47,13 +49,14 @@ def setup(tiny_dir, tmp_path, monkeypatch):
     engine = Engine(load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32")), adapters,
                     scheduler=SchedulerConfig(max_batch=8))
     engine.default_sampling = lambda thinking=False: SamplingConfig(max_new_tokens=24)  # short replies keep the test fast
-    ctx = SimpleNamespace(engine=engine, settings=SimpleNamespace(data_dir=tmp_path / "data", heldout=heldout), extras={})
-    yield SimpleNamespace(ctx=ctx, engine=engine, adapters=adapters, heldout=heldout, tiny_dir=tiny_dir, tmp=tmp_path)
+    settings = Settings(data_dir=tmp_path / "data", heldout=heldout)
+    manager = build_battle_manager(settings, engine, VoteStore(settings.data_dir), SecurityDB(None))
+    yield SimpleNamespace(manager=manager, engine=engine, adapters=adapters, heldout=heldout, tiny_dir=tiny_dir, tmp=tmp_path)
     engine.close()
 
 
 def test_live_battle_streams_both_replies_from_one_batch(setup):
-    manager = arena_for(setup.ctx)
+    manager = setup.manager
     updates = list(manager.new_battle_stream("sess-1", "Is pineapple on pizza OK?"))
     *partials, (ra, rb, _, battle) = updates
     assert battle is not None and (ra, rb) == (battle.reply_a, battle.reply_b)
@@ -67,7 +70,7 @@ def test_live_battle_streams_both_replies_from_one_batch(setup):
 
 
 def test_pool_battles_are_instant_unique_per_voter_and_anonymous(setup):
-    manager = arena_for(setup.ctx)
+    manager = setup.manager
     pool = BattlePool(setup.engine, setup.heldout, setup.tmp / "pool", setup.engine.variants)
     assert pool.fill() == 2 * len(TWEETS)  # base + lora:alpha, every held-out tweet
     steps = setup.engine.scheduler.steps
