@@ -251,13 +251,16 @@ def build_evaluate_tab(ctx: AppContext) -> None:
     def on_open(request: gr.Request):
         no = denied(request)
         if no:
-            return no, gr.update(), [], ""
+            return no, gr.update(), [], "", gr.update()
+        # The public page always says "anthropic"; an admin without a key gets the offline judge preselected.
+        judge = gr.update(value="anthropic" if os.environ.get("ANTHROPIC_API_KEY", "").strip() else "local")
         try:
             rows = ledger_rows(data_dir)
         except Exception as exc:  # a broken ledger must not break the tab
             log.exception("ledger unreadable")
-            return f"⚠️ The ledger could not be read ({type(exc).__name__}).", gr.update(choices=split_choices()), [], _key_status()
-        return "", gr.update(choices=split_choices()), rows, _key_status()
+            return (f"⚠️ The ledger could not be read ({type(exc).__name__}).", gr.update(choices=split_choices()), [],
+                    _key_status(), judge)
+        return "", gr.update(choices=split_choices()), rows, _key_status(), judge
 
     def on_refresh_adapters(request: gr.Request):
         no = denied(request)
@@ -334,7 +337,10 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         # Whether a key is configured is the admins' business only.
         return gr.update(visible=jk == "anthropic"), ("" if denied(request) else judge_status(jk))
 
-    tab.select(on_open, None, [admin_msg, split_dd, ledger_df, key_md]).then(judge_status, [judge_kind], [key_md])
+    def on_status(jk, request: gr.Request):
+        return "" if denied(request) else judge_status(jk)  # whether a key is set is the admins' business only
+
+    tab.select(on_open, None, [admin_msg, split_dd, ledger_df, key_md, judge_kind]).then(on_status, [judge_kind], [key_md])
     est_in = [source, split_dd, upload, adapters, include_rag, judge_kind, limit]
     tab.select(on_estimate, est_in, [estimate_md])
     for comp in (source, split_dd, upload, adapters, include_rag, judge_kind, limit):

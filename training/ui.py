@@ -103,6 +103,7 @@ def build_training_tab(ctx) -> None:
         stopping = gr.State(None)  # the run Stop acts on, between "stopping…" and "gone"
         loaded = gr.State(None)  # a config loaded from YAML: the base for Start instead of the preset
         ds_loaded = gr.State(False)
+        presets_shown = gr.State(False)  # the preset's numbers, filled once an admin is known (a login after opening)
 
     overrides = [rank, alpha, lr, epochs, max_steps, mb, run_name, gpus]
     keys = ["rank", "alpha", "learning_rate", "epochs", "max_steps", "micro_batch_size", "run_name", "gpus"]
@@ -291,9 +292,17 @@ def build_training_tab(ctx) -> None:
     numeric = overrides[:6] + [loaded]  # run name and GPUs are the user's own, never reset by a preset; a preset drops a loaded YAML
     preset.input(preset_values, [preset], numeric)
     def on_tab_preset(p, base, request: gr.Request):
-        return preset_values(p, request) if not base else [gr.update()] * 7
+        vals = preset_values(p, request) if not base else [gr.update()] * 7
+        return vals + [gate.is_admin(request)]
 
-    tab.select(on_tab_preset, [preset, loaded], numeric)
+    def on_tick_preset(p, base, shown, request: gr.Request):
+        """A login after the tab was opened: fill the form once, on the first admin tick (never over edits)."""
+        if shown or not gate.is_admin(request):
+            return [gr.update()] * 7 + [shown]
+        return on_tab_preset(p, base, request)
+
+    tab.select(on_tab_preset, [preset, loaded], numeric + [presets_shown])
+    timer.tick(on_tick_preset, [preset, loaded, presets_shown], numeric + [presets_shown], show_progress="hidden")
 
 
 def _run_config(rm, run_id: str) -> dict:

@@ -90,12 +90,15 @@ def test_data_tab_import_review_resume_export(tmp_path):
         _text_has(page, "#review-position", r"Pair 1 of 1 \(edited\)")
         assert page.locator("#review-edit textarea").input_value() == EDITED
 
-        # 4. reload: a new browser session (log in again); the review resumes from SQLite
+        # 4. reload: the admin cookie survives it; after Log out the server refuses; the review resumes from SQLite
         page.reload(wait_until="domcontentloaded")
         page.wait_for_selector("#gen-tweet textarea", timeout=120_000)
+        if not page.locator("#admin-logout").is_visible():
+            page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click()
+        page.locator("#admin-logout").click()
+        _text_has(page, "#admin-msg", "[Ll]ogged out")
         _open_data_tab(page)
-        _text_has(page, "#data-admin-msg", "needs an admin")
-        page.locator("#review-keep").click()  # the new session is not admin: refused server-side
+        page.locator("#review-keep").click()  # no longer admin: refused server-side
         _text_has(page, "#review-status", "needs an admin")
         _login(page)
         page.locator("#review-refresh").click()
