@@ -447,30 +447,21 @@ class LocalBackend:
         return f"local model {self.engine.loaded.name} (weaker judge)"
 
     def complete(self, system: str, user: str, temperature: float | None, max_tokens: int) -> Completion:
-        import torch
-
-        from generation.chat import render_prompt, split_thinking
+        from generation.chat import split_thinking
+        from generation.config import SamplingConfig
 
         eng = self.engine
-        tok = eng.tokenizer
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        seed = int(hashlib.sha256((system + user).encode()).hexdigest()[:8], 16)
-        with eng.lock:
-            prompt = render_prompt(tok, messages, thinking=False)
-            enc = tok([prompt], return_tensors="pt", add_special_tokens=False).to(eng.bank.base.device)
-            kw = dict(max_new_tokens=min(int(max_tokens), self.max_new_tokens), eos_token_id=eng.eot_ids,
-                      pad_token_id=tok.pad_token_id)
-            if temperature and temperature > 0:
-                kw.update(do_sample=True, temperature=float(temperature), top_p=0.95, top_k=50)
-            else:
-                kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            torch.manual_seed(seed)  # reproducible for a given prompt
-            with eng.bank.activate(None) as model, torch.inference_mode():
-                out = model.generate(**enc, **kw)
-        n_prompt = int(enc["input_ids"].shape[1])
-        text = tok.decode(out[0, n_prompt:], skip_special_tokens=True)
+        seed = int(hashlib.sha256((system + user).encode()).hexdigest()[:8], 16)  # reproducible for a given prompt
+        n = min(int(max_tokens), self.max_new_tokens)
+        if temperature and temperature > 0:
+            s = SamplingConfig(temperature=float(temperature), top_p=0.95, top_k=50, max_new_tokens=n)
+        else:
+            s = SamplingConfig(do_sample=False, temperature=0.0, max_new_tokens=n)
+        # through the generation scheduler (batched with everything else, its own generator; no lock, no global RNG)
+        text, n_prompt, n_new = eng.generate_messages(messages, s, seed)
         _, answer = split_thinking(text)
-        return Completion(answer.strip() or text, n_prompt, int(out.shape[1] - n_prompt), self.model, 0, True)
+        return Completion(answer.strip() or text, n_prompt, n_new, self.model, 0, True)
 
 
 # --------------------------------------------------------------------------- #

@@ -117,6 +117,19 @@ class Engine:
             raise AdapterError(f"No adapter named {name!r} in {self.bank.adapters_dir}; available: {', '.join(self.bank.available()) or 'none'}.")
         return Request(ids, name, s, self.eot_ids, generator, self._long_enough, out), retrieved
 
+    def generate_messages(self, messages: list[dict], sampling: SamplingConfig, seed: int | None = None, thinking: bool = False,
+                          background: bool = True) -> tuple[str, int, int]:
+        """Any chat (the local judge) through the scheduler with the base model: (raw text, prompt tokens, new tokens).
+        A seed makes it reproducible through its own generator, never the process-wide RNG."""
+        ids = self.tokenizer(render_prompt(self.tokenizer, messages, thinking), add_special_tokens=False)["input_ids"]
+        req = Request(ids, None, sampling, self.eot_ids, os_generator(seed))
+        req.background = background
+        ticket = self.scheduler.submit(req, block=True)
+        for ev in ticket.events():
+            if ev.kind == "error":
+                raise ev.error
+        return self.tokenizer.decode(req.generated, skip_special_tokens=True), len(ids), len(req.generated)
+
     def _long_enough(self, tokens: list[int]) -> bool:
         """Stop once the answer (outside any think block) is past the tweet limit: it will be cut to 280 anyway."""
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

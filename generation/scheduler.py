@@ -288,6 +288,12 @@ class Scheduler:
             r.out.put(ev)
 
     def _load_adapters(self, joiners: list[Request]) -> list[Request]:
+        import torch
+
+        with torch.inference_mode(False):  # adapter weights must be normal tensors: PEFT toggles requires_grad on them later
+            return self._load_adapters_now(joiners)
+
+    def _load_adapters_now(self, joiners: list[Request]) -> list[Request]:
         ok = []
         for r in joiners:
             if r.adapter is None:

@@ -143,6 +143,11 @@ def test_mixed_adapter_batch_equals_per_adapter(kv, tiny_dir, tmp_path):
         # the adapters really change the output: same tweet, three variants, three different replies
         same_tweet = {v: engine.generate(TWEETS[0], v, GREEDY).raw for v in ("base", "lora:alpha", "lora:beta")}
         assert len(set(same_tweet.values())) == 3
+        # an adapter first loaded by the worker (inside its inference mode) still toggles normally afterwards
+        _make_adapter(scratch.model, adapters / "gamma", str(tiny_dir), seed=3)
+        assert engine.generate(TWEETS[0], "lora:gamma", GREEDY).new_tokens > 0
+        with engine.bank.activate("gamma"), engine.bank.activate(None):  # PEFT sets requires_grad on gamma's weights here
+            pass
     finally:
         engine.close()
 
