@@ -4,8 +4,8 @@ Method (as GPU.md's SFT trainer numbers): the random-weight Qwen3-8B shape is sa
 tokenizer; a parent "SFT" adapter (r16/a16, the seed's 7 modules, small random B so the reference differs from the base)
 is saved beside it; synthetic votes on the sample tweets are cleaned into a preference dataset; then each variant runs the
 real trainer CLI exactly as the Training tab's runner does. Steady pairs/s comes from trainer_log.jsonl after the first third
-of the steps (16 pairs per optimizer step: micro-batch 4 x accumulation 4, the seed's shape); the reference log-probs are
-computed once before step 1 on CUDA, so their one-off cost is reported apart (`reference_pass_s`). Peak GiB is
+of the steps (16 pairs per optimizer step: micro-batch 4 x accumulation 4, the seed's shape); with fast_path=on the
+reference log-probs are computed once before step 1 and that one-off cost is reported apart (`reference_pass_s`). Peak GiB is
 torch.cuda.max_memory_allocated in the trainer process.
 
     python3 bench/gpu_dpo.py [--pairs 320] [--steps 9] [--variants bf16,qlora] [--tiny]   (--tiny: CPU smoke run)
@@ -126,11 +126,14 @@ def run_variant(name: str, out: Path, base: Path, steps: int, tiny: bool, timeou
     t0 = time.time()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
     with open(run_dir / "train.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "training.dpo", "--config", str(run_dir / "run.yaml"), "--run-dir", str(run_dir)],
-                            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        try:
+            rc = subprocess.run([sys.executable, "-m", "training.dpo", "--config", str(run_dir / "run.yaml"), "--run-dir", str(run_dir)],
+                                cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:  # recorded, and the next variant still runs
+            rc = "timeout"
     wall = time.time() - t0
     if rc != 0:
-        return {"variant": name, "ok": False, "rc": rc, "log_tail": (run_dir / "train.log").read_text()[-3000:]}
+        return {"variant": name, "ok": False, "rc": rc, "wall_s": round(wall, 1), "log_tail": (run_dir / "train.log").read_text()[-3000:]}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recs = [json.loads(x) for x in (run_dir / "trainer_log.jsonl").read_text().splitlines() if x.strip()]
     train = [r for r in recs if r.get("event") == "train"]
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                "tokenizer": "tests' Qwen3-style BPE (tokens ~2x longer than Qwen3's)", "n_train_pairs": prov["n_train"],
                "tokens_per_pair": round(tpp, 1), "pairs_per_optimizer_step": 16, "results": results,
                "sft_reference_h200": SFT_REFERENCE, "speed_tricks": "bf16 autocast, fused AdamW, dropout off (TRL disable_dropout), "
-               "reference log-probs precomputed once on CUDA (parent-adapter copy), no gradient checkpointing for bf16; packing and "
+               "reference = the parent-adapter copy run live each step (precompute is opt-in, fast_path=on), no gradient checkpointing "
+               "for bf16; packing and "
                "Liger's fused cross-entropy do not apply to TRL's chosen/rejected batches as they are",
                "wall_s": round(time.time() - t0, 1)}
     dest = Path(os.environ.get("OUT") or ROOT / "bench" / "results")

@@ -13,9 +13,11 @@ run folder, lock, status.json, trainer_log.jsonl, stop and resume are the SFT tr
 * Curves: TRL's rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies land in trainer_log.jsonl.
 * The adapter joins the Arena by appearing in adapters_dir, with lineage.json (parent, vote ids, training tweets, time)
   and the dataset's provenance.json, written before the folder is renamed into place.
-* Speed (measured in bench/gpu_dpo.py): bf16 autocast, fused AdamW and dropout off as on the SFT fast path; reference
-  log-probs are computed once before training on CUDA (they never change), so each step runs only the policy. Packing
-  and Liger's fused cross-entropy do not apply to TRL's chosen/rejected batches as they are.
+* Speed (bench/gpu_dpo.py): bf16 autocast, fused AdamW and dropout off as on the SFT fast path. With `fast_path: on`
+  (explicitly; not with auto) the reference log-probs are computed once before training, so each step runs only the
+  policy: the one GPU try of that pass (H200, 2026-11-30) stopped making progress at batch 68 of 76 for unknown reasons
+  (bench/results/gpu-dpo-bf16-nvidia-h200-2026-11-30-timeout.log), so it stays opt-in until a GPU run clears it.
+  Packing and Liger's fused cross-entropy do not apply to TRL's chosen/rejected batches as they are.
 """
 from __future__ import annotations
 
@@ -164,7 +166,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True, bf16=on_cuda, use_cpu=not on_cuda,
         gradient_checkpointing=cfg.gradient_checkpointing and on_cuda, gradient_checkpointing_kwargs={"use_reentrant": False},
         dataloader_num_workers=0, disable_tqdm=True, beta=cfg.dpo_beta, max_length=cfg.max_seq_len,
-        precompute_ref_log_probs=fast.enabled, disable_dropout=True,
+        precompute_ref_log_probs=str(cfg.fast_path).lower() in ("on", "true", "1"), disable_dropout=True,
     )
     log_cb = JsonlLogCallback(run_dir, status, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
