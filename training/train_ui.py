@@ -261,7 +261,9 @@ def build_training_tab(ctx) -> None:
     tab.select(on_tab, None, [dataset, msg, timer, ds_loaded]).then(on_poll, poll_in, poll_out)
     numeric = overrides[:6] + [loaded]  # run name and GPUs are the user's own, never reset by a preset; a preset drops a loaded YAML
     preset.input(preset_values, [preset], numeric)
-    tab.select(lambda p, base: preset_values(p) if not base else [gr.update()] * 7, [preset, loaded], numeric)
+    # Fill the form from the preset only when it is empty: re-opening the tab must not wipe the admin's edits.
+    tab.select(lambda p, base, r: preset_values(p) if not base and r in (None, "", 0) else [gr.update()] * 7,
+               [preset, loaded, rank], numeric)
 
 
 def _run_config(rm, run_id: str) -> dict:
