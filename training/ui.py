@@ -291,18 +291,19 @@ def build_training_tab(ctx) -> None:
     tab.select(on_tab, None, [dataset, msg, timer, ds_loaded]).then(on_poll, poll_in, poll_out)
     numeric = overrides[:6] + [loaded]  # run name and GPUs are the user's own, never reset by a preset; a preset drops a loaded YAML
     preset.input(preset_values, [preset], numeric)
-    def on_tab_preset(p, base, request: gr.Request):
-        vals = preset_values(p, request) if not base else [gr.update()] * 7
+    def on_tab_preset(p, base, r, request: gr.Request):
+        """Fill the form from the preset only when it is empty: re-opening the tab must not wipe the admin's edits."""
+        vals = preset_values(p, request) if not base and r in (None, "", 0) else [gr.update()] * 7
         return vals + [gate.is_admin(request)]
 
-    def on_tick_preset(p, base, shown, request: gr.Request):
+    def on_tick_preset(p, base, r, shown, request: gr.Request):
         """A login after the tab was opened: fill the form once, on the first admin tick (never over edits)."""
         if shown or not gate.is_admin(request):
             return [gr.update()] * 7 + [shown]
-        return on_tab_preset(p, base, request)
+        return on_tab_preset(p, base, r, request)
 
-    tab.select(on_tab_preset, [preset, loaded], numeric + [presets_shown])
-    timer.tick(on_tick_preset, [preset, loaded, presets_shown], numeric + [presets_shown], show_progress="hidden")
+    tab.select(on_tab_preset, [preset, loaded, rank], numeric + [presets_shown])
+    timer.tick(on_tick_preset, [preset, loaded, rank, presets_shown], numeric + [presets_shown], show_progress="hidden")
 
 
 def _run_config(rm, run_id: str) -> dict:
