@@ -5,6 +5,7 @@ This is the only module that reads environment variables. Failures here never st
 load falls back to the embedded default with a banner, and the stores are built whether or not a model loaded, so
 the Leaderboard, Export, Data and Training tabs keep working without one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -123,9 +124,15 @@ class Settings:
         )
 
     def model_config(self, **override) -> ModelConfig:
-        values = dict(base_model=self.base_model, load_in_4bit=self.load_in_4bit, device=self.device,
-                      cpu_dtype=self.cpu_dtype, adapters_dir=self.adapters_dir, cache_dir=self.cache_dir,
-                      offline=self.offline)
+        values = dict(
+            base_model=self.base_model,
+            load_in_4bit=self.load_in_4bit,
+            device=self.device,
+            cpu_dtype=self.cpu_dtype,
+            adapters_dir=self.adapters_dir,
+            cache_dir=self.cache_dir,
+            offline=self.offline,
+        )
         return ModelConfig(**{**values, **override})
 
 
@@ -194,10 +201,14 @@ def _load_retrieval(s: Settings, engine: Engine | None, banners: list[str]) -> E
     if engine is None:
         return None  # the index only serves the RAG variant
     try:
-        index = build_or_load(s.rag_dataset, get_encoder(s.cache_dir / "embeddings"), fallback_dir=s.cache_dir / "indexes")
+        index = build_or_load(
+            s.rag_dataset, get_encoder(s.cache_dir / "embeddings"), fallback_dir=s.cache_dir / "indexes"
+        )
     except Exception as exc:  # retrieval is optional: the RAG variant disappears, the rest works
         log.exception("retrieval unavailable")
-        banners.append(f"RAG is unavailable: the retrieval index could not be built ({type(exc).__name__}: {str(exc)[:120]}).")
+        banners.append(
+            f"RAG is unavailable: the retrieval index could not be built ({type(exc).__name__}: {str(exc)[:120]})."
+        )
         return None
     engine.retriever = index.search
     return index
@@ -222,8 +233,14 @@ def build_battle_manager(s: Settings, engine: Engine | None, votes: VoteStore, d
 
     config = ArenaConfig(app_version=s.arena_app_version, votes_per_minute=s.votes_per_minute)
     # Vote limits live in the app's security.sqlite3, so they survive a restart like the other limits.
-    return BattleManager(votes, engine.variants, generate, config=config, stream_fn=stream,
-                         limiter_factory=lambda windows: PersistentRateLimiter(db, "vote", windows))
+    return BattleManager(
+        votes,
+        engine.variants,
+        generate,
+        config=config,
+        stream_fn=stream,
+        limiter_factory=lambda windows: PersistentRateLimiter(db, "vote", windows),
+    )
 
 
 def _pool(s: Settings, engine: Engine | None) -> BattlePool | None:
@@ -231,7 +248,8 @@ def _pool(s: Settings, engine: Engine | None) -> BattlePool | None:
     if engine is None or not hasattr(engine, "loaded"):
         return None
     on = s.arena_pool in ("1", "true", "on", "yes") or (
-        s.arena_pool == "auto" and getattr(engine.loaded, "device", "cpu").startswith("cuda"))
+        s.arena_pool == "auto" and getattr(engine.loaded, "device", "cpu").startswith("cuda")
+    )
     if not on:
         return None
     pool = BattlePool(engine, s.heldout, Path(s.data_dir) / "battle_pool", engine.variants)
@@ -243,10 +261,16 @@ def build_context(settings: Settings) -> AppContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.adapters_dir.mkdir(parents=True, exist_ok=True)
     db = SecurityDB(settings.data_dir)  # admin sessions and rate limits survive a restart
-    gate = AdminGate(password=settings.admin_password, allowed_users=set(settings.admin_users),
-                     on_space=settings.on_space, db=db)
-    limits = VisitorLimits.build(db, settings.generate_per_minute, settings.battles_per_minute,
-                                 settings.generate_per_day, settings.battles_per_day)
+    gate = AdminGate(
+        password=settings.admin_password, allowed_users=set(settings.admin_users), on_space=settings.on_space, db=db
+    )
+    limits = VisitorLimits.build(
+        db,
+        settings.generate_per_minute,
+        settings.battles_per_minute,
+        settings.generate_per_day,
+        settings.battles_per_day,
+    )
     # Stores first: they need no model, and the tabs that only read them must work when the model fails.
     votes = VoteStore(settings.data_dir)
     reviews = ReviewStore(settings.data_dir)
@@ -255,5 +279,6 @@ def build_context(settings: Settings) -> AppContext:
     engine = _load_engine(settings, banners)
     index = _load_retrieval(settings, engine, banners)
     battles = build_battle_manager(settings, engine, votes, db)
-    return AppContext(settings, gate, votes, reviews, runs, engine, index, battles, _pool(settings, engine), banners,
-                      limits=limits)
+    return AppContext(
+        settings, gate, votes, reviews, runs, engine, index, battles, _pool(settings, engine), banners, limits=limits
+    )

@@ -3,6 +3,7 @@
 Kept separate from battles.py so the policies can be unit-tested and tuned
 without touching the battle state machine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +72,10 @@ def load_or_create_salt(data_dir: Path | str) -> str:
             os.unlink(tmp)
     salt = path.read_text(encoding="ascii").strip()
     if len(salt) < 16:
-        raise RuntimeError(f"Salt file {path} is empty or too short; delete it to regenerate "
-                           "(existing hashes will no longer match) or set ARENA_SALT.")
+        raise RuntimeError(
+            f"Salt file {path} is empty or too short; delete it to regenerate "
+            "(existing hashes will no longer match) or set ARENA_SALT."
+        )
     return salt
 
 

@@ -4,6 +4,7 @@ Why server-side state: the contender names and the left/right order live only in
 this process until the vote is stored, so a client cannot learn (or forge) which
 system wrote which reply, vote on someone else's battle, or vote twice.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,10 @@ from common.text import validate_tweet
 from security.ratelimit import RateWindow
 
 # Pending battles live in memory (the names must not leak before the vote): a restart ends them, and the UI says so.
-EXPIRED_MESSAGE = ("This battle has expired (battles last an hour and end when the server restarts); "
-                   "nothing was recorded. Please start a new battle.")
+EXPIRED_MESSAGE = (
+    "This battle has expired (battles last an hour and end when the server restarts); "
+    "nothing was recorded. Please start a new battle."
+)
 
 ContendersFn = Callable[[], Sequence[str]]
 GenerateFn = Callable[[str, str], "tuple[str, dict[str, Any]]"]
@@ -55,7 +58,8 @@ class ArenaConfig:
     app_version: str = "dev"  # context passes ARENA_APP_VERSION
     # Bound on in-memory battles (oldest dropped first) so issuing battles can't exhaust memory.
     max_pending_battles: int = 100_000
-    # active = the pair where one more vote reduces uncertainty most (arena/sampling.py, floor keeps every pair in play);
+    # active = the pair where one more vote reduces uncertainty most (arena/sampling.py, floor keeps every pair in
+    # play);
     # balanced = 1/(1+votes), so under-voted pairs catch up.
     pair_sampling: str = "active"
     sampling_floor: float = 0.2
@@ -82,7 +86,6 @@ class Battle:
     tweet: str
     reply_a: str
     reply_b: str
-
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,6 @@ class _PendingBattle:
 
 def _pair_key(x: str, y: str) -> tuple[str, str]:
     return (x, y) if x <= y else (y, x)
-
 
 
 class BattleManager:
@@ -149,14 +151,22 @@ class BattleManager:
         self._sampling = SamplingConfig(floor=self.config.sampling_floor)
         self._tallies = PairTallies(store.battles_for_leaderboard() if self.config.pair_sampling == "active" else ())
         # The app passes a persistent (SQLite) limiter so a restart does not reset everyone's allowance.
-        self._limiter = limiter_factory([
-            RateWindow(60.0, self.config.votes_per_minute,
-                       f"You're voting too fast (limit: {self.config.votes_per_minute} votes per minute). "
-                       "Please wait a minute and try again."),
-            RateWindow(86400.0, self.config.votes_per_day,
-                       f"You've reached the daily limit of {self.config.votes_per_day} votes. "
-                       "Thank you! Please come back tomorrow."),
-        ])
+        self._limiter = limiter_factory(
+            [
+                RateWindow(
+                    60.0,
+                    self.config.votes_per_minute,
+                    f"You're voting too fast (limit: {self.config.votes_per_minute} votes per minute). "
+                    "Please wait a minute and try again.",
+                ),
+                RateWindow(
+                    86400.0,
+                    self.config.votes_per_day,
+                    f"You've reached the daily limit of {self.config.votes_per_day} votes. "
+                    "Thank you! Please come back tomorrow.",
+                ),
+            ]
+        )
 
     # -- issuing ---------------------------------------------------------------
     def pair_weights(self, contenders: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
@@ -179,7 +189,11 @@ class BattleManager:
                 f"({', '.join(names) or 'none'}). Add a RAG index or a LoRA adapter."
             )
         pairs = list(combinations(names, 2))
-        active = active_weights(names, self._tallies.snapshot(), self._sampling) if self.config.pair_sampling == "active" else None
+        active = (
+            active_weights(names, self._tallies.snapshot(), self._sampling)
+            if self.config.pair_sampling == "active"
+            else None
+        )
         with self._lock:
             weights = [active[p] if active else 1.0 / (1 + self._pair_votes.get(p, 0)) for p in pairs]
             x, y = self.rng.choices(pairs, weights=weights, k=1)[0]
@@ -226,15 +240,33 @@ class BattleManager:
         d = pool.draw(list(voter_keys), self.pair_weights(pool.ready()))
         if d is None:
             return None
-        return self._register(session_id, d.tweet, d.contender_a, d.contender_b, d.reply_a, d.reply_b, dict(d.settings), dict(d.settings))
+        return self._register(
+            session_id, d.tweet, d.contender_a, d.contender_b, d.reply_a, d.reply_b, dict(d.settings), dict(d.settings)
+        )
 
-    def _register(self, session_id: str, text: str, contender_a: str, contender_b: str, reply_a: str, reply_b: str,
-                  settings_a: dict[str, Any], settings_b: dict[str, Any]) -> Battle:
+    def _register(
+        self,
+        session_id: str,
+        text: str,
+        contender_a: str,
+        contender_b: str,
+        reply_a: str,
+        reply_b: str,
+        settings_a: dict[str, Any],
+        settings_b: dict[str, Any],
+    ) -> Battle:
         battle_id = secrets.token_urlsafe(16)
         pending = _PendingBattle(
-            battle_id=battle_id, session_id=session_id, created=self.clock(), tweet=text,
-            contender_a=contender_a, contender_b=contender_b, reply_a=reply_a, reply_b=reply_b,
-            settings_a=settings_a, settings_b=settings_b,
+            battle_id=battle_id,
+            session_id=session_id,
+            created=self.clock(),
+            tweet=text,
+            contender_a=contender_a,
+            contender_b=contender_b,
+            reply_a=reply_a,
+            reply_b=reply_b,
+            settings_a=settings_a,
+            settings_b=settings_b,
         )
         with self._lock:
             self._prune_locked(pending.created)
@@ -276,16 +308,19 @@ class BattleManager:
             if b is None:
                 raise VoteRefused("unknown_battle", EXPIRED_MESSAGE)
             if not secrets.compare_digest(b.session_id.encode(), str(session_id).encode()):
-                raise VoteRefused("wrong_session",
-                                  "This battle was started in another session. Please start a new battle.")
+                raise VoteRefused(
+                    "wrong_session", "This battle was started in another session. Please start a new battle."
+                )
             if b.voted:
-                raise VoteRefused("already_voted",
-                                  "You already voted on this battle. Start a new battle to vote again.")
+                raise VoteRefused(
+                    "already_voted", "You already voted on this battle. Start a new battle to vote again."
+                )
             if now - b.created > self.config.expiry_seconds:
                 minutes = self.config.expiry_seconds / 60
-                raise VoteRefused("expired",
-                                  f"This battle expired (votes are accepted for {minutes:g} minutes). "
-                                  "Please start a new battle.")
+                raise VoteRefused(
+                    "expired",
+                    f"This battle expired (votes are accepted for {minutes:g} minutes). Please start a new battle.",
+                )
             session_hash = hash_id(self._salt, str(session_id))
             # No client id (e.g. no IP behind a proxy): such clients share one bucket.
             client_hash = hash_id(self._salt, client_id or "unknown-client")
@@ -297,26 +332,42 @@ class BattleManager:
             flags = tuple(detect_flags((b.reply_a, b.reply_b), self._reveal_re))
             excluded = bool(flags) and self.config.exclude_flagged
             record = VoteRecord(
-                battle_id=b.battle_id, created_at=iso_from_timestamp(now), tweet=b.tweet,
-                contender_a=b.contender_a, contender_b=b.contender_b, reply_a=b.reply_a,
-                reply_b=b.reply_b, settings={"a": b.settings_a, "b": b.settings_b}, vote=choice,
-                session_hash=session_hash, client_hash=client_hash,
-                app_version=self.config.app_version, flags=flags, excluded=excluded,
+                battle_id=b.battle_id,
+                created_at=iso_from_timestamp(now),
+                tweet=b.tweet,
+                contender_a=b.contender_a,
+                contender_b=b.contender_b,
+                reply_a=b.reply_a,
+                reply_b=b.reply_b,
+                settings={"a": b.settings_a, "b": b.settings_b},
+                vote=choice,
+                session_hash=session_hash,
+                client_hash=client_hash,
+                app_version=self.config.app_version,
+                flags=flags,
+                excluded=excluded,
             )
             try:
                 self.store.add_vote(record)
             except DuplicateVoteError:
                 b.voted = True
-                raise VoteRefused("already_voted",
-                                  "This battle already has a vote. Start a new battle to vote again.") from None
+                raise VoteRefused(
+                    "already_voted", "This battle already has a vote. Start a new battle to vote again."
+                ) from None
             b.voted = True
             self._limiter.record(keys, now)
             if not excluded:
                 key = _pair_key(b.contender_a, b.contender_b)
                 self._pair_votes[key] = self._pair_votes.get(key, 0) + 1
                 self._tallies.record(b.contender_a, b.contender_b, WINNER_BY_VOTE[choice])
-        return VoteResult(battle_id=b.battle_id, choice=choice, contender_a=b.contender_a,
-                          contender_b=b.contender_b, flags=flags, excluded=excluded)
+        return VoteResult(
+            battle_id=b.battle_id,
+            choice=choice,
+            contender_a=b.contender_a,
+            contender_b=b.contender_b,
+            flags=flags,
+            excluded=excluded,
+        )
 
     def reveal(self, battle_id: str) -> tuple[str, str]:
         """(contender_a, contender_b) — only once the battle has a stored vote."""

@@ -5,6 +5,7 @@
 * A contender under ``PRELIMINARY_VOTES`` votes is marked "preliminary".
 * One plain sentence per comparison, and the votes still needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,15 @@ SETTLE_POINTS = 10  # "a 10-point difference": a 60/40 split of decisive votes
 ALPHA = 0.05
 
 LEADERBOARD_COLUMNS = ["Rank", "Contender", "Rating", "95% CI", "Votes", "Win rate"]
-PAIR_COLUMNS = ["Comparison", "Votes (decisive)", "Wins / losses / ties", "Win rate (95% CI)", "Sign test p",
-                "Holm-adjusted p", "Votes still needed"]
+PAIR_COLUMNS = [
+    "Comparison",
+    "Votes (decisive)",
+    "Wins / losses / ties",
+    "Win rate (95% CI)",
+    "Sign test p",
+    "Holm-adjusted p",
+    "Votes still needed",
+]
 
 
 def arena_rank(contenders: list[dict[str, Any]]) -> list[int]:
@@ -27,7 +35,11 @@ def arena_rank(contenders: list[dict[str, Any]]) -> list[int]:
     out = []
     for c in contenders:
         hi = c.get("ci_high")
-        better = 0 if hi is None else sum(1 for o in contenders if o is not c and o.get("ci_low") is not None and o["ci_low"] > hi)
+        better = (
+            0
+            if hi is None
+            else sum(1 for o in contenders if o is not c and o.get("ci_low") is not None and o["ci_low"] > hi)
+        )
         out.append(1 + better)
     return out
 
@@ -49,7 +61,11 @@ def leaderboard_rows(board: dict[str, Any], preliminary_votes: int = PRELIMINARY
     rows = []
     for c, rank in sorted(zip(cs, ranks), key=lambda t: (t[1], -(t[0].get("rating") or 0))):
         name = friendly_name(c["name"]) + (" (preliminary)" if c.get("votes", 0) < preliminary_votes else "")
-        ci = f"{c['ci_low']:.0f} – {c['ci_high']:.0f}" if c.get("ci_low") is not None and c.get("ci_high") is not None else "–"
+        ci = (
+            f"{c['ci_low']:.0f} – {c['ci_high']:.0f}"
+            if c.get("ci_low") is not None and c.get("ci_high") is not None
+            else "–"
+        )
         rating = round(c["rating"]) if c.get("rating") is not None else "–"
         rows.append([rank, name, rating, ci, c.get("votes", 0), _pct(c.get("win_rate"))])
     return rows
@@ -72,16 +88,21 @@ def comparison_sentence(pair: dict[str, Any], min_votes: int = 10) -> str:
     a, b = friendly_name(pair["a"]), friendly_name(pair["b"])
     dec = int(pair.get("a_wins", 0)) + int(pair.get("b_wins", 0))
     settle = votes_to_settle(dec)
-    more = (f"about {_about(settle):,} more votes would settle a {SETTLE_POINTS}-point difference" if settle > 0 else
-            f"there are enough votes to see a {SETTLE_POINTS}-point difference, and none shows")
+    more = (
+        f"about {_about(settle):,} more votes would settle a {SETTLE_POINTS}-point difference"
+        if settle > 0
+        else f"there are enough votes to see a {SETTLE_POINTS}-point difference, and none shows"
+    )
     if dec < min_votes:
         return f"Only {dec} decisive vote{'s' if dec != 1 else ''} between {a} and {b} so far, too few to say; {more}."
     p_adj = pair.get("p_holm")
     if p_adj is not None and p_adj < ALPHA:
         winner, loser = (a, b) if pair["a_wins"] >= pair["b_wins"] else (b, a)
         share = max(pair["a_wins"], pair["b_wins"]) / dec
-        return (f"{winner} beats {loser}: preferred in {share:.0%} of {dec} decisive votes, "
-                f"unlikely to be chance (adjusted p {_p(p_adj)}).")
+        return (
+            f"{winner} beats {loser}: preferred in {share:.0%} of {dec} decisive votes, "
+            f"unlikely to be chance (adjusted p {_p(p_adj)})."
+        )
     return f"{a} and {b} are tied so far; {more}."
 
 
@@ -99,10 +120,18 @@ def pair_rows(board: dict[str, Any]) -> list[list[Any]]:
     for p in board.get("pairs") or []:
         dec = int(p["a_wins"]) + int(p["b_wins"])
         wr = p.get("decisive_win_rate_a")
-        ci = (f"{_pct(wr)} ({_pct(p.get('wilson_low'))} – {_pct(p.get('wilson_high'))})" if wr is not None else "–")
-        rows.append([f"{friendly_name(p['a'])} vs {friendly_name(p['b'])}", f"{p['n']} ({dec})",
-                     f"{p['a_wins']} / {p['b_wins']} / {p['ties']}", ci, _p(p.get("p_value")), _p(p.get("p_holm")),
-                     still_needed(p)])
+        ci = f"{_pct(wr)} ({_pct(p.get('wilson_low'))} – {_pct(p.get('wilson_high'))})" if wr is not None else "–"
+        rows.append(
+            [
+                f"{friendly_name(p['a'])} vs {friendly_name(p['b'])}",
+                f"{p['n']} ({dec})",
+                f"{p['a_wins']} / {p['b_wins']} / {p['ties']}",
+                ci,
+                _p(p.get("p_value")),
+                _p(p.get("p_holm")),
+                still_needed(p),
+            ]
+        )
     return rows
 
 

@@ -5,6 +5,7 @@ crash or error mid-export never leaves a truncated file where a good one was.
 
     python -m arena.export --data-dir data --out votes.jsonl [--include-excluded]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,19 @@ from common.jsonio import atomic_write, write_jsonl
 # Column order for CSV: arena fields first, then the full record.
 ARENA_FIELDS: tuple[str, ...] = ("battle_id", "model_a", "model_b", "winner", "len_a", "len_b", "tstamp")
 RECORD_FIELDS: tuple[str, ...] = (
-    "created_at", "tweet", "contender_a", "contender_b", "reply_a", "reply_b", "settings", "vote",
-    "session_hash", "client_hash", "app_version", "flags", "excluded",
+    "created_at",
+    "tweet",
+    "contender_a",
+    "contender_b",
+    "reply_a",
+    "reply_b",
+    "settings",
+    "vote",
+    "session_hash",
+    "client_hash",
+    "app_version",
+    "flags",
+    "excluded",
 )
 CSV_FIELDS: tuple[str, ...] = ARENA_FIELDS + RECORD_FIELDS
 
@@ -49,8 +61,10 @@ def write_csv(rows: Iterable[dict[str, Any]], path: Path | str) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_FIELDS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            flat = {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else v)
-                    for k, v in row.items()}
+            flat = {
+                k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else v)
+                for k, v in row.items()
+            }
             if isinstance(flat.get("excluded"), bool):
                 flat["excluded"] = int(flat["excluded"])
             writer.writerow(flat)
@@ -77,13 +91,13 @@ def _hub_offline() -> bool:
         return True
     try:
         from huggingface_hub import constants
+
         return bool(constants.is_offline_mode())
     except (ImportError, AttributeError):
         return False
 
 
-def push_to_hub(path: Path | str, repo_id: str, token: str | None = None,
-                path_in_repo: str | None = None) -> str:
+def push_to_hub(path: Path | str, repo_id: str, token: str | None = None, path_in_repo: str | None = None) -> str:
     """Upload an exported file to a Hub *dataset* repo; returns the commit URL.
 
     Every failure becomes one RuntimeError/ValueError sentence that says what to do.
@@ -92,36 +106,50 @@ def push_to_hub(path: Path | str, repo_id: str, token: str | None = None,
     if not path.is_file():
         raise ValueError(f"Cannot push {path}: the file does not exist; export it first.")
     if _hub_offline():
-        raise RuntimeError("Cannot push to the Hugging Face Hub because offline mode is on "
-                           "(HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE and retry with network access.")
+        raise RuntimeError(
+            "Cannot push to the Hugging Face Hub because offline mode is on "
+            "(HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE and retry with network access."
+        )
     try:
         import huggingface_hub
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
     except ImportError as exc:
-        raise RuntimeError("Cannot push to the Hub: huggingface_hub is not installed; "
-                           "install it with `pip install huggingface_hub`.") from exc
+        raise RuntimeError(
+            "Cannot push to the Hub: huggingface_hub is not installed; install it with `pip install huggingface_hub`."
+        ) from exc
     token = token or os.environ.get("HF_TOKEN") or huggingface_hub.get_token()
     if not token:
-        raise ValueError("Cannot push to the Hub without a token; pass token=..., set HF_TOKEN, "
-                         "or run `hf auth login`.")
+        raise ValueError(
+            "Cannot push to the Hub without a token; pass token=..., set HF_TOKEN, or run `hf auth login`."
+        )
     try:
         info = HfApi(token=token).upload_file(
-            path_or_fileobj=str(path), path_in_repo=path_in_repo or path.name, repo_id=repo_id,
-            repo_type="dataset", commit_message=f"Add arena votes export {path.name}",
+            path_or_fileobj=str(path),
+            path_in_repo=path_in_repo or path.name,
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=f"Add arena votes export {path.name}",
         )
     except OfflineModeIsEnabled as exc:
-        raise RuntimeError("Cannot push to the Hugging Face Hub because offline mode is on; "
-                           "unset HF_HUB_OFFLINE and retry with network access.") from exc
+        raise RuntimeError(
+            "Cannot push to the Hugging Face Hub because offline mode is on; "
+            "unset HF_HUB_OFFLINE and retry with network access."
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise RuntimeError(f"Dataset repo {repo_id!r} was not found or the token cannot write to it; "
-                           "create it on the Hub (repo type: dataset) and check the token.") from exc
+        raise RuntimeError(
+            f"Dataset repo {repo_id!r} was not found or the token cannot write to it; "
+            "create it on the Hub (repo type: dataset) and check the token."
+        ) from exc
     except HfHubHTTPError as exc:
-        raise RuntimeError(f"The Hub rejected the upload to {repo_id!r} ({exc.__class__.__name__}); "
-                           "check the repo id and that the token has write access.") from exc
+        raise RuntimeError(
+            f"The Hub rejected the upload to {repo_id!r} ({exc.__class__.__name__}); "
+            "check the repo id and that the token has write access."
+        ) from exc
     except OSError as exc:  # httpx/network errors and connection failures
-        raise RuntimeError(f"Could not reach the Hugging Face Hub ({exc.__class__.__name__}); "
-                           "check the network connection and retry.") from exc
+        raise RuntimeError(
+            f"Could not reach the Hugging Face Hub ({exc.__class__.__name__}); check the network connection and retry."
+        ) from exc
     return str(getattr(info, "commit_url", info))
 
 
@@ -129,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m arena.export", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, type=Path, help=f"directory holding {DB_FILENAME}")
     parser.add_argument("--out", required=True, type=Path, help="output file: *.jsonl or *.csv")
-    parser.add_argument("--include-excluded", action="store_true",
-                        help="also export votes excluded from the leaderboard (they keep excluded=1)")
+    parser.add_argument(
+        "--include-excluded",
+        action="store_true",
+        help="also export votes excluded from the leaderboard (they keep excluded=1)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the file to this HF dataset repo")
     args = parser.parse_args(argv)
 

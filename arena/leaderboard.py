@@ -7,6 +7,7 @@ The statistics live in ``evaluation.ratings.compute_leaderboard``; this module
 only loads and validates battles, so the app, the CLI and exported datasets all
 rank with the same code. Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,7 @@ def load_battles_file(path: Path, include_excluded: bool = False) -> tuple[list[
             if obj["model_a"] == obj["model_b"]:
                 raise InputError(f"{path}:{lineno}: model_a and model_b are both {obj['model_a']!r}")
             if obj.get("winner") not in WINNERS:
-                raise InputError(f"{path}:{lineno}: winner must be one of {sorted(WINNERS)}, "
-                                 f"got {obj.get('winner')!r}")
+                raise InputError(f"{path}:{lineno}: winner must be one of {sorted(WINNERS)}, got {obj.get('winner')!r}")
             if obj.get("excluded") and not include_excluded:
                 skipped += 1
                 flags = obj.get("flags") if isinstance(obj.get("flags"), list) else []
@@ -80,8 +80,11 @@ def load_data_dir(data_dir: Path, include_excluded: bool = False) -> tuple[list[
     with VoteStore(data_dir) as store:
         battles = store.battles_for_leaderboard(include_excluded=include_excluded)
         total_excluded = store.count() - store.count(include_excluded=False)
-        excluded = {"total": total_excluded, "by_flag": store.excluded_counts(),
-                    "included_in_ranking": include_excluded}
+        excluded = {
+            "total": total_excluded,
+            "by_flag": store.excluded_counts(),
+            "included_in_ranking": include_excluded,
+        }
     return battles, excluded
 
 
@@ -100,13 +103,18 @@ def verdicts_markdown(board: dict) -> str:
     vs = board.get("verdicts") or []
     if not vs:
         return "_No LoRA adapter has votes yet: train one in the Training tab and let it battle._"
-    lines = ["| adapter | vs | verdict | improvement | Cohen's h | p | decisive votes |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| adapter | vs | verdict | improvement | Cohen's h | p | decisive votes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in vs:
         imp = f"{v['improvement']:+.0%}" if v.get("improvement") is not None else "–"
         h = f"{v['effect_size']:.2f}" if v.get("effect_size") is not None else "–"
         p = f"{v['p_value']:.3g}" if v.get("p_value") is not None else "–"
-        lines.append(f"| {inert(friendly_name(v['adapter']))} | {inert(friendly_name(v['versus']))} | **{v['verdict']}** "
-                     f"| {imp} | {h} | {p} | {v.get('decisive', 0)} |")
+        lines.append(
+            f"| {inert(friendly_name(v['adapter']))} | {inert(friendly_name(v['versus']))} | **{v['verdict']}** "
+            f"| {imp} | {h} | {p} | {v.get('decisive', 0)} |"
+        )
     return "\n".join(lines)
 
 
@@ -142,8 +150,19 @@ def _fmt(v: Any) -> str:
 
 # Columns shown in the text table (JSON output has everything); unknown sections show all.
 TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "contenders": ("rank", "name", "rating", "ci_low", "ci_high", "rank_ub", "votes", "wins",
-                   "losses", "ties", "win_rate"),
+    "contenders": (
+        "rank",
+        "name",
+        "rating",
+        "ci_low",
+        "ci_high",
+        "rank_ub",
+        "votes",
+        "wins",
+        "losses",
+        "ties",
+        "win_rate",
+    ),
     "pairs": ("a", "b", "n", "a_wins", "b_wins", "ties", "win_rate_a", "p_value", "p_holm"),
     "verdicts": ("adapter", "versus", "verdict", "improvement", "effect_size", "p_value", "decisive"),
 }
@@ -174,31 +193,38 @@ def render_text(result: dict[str, Any]) -> str:
     parts: list[str] = [f"Leaderboard ({result.get('source', '')}, {result.get('n_battles', '?')} battles)"]
     for section in ("contenders", "pairs", "verdicts"):
         if section in result:
-            parts += ["", section.capitalize() + ":",
-                      format_table(result[section] or [], TEXT_COLUMNS.get(section))]
+            parts += ["", section.capitalize() + ":", format_table(result[section] or [], TEXT_COLUMNS.get(section))]
     for v in result.get("verdicts") or []:
         if isinstance(v, dict) and v.get("explanation"):
             parts.append(f"  {v.get('adapter', '')} vs {v.get('versus', '')}: {v['explanation']}")
     excluded = result.get("excluded")
     if excluded:
-        parts += ["", f"Excluded votes: {excluded.get('total', 0)}"
-                  + (f" by flag: {_fmt(excluded.get('by_flag'))}" if excluded.get("by_flag") else "")]
+        parts += [
+            "",
+            f"Excluded votes: {excluded.get('total', 0)}"
+            + (f" by flag: {_fmt(excluded.get('by_flag'))}" if excluded.get("by_flag") else ""),
+        ]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arena.leaderboard",
-                                     description="Rank arena contenders from pairwise votes.")
+    parser = argparse.ArgumentParser(
+        prog="python -m arena.leaderboard", description="Rank arena contenders from pairwise votes."
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-dir", type=Path, help=f"directory holding {DB_FILENAME}")
     src.add_argument("--battles", type=Path, help="JSONL file in Chatbot Arena battle format")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap rounds (default 200)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-votes", type=int, default=10,
-                        help="votes a pair needs before a verdict is given (default 10)")
-    parser.add_argument("--include-excluded", action="store_true",
-                        help="also rank votes that were excluded (e.g. replies revealing the contender)")
+    parser.add_argument(
+        "--min-votes", type=int, default=10, help="votes a pair needs before a verdict is given (default 10)"
+    )
+    parser.add_argument(
+        "--include-excluded",
+        action="store_true",
+        help="also rank votes that were excluded (e.g. replies revealing the contender)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -213,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     try:
-        result = dict(compute_leaderboard(battles, n_boot=args.n_boot, seed=args.seed,
-                                          min_votes=args.min_votes))
+        result = dict(compute_leaderboard(battles, n_boot=args.n_boot, seed=args.seed, min_votes=args.min_votes))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -240,14 +265,20 @@ def lineage_markdown(store: VoteStore, adapters_dir: Path) -> str:
     if not runs:
         return ""
     records = list(store.iter_votes(include_excluded=True))
-    lines = ["", "#### Adapters trained on votes", "| lineage | vs parent (votes after training, unseen tweets) | verdict |",
-             "|---|---|---|"]
+    lines = [
+        "",
+        "#### Adapters trained on votes",
+        "| lineage | vs parent (votes after training, unseen tweets) | verdict |",
+        "|---|---|---|",
+    ]
     for name, lin in runs:
         try:
             hv = child_vs_parent(records, name, lin)
             verdict = f"**{hv.verdict['verdict']}**"
-            used = (f"{hv.used} votes ({hv.dropped_before_training} before training and "
-                    f"{hv.dropped_training_tweet} on training tweets left out)")
+            used = (
+                f"{hv.used} votes ({hv.dropped_before_training} before training and "
+                f"{hv.dropped_training_tweet} on training tweets left out)"
+            )
         except ValueError as exc:
             verdict, used = "–", inert(str(exc))
         lines.append(f"| {inert(lineage_string(adapters_dir, name))} | {used} | {verdict} |")

@@ -8,6 +8,7 @@ hash), the tweets it trained on (hashes) and when it was trained. Two things fol
   never trained on. A vote from before training, or on a training prompt, would grade the model on its own homework.
   ``child_vs_parent`` enforces this in the core, whoever calls it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,13 +36,19 @@ def vote_set_hash(vote_ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(vote_ids))).encode()).hexdigest()
 
 
-def lineage_record(*, kind: str, parent_adapter: str, base_model: str, provenance: dict, trained_at: str | None = None) -> dict:
+def lineage_record(
+    *, kind: str, parent_adapter: str, base_model: str, provenance: dict, trained_at: str | None = None
+) -> dict:
     """What an adapter trained on votes records about its origin (the trainer writes it before the folder appears)."""
     return {
-        "kind": kind, "parent_adapter": parent_adapter or "", "base_model": base_model,
+        "kind": kind,
+        "parent_adapter": parent_adapter or "",
+        "base_model": base_model,
         "trained_at": trained_at or datetime.now(timezone.utc).isoformat(),
-        "vote_set_sha256": provenance.get("vote_set_sha256"), "n_votes": len(provenance.get("vote_ids") or []),
-        "n_pairs": provenance.get("n_pairs"), "vote_ids": list(provenance.get("vote_ids") or []),
+        "vote_set_sha256": provenance.get("vote_set_sha256"),
+        "n_votes": len(provenance.get("vote_ids") or []),
+        "n_pairs": provenance.get("n_pairs"),
+        "vote_ids": list(provenance.get("vote_ids") or []),
         "judge_ids": list(provenance.get("judge_ids") or []),
         "train_tweet_hashes": list(provenance.get("train_tweet_hashes") or []),
         "latest_vote_at": provenance.get("latest_vote_at"),
@@ -132,7 +139,9 @@ class HonestVerdict:
     dropped_flagged: int
 
 
-def child_vs_parent(records: Iterable[VoteRecord], child_adapter: str, lineage: dict, rule: DecisionRule = DecisionRule()) -> HonestVerdict:
+def child_vs_parent(
+    records: Iterable[VoteRecord], child_adapter: str, lineage: dict, rule: DecisionRule = DecisionRule()
+) -> HonestVerdict:
     """The child's verdict against its parent from votes cast after the child was trained, on tweets it never saw.
 
     Raises ValueError when the lineage lacks what the rule needs (no training time or tweet list): an unverifiable
@@ -140,8 +149,10 @@ def child_vs_parent(records: Iterable[VoteRecord], child_adapter: str, lineage: 
     """
     trained_at = lineage.get("trained_at")
     if not trained_at or "train_tweet_hashes" not in lineage:
-        raise ValueError(f"Adapter {child_adapter} has no training time or training-tweet list in its lineage; its verdict "
-                         "against its parent cannot be restricted to unseen votes.")
+        raise ValueError(
+            f"Adapter {child_adapter} has no training time or training-tweet list in its lineage; its verdict "
+            "against its parent cannot be restricted to unseen votes."
+        )
     cutoff = datetime.fromisoformat(trained_at)
     seen = set(lineage.get("train_tweet_hashes") or [])
     child, parent = contender(child_adapter), contender(lineage.get("parent_adapter"))

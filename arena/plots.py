@@ -1,4 +1,5 @@
 """Leaderboard figures (matplotlib, UI-free): ratings with CI error bars, and the pairwise win-rate heatmap."""
+
 from __future__ import annotations
 
 import matplotlib

@@ -11,6 +11,7 @@ replies use a published seed. A new adapter (or a retrained one: its fingerprint
 A voter never sees the same (tweet, contender pair) twice from the pool: both the session and the client address are
 remembered. What leaves this module for the UI is only the tweet and the two replies; names stay in BattleManager.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,15 @@ class PoolDraw:
 
 
 class BattlePool:
-    def __init__(self, engine, heldout: Path, cache_dir: Path, contenders_fn: Callable[[], Sequence[str]],
-                 rng: random.Random | None = None, max_voters: int = 100_000):
+    def __init__(
+        self,
+        engine,
+        heldout: Path,
+        cache_dir: Path,
+        contenders_fn: Callable[[], Sequence[str]],
+        rng: random.Random | None = None,
+        max_voters: int = 100_000,
+    ):
         self.engine = engine
         self.items, _ = load_items(heldout)
         self.cache = ReplyCache(cache_dir)
@@ -52,14 +60,26 @@ class BattlePool:
         self._replies: dict[str, tuple[str, list[str]]] = {}  # variant -> (adapter fingerprint, reply per item)
         self._seen: dict[str, set[tuple[int, tuple[str, str]]]] = {}
         self._worker: threading.Thread | None = None
-        self.settings = {**replace(engine.default_sampling(False), seed=None).to_dict(), "thinking": False, "source": "battle_pool"}
+        self.settings = {
+            **replace(engine.default_sampling(False), seed=None).to_dict(),
+            "thinking": False,
+            "source": "battle_pool",
+        }
 
     # ---- filling -------------------------------------------------------------------------------------------------
     def _keys(self, variant: str, fp: str) -> list[str]:
         keys = []
         for it in self.items:
             messages, _ = self.engine.messages_for(it.tweet, variant)
-            keys.append(cache_key(self.engine.loaded.name, variant, fp, render_prompt(self.engine.tokenizer, messages, False), self.settings))
+            keys.append(
+                cache_key(
+                    self.engine.loaded.name,
+                    variant,
+                    fp,
+                    render_prompt(self.engine.tokenizer, messages, False),
+                    self.settings,
+                )
+            )
         return keys
 
     def missing(self) -> list[str]:
@@ -74,14 +94,18 @@ class BattlePool:
         """Generate (or load from the cache) every missing contender's replies; returns how many were generated."""
         made = 0
         sampling = replace(self.engine.default_sampling(False), seed=None)
-        for v in (self.missing() if variants is None else variants):
+        for v in self.missing() if variants is None else variants:
             fp = adapter_fingerprint(self.engine, v)
             keys = self._keys(v, fp)
             hits = self.cache.get_many(keys)
             todo = [i for i, k in enumerate(keys) if k not in hits]
             if todo:
-                results = self.engine.generate_batch([self.items[i].tweet for i in todo], v, sampling, background=True, private=True)
-                rows = [(keys[i], v, {"reply": r.reply, "new_tokens": int(r.new_tokens)}) for i, r in zip(todo, results)]
+                results = self.engine.generate_batch(
+                    [self.items[i].tweet for i in todo], v, sampling, background=True, private=True
+                )
+                rows = [
+                    (keys[i], v, {"reply": r.reply, "new_tokens": int(r.new_tokens)}) for i, r in zip(todo, results)
+                ]
                 self.cache.put_many(rows)
                 hits.update({k: rec for k, _, rec in rows})
                 made += len(todo)

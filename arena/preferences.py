@@ -18,6 +18,7 @@ unpaired negatives and dropped for DPO.
 
     python -m arena.preferences --data-dir data --out data/preferences/v1 [--since-last-dpo adapters] [--judge FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,16 @@ class CleaningConfig:
     """Knobs of the cleaning rules; the defaults are what the Training tab uses."""
 
     daily_cap: int = field(default=50, metadata={"help": "votes kept per voter per UTC day (the first ones)"})
-    sprt_alpha: float = field(default=0.05, metadata={"help": "SPRT: chance of removing a voter who follows the consensus"})
+    sprt_alpha: float = field(
+        default=0.05, metadata={"help": "SPRT: chance of removing a voter who follows the consensus"}
+    )
     sprt_beta: float = field(default=0.05, metadata={"help": "SPRT: chance of keeping a voter who votes at random"})
-    max_agreement: float = field(default=0.95, metadata={"help": "cap on the consensus' own win probability (a vote is never certain)"})
-    eval_fraction: float = field(default=0.1, metadata={"help": "tweets held out for the eval split (grouped by tweet)"})
+    max_agreement: float = field(
+        default=0.95, metadata={"help": "cap on the consensus' own win probability (a vote is never certain)"}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "tweets held out for the eval split (grouped by tweet)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the train/eval split"})
 
 
@@ -112,7 +119,8 @@ def voter_sprt(votes: Sequence[VoteRecord], beta: dict[str, float], cfg: Cleanin
     """Wald's SPRT over one voter's decisive votes in time order.
 
     H1 (honest): the voter picks A with the consensus probability q = sigmoid(beta_A - beta_B).
-    H0 (random): the voter picks A with probability 1/2 (an adversarial voter does worse than H0 and is rejected sooner).
+    H0 (random): the voter picks A with probability 1/2 (an adversarial voter does worse than H0 and is rejected
+    sooner).
     Each vote adds log(P(vote | H1) / P(vote | H0)); the walk stops at log((1-beta)/alpha) (accept honest) or at
     log(beta/(1-alpha)) (reject: random or adversarial). A voter the test has not decided is kept.
     """
@@ -137,8 +145,9 @@ def voter_sprt(votes: Sequence[VoteRecord], beta: dict[str, float], cfg: Cleanin
     return {"llr": round(llr, 4), "n": n, "decision": decision}
 
 
-def clean_votes(records: Iterable[VoteRecord], cfg: CleaningConfig | None = None,
-                exclude_vote_ids: Iterable[str] = ()) -> PreferenceSet:
+def clean_votes(
+    records: Iterable[VoteRecord], cfg: CleaningConfig | None = None, exclude_vote_ids: Iterable[str] = ()
+) -> PreferenceSet:
     """Apply the rules in order; each drop is counted under its rule's name."""
     cfg = cfg or CleaningConfig()
     if cfg.daily_cap < 1:
@@ -188,7 +197,9 @@ def clean_votes(records: Iterable[VoteRecord], cfg: CleaningConfig | None = None
     bad: set[str] = set()
     if len(by_voter) > 1:
         for v, own in by_voter.items():
-            others = {k: [t - o for t, o in zip(cnt, own_tallies[v].get(k, (0.0, 0.0, 0.0)))] for k, cnt in total.items()}
+            others = {
+                k: [t - o for t, o in zip(cnt, own_tallies[v].get(k, (0.0, 0.0, 0.0)))] for k, cnt in total.items()
+            }
             beta = _consensus(others)
             voters[v] = voter_sprt(own, beta, cfg) if beta else {"llr": 0.0, "n": 0, "decision": "undecided"}
             if voters[v]["decision"] == "random_or_adversarial":
@@ -213,13 +224,31 @@ def clean_votes(records: Iterable[VoteRecord], cfg: CleaningConfig | None = None
             continue
         if r.vote == "both_bad":
             for reply, who in ((a, r.contender_a), (b, r.contender_b)):
-                negatives.append({"tweet": r.tweet, "completion": reply, "vote_id": r.battle_id, "source": SOURCE_HUMAN,
-                                  "created_at": r.created_at, "contender": who})
+                negatives.append(
+                    {
+                        "tweet": r.tweet,
+                        "completion": reply,
+                        "vote_id": r.battle_id,
+                        "source": SOURCE_HUMAN,
+                        "created_at": r.created_at,
+                        "contender": who,
+                    }
+                )
         else:
             chosen, rejected = (a, b) if r.vote == "a" else (b, a)
             winner, loser = (r.contender_a, r.contender_b) if r.vote == "a" else (r.contender_b, r.contender_a)
-            pairs.append({"tweet": r.tweet, "chosen": chosen, "rejected": rejected, "vote_id": r.battle_id,
-                          "source": SOURCE_HUMAN, "created_at": r.created_at, "chosen_by": winner, "rejected_by": loser})
+            pairs.append(
+                {
+                    "tweet": r.tweet,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "vote_id": r.battle_id,
+                    "source": SOURCE_HUMAN,
+                    "created_at": r.created_at,
+                    "chosen_by": winner,
+                    "rejected_by": loser,
+                }
+            )
         used.append(r.battle_id)
     funnel["dpo_pairs"] = len(pairs)
     funnel["kto_negatives"] = len(negatives)
@@ -245,15 +274,27 @@ def judge_pairs(path: str | Path) -> tuple[list[dict], dict[str, int]]:
             row = json.loads(line)
             tweet, ra, rb, verdict = row["tweet"], row["reply_a"].strip(), row["reply_b"].strip(), row["verdict"]
         except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-            raise ValueError(f"{path.name} line {n} is not a judge verdict (needs tweet, reply_a, reply_b, verdict).") from None
+            raise ValueError(
+                f"{path.name} line {n} is not a judge verdict (needs tweet, reply_a, reply_b, verdict)."
+            ) from None
         counts["judge_rows"] += 1
         if verdict not in ("a", "b") or not row.get("consistent", False) or not ra or not rb or ra == rb:
             counts["judge_inconsistent_or_tie"] += 1
             continue
         chosen, rejected = (ra, rb) if verdict == "a" else (rb, ra)
         jid = str(row.get("id") or hashlib.sha256(line.encode()).hexdigest()[:16])
-        out.append({"tweet": tweet, "chosen": chosen, "rejected": rejected, "vote_id": f"judge:{jid}",
-                    "source": f"{SOURCE_JUDGE}:{row.get('judge', 'llm-judge')}", "created_at": "", "chosen_by": "", "rejected_by": ""})
+        out.append(
+            {
+                "tweet": tweet,
+                "chosen": chosen,
+                "rejected": rejected,
+                "vote_id": f"judge:{jid}",
+                "source": f"{SOURCE_JUDGE}:{row.get('judge', 'llm-judge')}",
+                "created_at": "",
+                "chosen_by": "",
+                "rejected_by": "",
+            }
+        )
     counts["judge_pairs"] = len(out)
     return out, counts
 
@@ -277,9 +318,18 @@ def _split_by_tweet(rows: list[dict], fraction: float, seed: int) -> tuple[list[
 
 def dpo_rows(pairs: list[dict]) -> list[dict]:
     """Conversational preference rows in the Qwen3 chat format (TRL renders them with enable_thinking=False)."""
-    return [{"prompt": _messages(p["tweet"]), "chosen": [{"role": "assistant", "content": p["chosen"]}],
-             "rejected": [{"role": "assistant", "content": p["rejected"]}], "chat_template_kwargs": {"enable_thinking": False},
-             "tweet": p["tweet"], "vote_id": p["vote_id"], "source": p["source"]} for p in pairs]
+    return [
+        {
+            "prompt": _messages(p["tweet"]),
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+            "chat_template_kwargs": {"enable_thinking": False},
+            "tweet": p["tweet"],
+            "vote_id": p["vote_id"],
+            "source": p["source"],
+        }
+        for p in pairs
+    ]
 
 
 def kto_rows(pairs: list[dict], negatives: list[dict]) -> list[dict]:
@@ -287,16 +337,39 @@ def kto_rows(pairs: list[dict], negatives: list[dict]) -> list[dict]:
     rows = []
     for p in pairs:
         for text, label in ((p["chosen"], True), (p["rejected"], False)):
-            rows.append({"prompt": _messages(p["tweet"]), "completion": [{"role": "assistant", "content": text}], "label": label,
-                         "chat_template_kwargs": {"enable_thinking": False}, "tweet": p["tweet"], "vote_id": p["vote_id"], "source": p["source"]})
+            rows.append(
+                {
+                    "prompt": _messages(p["tweet"]),
+                    "completion": [{"role": "assistant", "content": text}],
+                    "label": label,
+                    "chat_template_kwargs": {"enable_thinking": False},
+                    "tweet": p["tweet"],
+                    "vote_id": p["vote_id"],
+                    "source": p["source"],
+                }
+            )
     for n in negatives:
-        rows.append({"prompt": _messages(n["tweet"]), "completion": [{"role": "assistant", "content": n["completion"]}], "label": False,
-                     "chat_template_kwargs": {"enable_thinking": False}, "tweet": n["tweet"], "vote_id": n["vote_id"], "source": n["source"]})
+        rows.append(
+            {
+                "prompt": _messages(n["tweet"]),
+                "completion": [{"role": "assistant", "content": n["completion"]}],
+                "label": False,
+                "chat_template_kwargs": {"enable_thinking": False},
+                "tweet": n["tweet"],
+                "vote_id": n["vote_id"],
+                "source": n["source"],
+            }
+        )
     return rows
 
 
-def save_preferences(prefs: PreferenceSet, out_dir: str | Path, cfg: CleaningConfig | None = None,
-                     extra_pairs: Sequence[dict] = (), extra_counts: dict[str, int] | None = None) -> dict:
+def save_preferences(
+    prefs: PreferenceSet,
+    out_dir: str | Path,
+    cfg: CleaningConfig | None = None,
+    extra_pairs: Sequence[dict] = (),
+    extra_counts: dict[str, int] | None = None,
+) -> dict:
     """Write ``<out>/`` (DPO DatasetDict: train/eval), ``<out>/kto/`` (KTO DatasetDict) and ``<out>/provenance.json``.
 
     Written into a hidden temp folder and renamed, so a reader never sees half a dataset. Returns the provenance.
@@ -327,16 +400,27 @@ def save_preferences(prefs: PreferenceSet, out_dir: str | Path, cfg: CleaningCon
     ids = sorted({p["vote_id"] for p in pairs} | set(prefs.vote_ids))
     human_ids = sorted(i for i in ids if not i.startswith("judge:"))
     provenance = {
-        "kind": "preferences", "built_at": datetime.now(timezone.utc).isoformat(),
-        "vote_ids": human_ids, "judge_ids": sorted(i for i in ids if i.startswith("judge:")),
-        "vote_set_sha256": vote_set_hash(ids), "n_pairs": len(pairs), "n_train": len(train), "n_eval": len(evl),
+        "kind": "preferences",
+        "built_at": datetime.now(timezone.utc).isoformat(),
+        "vote_ids": human_ids,
+        "judge_ids": sorted(i for i in ids if i.startswith("judge:")),
+        "vote_set_sha256": vote_set_hash(ids),
+        "n_pairs": len(pairs),
+        "n_train": len(train),
+        "n_eval": len(evl),
         "n_kto_negatives": len(prefs.negatives),
         "sources": {s: sum(1 for p in pairs if p["source"] == s) for s in sorted({p["source"] for p in pairs})},
         "latest_vote_at": max((p["created_at"] for p in pairs if p["created_at"]), default=None),
         # every tweet in the set, eval split included: a later verdict must not count any tweet this data touched
-        "train_tweet_hashes": sorted({tweet_hash(p["tweet"]) for p in pairs} | {tweet_hash(n["tweet"]) for n in prefs.negatives}),
-        "funnel": {**prefs.funnel, **(extra_counts or {})}, "cleaning": asdict(cfg),
-        "voters": {"checked": len(prefs.voters), "removed": sum(1 for v in prefs.voters.values() if v["decision"] == "random_or_adversarial")},
+        "train_tweet_hashes": sorted(
+            {tweet_hash(p["tweet"]) for p in pairs} | {tweet_hash(n["tweet"]) for n in prefs.negatives}
+        ),
+        "funnel": {**prefs.funnel, **(extra_counts or {})},
+        "cleaning": asdict(cfg),
+        "voters": {
+            "checked": len(prefs.voters),
+            "removed": sum(1 for v in prefs.voters.values() if v["decision"] == "random_or_adversarial"),
+        },
     }
     (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1))
     if out.exists():
@@ -358,8 +442,13 @@ def read_provenance(path: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
-def build_from_store(store: VoteStore, out_dir: str | Path, cfg: CleaningConfig | None = None,
-                     exclude_vote_ids: Iterable[str] = (), judge_file: str | Path | None = None) -> dict:
+def build_from_store(
+    store: VoteStore,
+    out_dir: str | Path,
+    cfg: CleaningConfig | None = None,
+    exclude_vote_ids: Iterable[str] = (),
+    judge_file: str | Path | None = None,
+) -> dict:
     """Store -> cleaned pairs -> saved dataset + provenance (the CLI and the Training tab both come through here)."""
     cfg = cfg or CleaningConfig()
     prefs = clean_votes(store.iter_votes(include_excluded=True), cfg, exclude_vote_ids)
@@ -368,11 +457,16 @@ def build_from_store(store: VoteStore, out_dir: str | Path, cfg: CleaningConfig 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m arena.preferences", description="Build a cleaned DPO/KTO preference dataset from the vote store.")
+    p = argparse.ArgumentParser(
+        prog="python -m arena.preferences",
+        description="Build a cleaned DPO/KTO preference dataset from the vote store.",
+    )
     p.add_argument("--data-dir", default="data", help="the app's data dir (holds votes.sqlite3)")
     p.add_argument("--out", required=True, help="output folder (a DatasetDict + kto/ + provenance.json)")
     p.add_argument("--daily-cap", type=int, default=CleaningConfig.daily_cap)
-    p.add_argument("--since-last-dpo", metavar="ADAPTERS_DIR", help="leave out votes already used by a DPO adapter in this folder")
+    p.add_argument(
+        "--since-last-dpo", metavar="ADAPTERS_DIR", help="leave out votes already used by a DPO adapter in this folder"
+    )
     p.add_argument("--judge", metavar="JSONL", help="add LLM-judge verdicts (position-swapped) as labelled AI feedback")
     ns = p.parse_args(argv)
     try:
@@ -387,7 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": ns.out, "n_pairs": prov["n_pairs"], "funnel": prov["funnel"], "vote_set_sha256": prov["vote_set_sha256"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "out": ns.out,
+                "n_pairs": prov["n_pairs"],
+                "funnel": prov["funnel"],
+                "vote_set_sha256": prov["vote_set_sha256"],
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ Score of a pair (i, j), from the current Bradley-Terry fit of all counted votes:
 A floor keeps every pair in play: weight = floor / P + (1 - floor) * score / sum(score). Without the floor, a pair
 that looks decided early (by chance) would never be re-checked.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,9 @@ def _table(names: list[str], tallies: dict[Pair, list[float]]) -> PairTable:
     return PairTable(names, i, j, counts)
 
 
-def bt_with_cov(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: BTConfig = BTConfig()) -> tuple[np.ndarray, np.ndarray]:
+def bt_with_cov(
+    names: Sequence[str], tallies: dict[Pair, list[float]], cfg: BTConfig = BTConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """(beta, covariance) of the penalised BT fit; tallies[(x, y) with x < y] = [wins_x, wins_y, ties]."""
     names = sorted(names)
     k = len(names)
@@ -67,7 +70,9 @@ def bt_with_cov(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: BTC
     return beta, np.linalg.inv(h)
 
 
-def pair_scores(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: SamplingConfig = SamplingConfig()) -> dict[Pair, float]:
+def pair_scores(
+    names: Sequence[str], tallies: dict[Pair, list[float]], cfg: SamplingConfig = SamplingConfig()
+) -> dict[Pair, float]:
     """Uncertainty score per unordered pair (see module doc)."""
     names = sorted(set(names))
     beta, cov = bt_with_cov(names, tallies, cfg.bt)
@@ -80,7 +85,9 @@ def pair_scores(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: Sam
     return out
 
 
-def active_weights(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: SamplingConfig = SamplingConfig()) -> dict[Pair, float]:
+def active_weights(
+    names: Sequence[str], tallies: dict[Pair, list[float]], cfg: SamplingConfig = SamplingConfig()
+) -> dict[Pair, float]:
     """Sampling probability per unordered pair, summing to 1, each at least floor / P."""
     scores = pair_scores(names, tallies, cfg)
     if not scores:
@@ -92,7 +99,9 @@ def active_weights(names: Sequence[str], tallies: dict[Pair, list[float]], cfg: 
     return {p: cfg.floor / n + (1 - cfg.floor) * s / total for p, s in scores.items()}
 
 
-def pairs_decided(names: Sequence[str], tallies: dict[Pair, list[float]], z: float = 1.96, cfg: BTConfig = BTConfig()) -> bool:
+def pairs_decided(
+    names: Sequence[str], tallies: dict[Pair, list[float]], z: float = 1.96, cfg: BTConfig = BTConfig()
+) -> bool:
     """True when every pair's rating difference is significant (|diff| > z * sd): the full order is decided."""
     names = sorted(set(names))
     beta, cov = bt_with_cov(names, tallies, cfg)

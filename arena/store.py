@@ -19,6 +19,7 @@ so serialising them costs nothing and avoids leaking one connection per
 (short-lived) worker thread. Other processes coordinate through SQLite's own
 locking (``busy_timeout``).
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,20 @@ _MIGRATIONS: list[list[str]] = [
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _COLUMNS: tuple[str, ...] = (
-    "battle_id", "created_at", "tweet", "contender_a", "contender_b", "reply_a", "reply_b",
-    "settings", "vote", "session_hash", "client_hash", "app_version", "flags", "excluded",
+    "battle_id",
+    "created_at",
+    "tweet",
+    "contender_a",
+    "contender_b",
+    "reply_a",
+    "reply_b",
+    "settings",
+    "vote",
+    "session_hash",
+    "client_hash",
+    "app_version",
+    "flags",
+    "excluded",
 )
 
 
@@ -171,8 +184,19 @@ def _coerce_record(record: VoteRecord | Mapping[str, Any]) -> VoteRecord:
 
 def _row_params(rec: VoteRecord) -> tuple[Any, ...]:
     """Validate in Python first so callers get a clear error, not a CHECK failure."""
-    for name in ("battle_id", "tweet", "contender_a", "contender_b", "reply_a", "reply_b",
-                 "vote", "session_hash", "client_hash", "app_version", "created_at"):
+    for name in (
+        "battle_id",
+        "tweet",
+        "contender_a",
+        "contender_b",
+        "reply_a",
+        "reply_b",
+        "vote",
+        "session_hash",
+        "client_hash",
+        "app_version",
+        "created_at",
+    ):
         if not isinstance(getattr(rec, name), str):
             raise ValueError(f"{name} must be a string, got {type(getattr(rec, name)).__name__}")
     if not rec.battle_id:
@@ -190,20 +214,38 @@ def _row_params(rec: VoteRecord) -> tuple[Any, ...]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"settings must be JSON-serialisable: {exc}") from exc
     return (
-        rec.battle_id, _normalise_created_at(rec.created_at), rec.tweet, rec.contender_a,
-        rec.contender_b, rec.reply_a, rec.reply_b, settings_json, rec.vote, rec.session_hash,
-        rec.client_hash, rec.app_version, json.dumps(list(rec.flags), ensure_ascii=False),
+        rec.battle_id,
+        _normalise_created_at(rec.created_at),
+        rec.tweet,
+        rec.contender_a,
+        rec.contender_b,
+        rec.reply_a,
+        rec.reply_b,
+        settings_json,
+        rec.vote,
+        rec.session_hash,
+        rec.client_hash,
+        rec.app_version,
+        json.dumps(list(rec.flags), ensure_ascii=False),
         1 if rec.excluded else 0,
     )
 
 
 def _record_from_row(row: sqlite3.Row) -> VoteRecord:
     return VoteRecord(
-        battle_id=row["battle_id"], tweet=row["tweet"], contender_a=row["contender_a"],
-        contender_b=row["contender_b"], reply_a=row["reply_a"], reply_b=row["reply_b"],
-        vote=row["vote"], session_hash=row["session_hash"], client_hash=row["client_hash"],
-        app_version=row["app_version"], settings=json.loads(row["settings"]),
-        flags=tuple(json.loads(row["flags"])), excluded=bool(row["excluded"]),
+        battle_id=row["battle_id"],
+        tweet=row["tweet"],
+        contender_a=row["contender_a"],
+        contender_b=row["contender_b"],
+        reply_a=row["reply_a"],
+        reply_b=row["reply_b"],
+        vote=row["vote"],
+        session_hash=row["session_hash"],
+        client_hash=row["client_hash"],
+        app_version=row["app_version"],
+        settings=json.loads(row["settings"]),
+        flags=tuple(json.loads(row["flags"])),
+        excluded=bool(row["excluded"]),
         created_at=row["created_at"],
     )
 
@@ -296,11 +338,14 @@ class VoteStore:
         last = 0
         while True:
             with self._lock:
-                rows = self._db().execute(
-                    f"SELECT rowid AS _rowid, * FROM votes WHERE rowid > ?{where} "
-                    "ORDER BY rowid LIMIT ?",
-                    (last, _PAGE),
-                ).fetchall()
+                rows = (
+                    self._db()
+                    .execute(
+                        f"SELECT rowid AS _rowid, * FROM votes WHERE rowid > ?{where} ORDER BY rowid LIMIT ?",
+                        (last, _PAGE),
+                    )
+                    .fetchall()
+                )
             if not rows:
                 return
             for row in rows:
@@ -331,10 +376,14 @@ class VoteStore:
         """Votes per unordered contender pair (key sorted), for pair sampling."""
         where = "" if include_excluded else " WHERE excluded = 0"
         with self._lock:
-            rows = self._db().execute(
-                "SELECT min(contender_a, contender_b) AS x, max(contender_a, contender_b) AS y, "
-                f"count(*) AS n FROM votes{where} GROUP BY x, y"
-            ).fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT min(contender_a, contender_b) AS x, max(contender_a, contender_b) AS y, "
+                    f"count(*) AS n FROM votes{where} GROUP BY x, y"
+                )
+                .fetchall()
+            )
         return {(r["x"], r["y"]): int(r["n"]) for r in rows}
 
     # -- diagnostics -------------------------------------------------------

@@ -1,5 +1,6 @@
 """Arena and Leaderboard tabs. Wiring only: battles.py validates, store.py persists, evaluation/ratings.py computes,
 board_view.py words the leaderboard."""
+
 from __future__ import annotations
 
 import tempfile
@@ -59,14 +60,25 @@ def build_arena_tab(ctx: AppContext) -> None:
     """Battle → vote → reveal. The vote is stored by ctx.battles (arena/battles.py → arena/store.py)."""
     manager = ctx.battles
     with gr.Tab("Arena", id="arena") as arena_tab:
-        gr.Markdown("Two anonymous models reply to the same tweet. Vote for the better reply; the names are revealed after your vote. "
-                    "Keys: **A** / **B** = that reply is better, **T** = tie, **X** = both bad, **N** = next battle.")
+        gr.Markdown(
+            "Two anonymous models reply to the same tweet. Vote for the better reply; the names are revealed after "
+            "your vote. "
+            "Keys: **A** / **B** = that reply is better, **T** = tie, **X** = both bad, **N** = next battle."
+        )
         battle_id = gr.State(None)
         with gr.Row():
-            tweet = gr.Textbox(label="Tweet", lines=2, scale=4, elem_id="arena-tweet", placeholder="Type a tweet or draw one from the held-out pool")
+            tweet = gr.Textbox(
+                label="Tweet",
+                lines=2,
+                scale=4,
+                elem_id="arena-tweet",
+                placeholder="Type a tweet or draw one from the held-out pool",
+            )
             with gr.Column(scale=1):
                 new_tweet = gr.Button("New tweet", elem_id="arena-new-tweet")
-                start = gr.Button("Start battle", variant="primary", elem_id="arena-start", interactive=manager is not None)
+                start = gr.Button(
+                    "Start battle", variant="primary", elem_id="arena-start", interactive=manager is not None
+                )
         with gr.Row():
             with gr.Column():
                 reply_a = gr.Textbox(label="Reply A", lines=4, interactive=False, elem_id="arena-a")
@@ -75,7 +87,10 @@ def build_arena_tab(ctx: AppContext) -> None:
                 reply_b = gr.Textbox(label="Reply B", lines=4, interactive=False, elem_id="arena-b")
                 name_b = gr.Markdown("", elem_id="arena-name-b")
         with gr.Row():
-            buttons = {k: gr.Button(f"{label} ({KEYS[k]})", interactive=False, elem_id=f"vote-{k}") for k, label in VOTES.items()}
+            buttons = {
+                k: gr.Button(f"{label} ({KEYS[k]})", interactive=False, elem_id=f"vote-{k}")
+                for k, label in VOTES.items()
+            }
         reveal = gr.Markdown("", elem_id="arena-reveal")
         next_btn = gr.Button("Next battle (N)", variant="primary", visible=False, elem_id="arena-next")
 
@@ -107,7 +122,11 @@ def build_arena_tab(ctx: AppContext) -> None:
             # Both replies come from one batch and stream into their boxes as they grow; names stay on the server.
             for ra, rb, queued, b in manager.new_battle_stream(request.session_hash, text):
                 if b is None:
-                    note = f"Waiting for the model: position {queued} in the queue…" if queued else "Generating both replies…"
+                    note = (
+                        f"Waiting for the model: position {queued} in the queue…"
+                        if queued
+                        else "Generating both replies…"
+                    )
                     yield [text, None, ra, rb, note, "", "", gr.update(visible=False)] + lock_all
                 else:
                     yield [text, b.battle_id, b.reply_a, b.reply_b, "", "", "", gr.update(visible=False)] + open_all
@@ -121,13 +140,23 @@ def build_arena_tab(ctx: AppContext) -> None:
                 res = manager.vote(request.session_hash, bid, choice, ctx.client_address(request))
             except VoteRefused as exc:
                 if exc.reason in RETRYABLE:  # keep the battle: the buttons come back so the visitor can vote later
-                    return [bid, f"⚠️ {inert(exc.message)} Your battle is kept: vote again in a moment.", gr.update(), gr.update(),
-                            gr.update(visible=False)] + open_all
+                    return [
+                        bid,
+                        f"⚠️ {inert(exc.message)} Your battle is kept: vote again in a moment.",
+                        gr.update(),
+                        gr.update(),
+                        gr.update(visible=False),
+                    ] + open_all
                 return [bid, f"⚠️ {inert(exc.message)}", gr.update(), gr.update(), gr.update(visible=True)] + lock_all
-            note = " This vote is flagged (a reply reveals its model) and left out of the leaderboard." if res.excluded else ""
+            note = (
+                " This vote is flagged (a reply reveals its model) and left out of the leaderboard."
+                if res.excluded
+                else ""
+            )
             na, nb = inert(friendly_name(res.contender_a)), inert(friendly_name(res.contender_b))
             text = f"You voted **{VOTES[choice]}**. A was **{na}**, B was **{nb}**.{note}"
             return [None, text, f"**{na}**", f"**{nb}**", gr.update(visible=True)] + lock_all
+
         return on_vote
 
     new_tweet.click(on_new_tweet, None, [tweet])
@@ -135,12 +164,21 @@ def build_arena_tab(ctx: AppContext) -> None:
     arena_tab.select(None, None, None, js=KEYS_JS)
     start.click(None, None, None, js=KEYS_JS)
     start.click(lambda: lock_all, None, vote_buttons).then(
-        on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds
+        on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model"
+    )  # the scheduler batches and bounds
     for k, btn in buttons.items():
         btn.click(make_vote(k), [battle_id], [battle_id, reveal, name_a, name_b, next_btn] + vote_buttons)
     # One button to go on: clear, draw a held-out tweet and start the next battle at once.
-    next_btn.click(lambda: ["", None, "", "", "Drawing a tweet and generating both replies…", "", "", gr.update(visible=False)] + lock_all,
-                   None, start_outputs).then(on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds
+    next_btn.click(
+        lambda: (
+            ["", None, "", "", "Drawing a tweet and generating both replies…", "", "", gr.update(visible=False)]
+            + lock_all
+        ),
+        None,
+        start_outputs,
+    ).then(
+        on_start, [tweet], start_outputs, concurrency_limit=64, concurrency_id="model"
+    )  # the scheduler batches and bounds
 
 
 def build_leaderboard_tab(ctx: AppContext) -> None:
@@ -149,15 +187,19 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         include_flagged = gr.Checkbox(label="Include votes flagged as revealing the contender", value=False)
         counts = gr.Markdown("", elem_id="lb-counts")
         table = gr.Dataframe(headers=LEADERBOARD_COLUMNS, interactive=False, elem_id="lb-table")
-        gr.Markdown(f"Rank = 1 + the number of contenders statistically better (their 95% interval lies wholly above), as on "
-                    f"Chatbot Arena: contenders whose intervals overlap share a rank. *(preliminary)* = fewer than "
-                    f"{PRELIMINARY_VOTES} votes so far.")
+        gr.Markdown(
+            f"Rank = 1 + the number of contenders statistically better (their 95% interval lies wholly above), as on "
+            f"Chatbot Arena: contenders whose intervals overlap share a rank. *(preliminary)* = fewer than "
+            f"{PRELIMINARY_VOTES} votes so far."
+        )
         gr.Markdown("### What the votes say so far")
         comparisons = gr.Markdown("", elem_id="lb-comparisons")
         with gr.Accordion("Pairwise table (win rate with 95% CI, sign test, Holm-adjusted p)", open=False):
             pairs = gr.Dataframe(headers=PAIR_COLUMNS, interactive=False, elem_id="lb-pairs")
-            gr.Markdown("Win rate = share of decisive votes (ties left out) won by the first-named. *Votes still needed* = "
-                        "more decisive votes for an 80% chance of a significant result if the difference seen so far is real.")
+            gr.Markdown(
+                "Win rate = share of decisive votes (ties left out) won by the first-named. *Votes still needed* = "
+                "more decisive votes for an 80% chance of a significant result if the difference seen so far is real."
+            )
         with gr.Row():
             ci_plot = gr.Plot(label="Ratings with 95% CIs")
             heat = gr.Plot(label="Pairwise win rates")
@@ -175,11 +217,20 @@ def build_leaderboard_tab(ctx: AppContext) -> None:
         board = leaderboard(ctx.votes, include_flagged=bool(flagged))
         ex = board.get("excluded") or {}
         ex_txt = ", ".join(f"{k}: {v}" for k, v in ex.items()) or "none"
-        txt = (f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
-               f"both-bad: {board.get('n_both_bad', 0)} · excluded: {ex_txt}")
+        txt = (
+            f"**{board['total_votes']}** votes in the store · **{board['n_battles']}** on the leaderboard · "
+            f"both-bad: {board.get('n_both_bad', 0)} · excluded: {ex_txt}"
+        )
         lineage = lineage_markdown(ctx.votes, ctx.settings.adapters_dir)
-        return (txt, leaderboard_rows(board), rating_ci_figure(board), winrate_heatmap(board),
-                verdicts_markdown(board) + lineage, comparisons_markdown(board, escape=inert), pair_rows(board))
+        return (
+            txt,
+            leaderboard_rows(board),
+            rating_ci_figure(board),
+            winrate_heatmap(board),
+            verdicts_markdown(board) + lineage,
+            comparisons_markdown(board, escape=inert),
+            pair_rows(board),
+        )
 
     def on_export(kind, request: gr.Request):
         try:

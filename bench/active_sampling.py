@@ -1,15 +1,19 @@
 """Simulation: votes until the leaderboard reaches the right decision, active pair sampling vs uniform pairs.
 
 Four contenders with known Bradley-Terry strengths (base < rag < lora:v1 < lora:v2). Each vote: the sampler picks a pair
-(arena/sampling.py active weights, refreshed every `--every` votes as the Arena would see them, or uniform), the outcome is
-drawn from the true model (10 % ties). Every `--every` votes the run checks whether the full order is decided (every pair's
-rating difference beyond 1.96 standard errors, arena.sampling.pairs_decided); the votes used then, and whether that order is
+(arena/sampling.py active weights, refreshed every `--every` votes as the Arena would see them, or uniform), the outcome
+is
+drawn from the true model (10 % ties). Every `--every` votes the run checks whether the full order is decided (every
+pair's
+rating difference beyond 1.96 standard errors, arena.sampling.pairs_decided); the votes used then, and whether that
+order is
 the true one, are recorded. Median over `--runs` runs per arm; both arms see the same random streams.
 
     .venv/bin/python bench/active_sampling.py [--runs 200] [--max-votes 6000]
 
 Writes bench/results/active-sampling-cpu-<date>.json and docs/active_sampling.png (the README's curve).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,16 +92,37 @@ def main(argv: list[str] | None = None) -> int:
         votes = np.array([r[0] for r in runs])
         decided = np.array([r[1] for r in runs])
         correct = np.array([r[2] for r in runs])
-        res[mode] = {"median_votes": float(np.median(votes)), "p25": float(np.percentile(votes, 25)), "p75": float(np.percentile(votes, 75)),
-                     "decided_rate": float(decided.mean()), "correct_rate": float(correct.mean()), "votes": votes.tolist(),
-                     "correct": correct.tolist()}
-        print(f"{mode:8s} median {res[mode]['median_votes']:.0f} votes (IQR {res[mode]['p25']:.0f}-{res[mode]['p75']:.0f}), "
-              f"decided {decided.mean():.0%}, correct {correct.mean():.0%}", flush=True)
+        res[mode] = {
+            "median_votes": float(np.median(votes)),
+            "p25": float(np.percentile(votes, 25)),
+            "p75": float(np.percentile(votes, 75)),
+            "decided_rate": float(decided.mean()),
+            "correct_rate": float(correct.mean()),
+            "votes": votes.tolist(),
+            "correct": correct.tolist(),
+        }
+        print(
+            f"{mode:8s} median {res[mode]['median_votes']:.0f} votes (IQR "
+            f"{res[mode]['p25']:.0f}-{res[mode]['p75']:.0f}), "
+            f"decided {decided.mean():.0%}, correct {correct.mean():.0%}",
+            flush=True,
+        )
     ratio = res["active"]["median_votes"] / res["uniform"]["median_votes"]
-    out = {"bench": "active_sampling", "device": f"cpu ({platform.machine()}, dev VM)", "date": dt.date.today().isoformat(),
-           "runs": ns.runs, "max_votes": ns.max_votes, "check_every": ns.every, "floor": ns.floor, "tie_rate": TIE_RATE,
-           "true_rating": TRUE_RATING, "decision": "every pair's BT difference beyond 1.96 Wald SEs; correct = the true order",
-           "active_over_uniform_median_votes": round(ratio, 3), "wall_s": round(time.time() - t0, 1), **res}
+    out = {
+        "bench": "active_sampling",
+        "device": f"cpu ({platform.machine()}, dev VM)",
+        "date": dt.date.today().isoformat(),
+        "runs": ns.runs,
+        "max_votes": ns.max_votes,
+        "check_every": ns.every,
+        "floor": ns.floor,
+        "tie_rate": TIE_RATE,
+        "true_rating": TRUE_RATING,
+        "decision": "every pair's BT difference beyond 1.96 Wald SEs; correct = the true order",
+        "active_over_uniform_median_votes": round(ratio, 3),
+        "wall_s": round(time.time() - t0, 1),
+        **res,
+    }
     Path(ns.out).mkdir(parents=True, exist_ok=True)
     path = Path(ns.out) / f"active-sampling-cpu-{out['date']}.json"
     path.write_text(json.dumps(out, indent=1))

@@ -1,10 +1,13 @@
 """CPU generation benchmark for the embedded model: time to first token, tokens/s, first-reply latency, app cold start.
 
-Baseline = plain transformers `generate` on the model as transformers loads it by default (fp32, sdpa), measured in the same run
-as the project's path (generation.Engine: bf16 + eager attention, stop once the reply passes 280 chars). Target (issue 2):
+Baseline = plain transformers `generate` on the model as transformers loads it by default (fp32, sdpa), measured in the
+same run
+as the project's path (generation.Engine: bf16 + eager attention, stop once the reply passes 280 chars). Target (issue
+2):
 first reply of <= 60 new tokens in <= 3 s on the 2-core dev box, after the one-time conversion.
 Usage: python bench/cpu_generate.py [--runs 5] [--no-cold-start]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +44,9 @@ def bench_plain(model_dir: Path, runs: int) -> dict:
 
     times, toks = [], []
     for i in range(runs + 1):
-        enc = tok.apply_chat_template(base_messages(TWEETS[i % len(TWEETS)]), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        enc = tok.apply_chat_template(
+            base_messages(TWEETS[i % len(TWEETS)]), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=60, min_new_tokens=60, do_sample=False)
@@ -49,7 +54,11 @@ def bench_plain(model_dir: Path, runs: int) -> dict:
         if i:  # first call is warm-up
             times.append(dt)
             toks.append(out.shape[1] - enc["input_ids"].shape[1])
-    return {"variant": "plain HF generate (fp32, sdpa)", "s_per_60_tokens": statistics.median(times), "tokens_per_s": sum(toks) / sum(times)}
+    return {
+        "variant": "plain HF generate (fp32, sdpa)",
+        "s_per_60_tokens": statistics.median(times),
+        "tokens_per_s": sum(toks) / sum(times),
+    }
 
 
 def bench_engine(runs: int) -> dict:
@@ -70,16 +79,29 @@ def bench_engine(runs: int) -> dict:
         times.append(time.perf_counter() - ev_t0)
         ttfts.append(r.ttft)
         toks.append(r.new_tokens)
-    return {"variant": "project engine (bf16, eager)", "load_s": load_s, "warm_up_s": warm_s, "first_reply_s": first.seconds, "first_reply_tokens": first.new_tokens,
-            "first_reply_ttft_s": first.ttft, "ttft_s": statistics.median(ttfts), "s_per_60_tokens": statistics.median([t * 60 / max(n, 1) for t, n in zip(times, toks)]),
-            "tokens_per_s": sum(toks) / sum(times)}
+    return {
+        "variant": "project engine (bf16, eager)",
+        "load_s": load_s,
+        "warm_up_s": warm_s,
+        "first_reply_s": first.seconds,
+        "first_reply_tokens": first.new_tokens,
+        "first_reply_ttft_s": first.ttft,
+        "ttft_s": statistics.median(ttfts),
+        "s_per_60_tokens": statistics.median([t * 60 / max(n, 1) for t, n in zip(times, toks)]),
+        "tokens_per_s": sum(toks) / sum(times),
+    }
 
 
 def bench_cold_start(port: int = 7899) -> float:
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", "/tmp/bench-cold-data"], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", "/tmp/bench-cold-data"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while True:
             try:
@@ -110,13 +132,24 @@ def main() -> None:
     rows = [plain, eng]
     print(f"{'variant':34} {'s / 60 tok':>10} {'tok/s':>8} {'ratio':>6}")
     for r in rows:
-        print(f"{r['variant']:34} {r['s_per_60_tokens']:10.2f} {r['tokens_per_s']:8.1f} {r['tokens_per_s'] / plain['tokens_per_s']:6.2f}")
-    print(f"first reply (default sampling, fresh process): {eng['first_reply_s']:.2f} s for {eng['first_reply_tokens']} tokens, "
-          f"TTFT {eng['first_reply_ttft_s']:.2f} s; median TTFT {eng['ttft_s']:.2f} s; model load {eng['load_s']:.1f} s")
+        print(
+            f"{r['variant']:34} {r['s_per_60_tokens']:10.2f} {r['tokens_per_s']:8.1f} "
+            f"{r['tokens_per_s'] / plain['tokens_per_s']:6.2f}"
+        )
+    print(
+        f"first reply (default sampling, fresh process): {eng['first_reply_s']:.2f} s for {eng['first_reply_tokens']} "
+        "tokens, "
+        f"TTFT {eng['first_reply_ttft_s']:.2f} s; median TTFT {eng['ttft_s']:.2f} s; model load {eng['load_s']:.1f} s"
+    )
     if cold is not None:
         print(f"app cold start (process start -> HTTP 200, cached model): {cold:.1f} s")
-    result = {"date": date.today().isoformat(), "machine": {"platform": platform.platform(), "processor": platform.processor(),
-              "cpus": os.cpu_count()}, "conversion_or_cache_s": conversion_s, "rows": rows, "app_cold_start_s": cold}
+    result = {
+        "date": date.today().isoformat(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "conversion_or_cache_s": conversion_s,
+        "rows": rows,
+        "app_cold_start_s": cold,
+    }
     out = ROOT / "bench" / "results" / f"cpu-generate-{platform.node() or 'cpu'}-{date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")

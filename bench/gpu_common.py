@@ -1,6 +1,7 @@
 """Shared pieces of the GPU benchmarks: the Qwen3-8B shape with random weights, synthetic tweet-length examples, the
 padded (plain) and packed (fast path) batch makers, timing. bench/gpu_train.py and bench/gpu_train_ddp.py both import
 from here and never from each other."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,23 @@ from pathlib import Path
 from training.fastpath import PackedCollator, pack_examples
 
 ROOT = Path(__file__).resolve().parent.parent
-QWEN3_8B = dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1e6, rms_norm_eps=1e-6,
-                tie_word_embeddings=False)
+QWEN3_8B = dict(
+    vocab_size=151936,
+    hidden_size=4096,
+    intermediate_size=12288,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # the seed's 7 LoRA modules
-N_MATMUL = 7.57e9  # matmul parameters incl. lm_head (GPU.md); LoRA training ~ 4N FLOPs/token without checkpointing, 6N with
+N_MATMUL = (
+    7.57e9  # matmul parameters incl. lm_head (GPU.md); LoRA training ~ 4N FLOPs/token without checkpointing, 6N with
+)
 
 
 def qwen3_8b(dtype=None, layers: int | None = None):
@@ -40,7 +53,7 @@ def tweet_examples(n: int, seed: int = 0, vocab: int = 151936) -> list[dict]:
         total = rnd.randint(48, 192)
         reply = rnd.randint(12, min(64, total - 30))
         ids = [rnd.randrange(1000, vocab - 1000) for _ in range(total)]
-        out.append({"input_ids": ids, "labels": [-100] * (total - reply) + ids[total - reply:]})
+        out.append({"input_ids": ids, "labels": [-100] * (total - reply) + ids[total - reply :]})
     return out
 
 
@@ -49,12 +62,18 @@ def padded_batches(examples, mb, pad_id=0):
     import torch
 
     for i in range(0, len(examples) - mb + 1, mb):
-        chunk = examples[i:i + mb]
+        chunk = examples[i : i + mb]
         w = max(len(e["input_ids"]) for e in chunk)
-        yield ({"input_ids": torch.tensor([e["input_ids"] + [pad_id] * (w - len(e["input_ids"])) for e in chunk]),
-                "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (w - len(e["input_ids"])) for e in chunk]),
-                "labels": torch.tensor([e["labels"] + [-100] * (w - len(e["labels"])) for e in chunk])},
-               sum(len(e["input_ids"]) for e in chunk))
+        yield (
+            {
+                "input_ids": torch.tensor([e["input_ids"] + [pad_id] * (w - len(e["input_ids"])) for e in chunk]),
+                "attention_mask": torch.tensor(
+                    [[1] * len(e["input_ids"]) + [0] * (w - len(e["input_ids"])) for e in chunk]
+                ),
+                "labels": torch.tensor([e["labels"] + [-100] * (w - len(e["labels"])) for e in chunk]),
+            },
+            sum(len(e["input_ids"]) for e in chunk),
+        )
 
 
 def packed_batches(examples, pack_tokens, rows_per_batch=1):
@@ -62,7 +81,7 @@ def packed_batches(examples, pack_tokens, rows_per_batch=1):
     rows = pack_examples(examples, pack_tokens)
     coll = PackedCollator()
     for i in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):
-        chunk = rows[i:i + rows_per_batch]
+        chunk = rows[i : i + rows_per_batch]
         yield coll(chunk), sum(r["n_real"] for r in chunk)
 
 

@@ -2,6 +2,7 @@
 (generation/fastgen.py: static cache + compiled decode step with CUDA graphs, bucketed prompt padding), same run.
 Greedy outputs are compared first. Run on the device: python bench/gpu_generate.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ def prompts(batch: int, seed: int = 0):
     ids = torch.zeros(batch, width, dtype=torch.long)
     mask = torch.zeros(batch, width, dtype=torch.long)
     for i, n in enumerate(lens):  # left padding, as Engine does
-        ids[i, width - n:] = torch.tensor([rnd.randrange(1000, 150000) for _ in range(n)])
-        mask[i, width - n:] = 1
+        ids[i, width - n :] = torch.tensor([rnd.randrange(1000, 150000) for _ in range(n)])
+        mask[i, width - n :] = 1
     return ids.cuda(), mask.cuda()
 
 
@@ -48,8 +49,15 @@ def gen(model, batch, new, fast, sample=True, seed=0, reps=3):
             out = model.generate(input_ids=ids, attention_mask=mask, **kw)
         times.append(t.s)
     s = sorted(times)[len(times) // 2]
-    return {"batch": batch, "new_tokens": new, "fast": fast, "tokens_per_s": batch * new / s, "ms_per_step": 1000 * s / new,
-            "warmup_s": warm, "out": out}
+    return {
+        "batch": batch,
+        "new_tokens": new,
+        "fast": fast,
+        "tokens_per_s": batch * new / s,
+        "ms_per_step": 1000 * s / new,
+        "warmup_s": warm,
+        "out": out,
+    }
 
 
 def greedy_match(model, new=24):
@@ -66,7 +74,11 @@ def greedy_match(model, new=24):
         with torch.no_grad():
             model.lm_head.weight.div_(30)
     gen_a, gen_b = a[:, -new:], b[:, -new:]
-    return {"equal_sequences": int((gen_a == gen_b).all(dim=1).sum()), "of": 4, "token_agreement": float((gen_a == gen_b).float().mean())}
+    return {
+        "equal_sequences": int((gen_a == gen_b).all(dim=1).sum()),
+        "of": 4,
+        "token_agreement": float((gen_a == gen_b).float().mean()),
+    }
 
 
 def main():
@@ -82,7 +94,7 @@ def main():
     model.generation_config.pad_token_id = 0
     res["greedy_check_bf16"] = greedy_match(model)
     print("greedy", res["greedy_check_bf16"], flush=True)
-    for batch in (() if a.skip_bf16 else (32, 1)):
+    for batch in () if a.skip_bf16 else (32, 1):
         for fast in (False, True):
             try:
                 r = gen(model, batch, a.new, fast)
@@ -100,8 +112,15 @@ def main():
             del model
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-            qm = AutoModelForCausalLM.from_pretrained("/tmp/q3g", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16)
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            qm = AutoModelForCausalLM.from_pretrained(
+                "/tmp/q3g", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
+            )
             qm.generation_config.pad_token_id = 0
             res["nf4_memory_gb"] = qm.get_memory_footprint() / 1e9
             for fast in (False, True):
@@ -116,14 +135,19 @@ def main():
         except Exception as exc:
             traceback.print_exc()
             res["nf4_error"] = str(exc)[:300]
-    print(f"\n{'setting':28} {'plain tok/s':>11} {'ours tok/s':>10} {'plain ms/tok':>12} {'ours ms/tok':>11} {'ratio':>6}")
+    print(
+        f"\n{'setting':28} {'plain tok/s':>11} {'ours tok/s':>10} {'plain ms/tok':>12} {'ours ms/tok':>11} {'ratio':>6}"
+    )
     for key, rows in (("bf16", res["bf16"]), ("nf4", res["nf4"])):
         for batch in sorted({r["batch"] for r in rows}, reverse=True):
             p = next((r for r in rows if r["batch"] == batch and not r["fast"]), {})
             f = next((r for r in rows if r["batch"] == batch and r["fast"]), {})
             if "tokens_per_s" in p and "tokens_per_s" in f:
-                print(f"{key + ' batch ' + str(batch):28} {p['tokens_per_s']:11.0f} {f['tokens_per_s']:10.0f} {p['ms_per_step']:12.1f} "
-                      f"{f['ms_per_step']:11.1f} {f['tokens_per_s'] / p['tokens_per_s']:6.2f}")
+                print(
+                    f"{key + ' batch ' + str(batch):28} {p['tokens_per_s']:11.0f} {f['tokens_per_s']:10.0f} "
+                    f"{p['ms_per_step']:12.1f} "
+                    f"{f['ms_per_step']:11.1f} {f['tokens_per_s'] / p['tokens_per_s']:6.2f}"
+                )
             else:
                 print(f"{key + ' batch ' + str(batch):28} error: {p.get('error') or f.get('error')}")
     print("wrote", write_results("gpu-generate", res))

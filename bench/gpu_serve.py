@@ -3,11 +3,13 @@ same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads dr
 
 Correctness first (before any timing): with the head sharpened (lm_head x30, so greedy choices are not bf16 ties between
 near-equal random logits) the scheduler's batched greedy tokens are compared with plain `model.generate` one prompt at a
-time, for the CUDA-graph path and the eager static and dynamic layouts; where they differ, the reference's top-2 logit gap
+time, for the CUDA-graph path and the eager static and dynamic layouts; where they differ, the reference's top-2 logit
+gap
 at the first divergence is recorded (a gap inside bf16 rounding = tie-breaking, not a bug).
 
 Run on the device: python bench/gpu_serve.py   (writes bench/results/gpu-serve-<kind>-<date>.json, or under $OUT)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +49,14 @@ def pct(xs, q):
 
 
 def loaded_for(model, tok, name="qwen3-8b-shape-random"):
-    return LoadedModel(model, tok, name, model.device.type, str(model.dtype), None, int(model.get_memory_footprint()), 0.0, False)
+    return LoadedModel(
+        model, tok, name, model.device.type, str(model.dtype), None, int(model.get_memory_footprint()), 0.0, False
+    )
 
 
 def no_eos(engine):
-    # every reply runs its full 64 tokens on both paths: the end-of-turn id is one whose head row is zeroed (never sampled)
+    # every reply runs its full 64 tokens on both paths: the end-of-turn id is one whose head row is zeroed (never
+    # sampled)
     engine.eot_ids = [engine.loaded.model.config.vocab_size - 1]
     return engine
 
@@ -62,7 +67,7 @@ def text_head(model, tok):
     import torch
 
     with torch.no_grad():
-        model.lm_head.weight[len(tok):].zero_()
+        model.lm_head.weight[len(tok) :].zero_()
 
 
 # ---- correctness -------------------------------------------------------------------------------------------------
@@ -70,10 +75,21 @@ def reference(model, ids, new):
     import torch
 
     with torch.inference_mode():
-        out = model.generate(input_ids=torch.tensor([ids], device=model.device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
-                             max_new_tokens=new, min_new_tokens=new, do_sample=False, temperature=None, top_p=None, top_k=None,
-                             eos_token_id=None, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
-    return out.sequences[0, len(ids):].tolist(), [s[0].float() for s in out.scores]
+        out = model.generate(
+            input_ids=torch.tensor([ids], device=model.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=None,
+            pad_token_id=0,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    return out.sequences[0, len(ids) :].tolist(), [s[0].float() for s in out.scores]
 
 
 def greedy_refs(model, tok, n=8, new=24):
@@ -112,15 +128,27 @@ def greedy_check(model, tok, cfg: SchedulerConfig, prompts, refs, new=24) -> dic
             row = {"equal": ref == r.generated}
             if div is not None:
                 top2 = scores[div].topk(2).values
-                row.update(first_divergence=div, ref_top2_gap=float(top2[0] - top2[1]), ref_top1=float(top2[0]),
-                           ours_gap_in_ref=float(scores[div][ref[div]] - scores[div][r.generated[div]]))
+                row.update(
+                    first_divergence=div,
+                    ref_top2_gap=float(top2[0] - top2[1]),
+                    ref_top1=float(top2[0]),
+                    ours_gap_in_ref=float(scores[div][ref[div]] - scores[div][r.generated[div]]),
+                )
             rows.append(row)
         st = getattr(engine.scheduler, "_static", None)
-        out = {"kv": cfg.kv, "cuda_graph": cfg.cuda_graph, "equal_sequences": sum(r["equal"] for r in rows), "of": len(rows),
-               "token_agreement": sum(a == b for r, (ref, _) in zip(reqs, refs) for a, b in zip(ref, r.generated)) / (len(rows) * new),
-               "rows_batched": engine.scheduler.max_rows_seen, "rows": rows,
-               "graph_steps": getattr(st, "graph_steps", 0), "eager_steps": getattr(st, "eager_steps", 0),
-               "graph_failed": getattr(st, "graph_failed", None)}
+        out = {
+            "kv": cfg.kv,
+            "cuda_graph": cfg.cuda_graph,
+            "equal_sequences": sum(r["equal"] for r in rows),
+            "of": len(rows),
+            "token_agreement": sum(a == b for r, (ref, _) in zip(reqs, refs) for a, b in zip(ref, r.generated))
+            / (len(rows) * new),
+            "rows_batched": engine.scheduler.max_rows_seen,
+            "rows": rows,
+            "graph_steps": getattr(st, "graph_steps", 0),
+            "eager_steps": getattr(st, "eager_steps", 0),
+            "graph_failed": getattr(st, "graph_failed", None),
+        }
     finally:
         with torch.no_grad():
             model.lm_head.weight.div_(30)
@@ -162,9 +190,18 @@ def visitors(n: int, window: float, battle) -> dict:
     for t in threads:
         t.join()
     busy, BUSY[0] = BUSY[0], 0
-    return {"visitors": n, "window_s": window, "replies": replies[0], "refused_busy": busy, "replies_per_min": replies[0] * 60 / window,
-            "battles_done": len(done_battles), "battles_abandoned_at_deadline": abandoned[0],
-            "battle_p50_s": pct(done_battles, 0.5), "battle_p95_s": pct(done_battles, 0.95), "drain_s": time.perf_counter() - t0 - window}
+    return {
+        "visitors": n,
+        "window_s": window,
+        "replies": replies[0],
+        "refused_busy": busy,
+        "replies_per_min": replies[0] * 60 / window,
+        "battles_done": len(done_battles),
+        "battles_abandoned_at_deadline": abandoned[0],
+        "battle_p50_s": pct(done_battles, 0.5),
+        "battle_p95_s": pct(done_battles, 0.95),
+        "drain_s": time.perf_counter() - t0 - window,
+    }
 
 
 def serial_battle(engine):
@@ -183,6 +220,7 @@ def serial_battle(engine):
                 return n_ok
             n_ok += 1
         return n_ok
+
     return battle
 
 
@@ -204,6 +242,7 @@ def batched_battle(engine, pair=("base", "base")):
                 gen.close()
                 return sum(e.done for e in last)
         return sum(e.done for e in last)
+
     return battle
 
 
@@ -215,8 +254,13 @@ def single_latency(engine, reps=3) -> dict:
         ts.append(time.perf_counter() - t0)
         ttft.append(r.ttft)
         n.append(r.new_tokens)
-    return {"reply_s_median": statistics.median(ts), "all_s": ts, "ttft_s_median": statistics.median(ttft), "new_tokens": n,
-            "ms_per_token": 1000 * statistics.median(ts) / NEW}
+    return {
+        "reply_s_median": statistics.median(ts),
+        "all_s": ts,
+        "ttft_s_median": statistics.median(ttft),
+        "new_tokens": n,
+        "ms_per_token": 1000 * statistics.median(ts) / NEW,
+    }
 
 
 def make_adapter(model, path):
@@ -224,8 +268,16 @@ def make_adapter(model, path):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
-    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                                         init_lora_weights=False, task_type="CAUSAL_LM"))
+    pm = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=16,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        ),
+    )
     pm.save_pretrained(path)
     pm.unload()
 
@@ -253,7 +305,9 @@ def main():
     ap.add_argument("--serial-window", type=float, default=60)
     ap.add_argument("--window", type=float, default=30)
     ap.add_argument("--skip-nf4", action="store_true")
-    ap.add_argument("--tiny-cpu", action="store_true", help="dry run of the whole script on a tiny random Qwen3 on the CPU")
+    ap.add_argument(
+        "--tiny-cpu", action="store_true", help="dry run of the whole script on a tiny random Qwen3 on the CPU"
+    )
     a = ap.parse_args()
     tok = build_tokenizer()
     if a.tiny_cpu:
@@ -265,13 +319,21 @@ def main():
     else:
         model = qwen3_8b()
     model.generation_config.pad_token_id = 0
-    RES["prompt_tokens"] = [len(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=True)) for t in TWEETS[:8]]
+    RES["prompt_tokens"] = [
+        len(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=True)) for t in TWEETS[:8]
+    ]
 
     # correctness before timing
     prompts, refs = greedy_refs(model, tok)
-    run_section("greedy_graph", lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=True), prompts, refs))
-    run_section("greedy_static_eager", lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=False), prompts, refs))
+    run_section(
+        "greedy_graph", lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=True), prompts, refs)
+    )
+    run_section(
+        "greedy_static_eager",
+        lambda: greedy_check(model, tok, SchedulerConfig(kv="static", cuda_graph=False), prompts, refs),
+    )
     run_section("greedy_dynamic", lambda: greedy_check(model, tok, SchedulerConfig(kv="dynamic"), prompts, refs))
+
     def fp32():
         """The same check in fp32: batched-vs-single reduction order no longer flips near-ties, so equal tokens here
         mean the scheduler (static KV, CUDA graph) computes the same function as plain generate."""
@@ -282,6 +344,7 @@ def main():
         finally:
             model.to(torch.bfloat16)
             torch.cuda.empty_cache()
+
     run_section("greedy_graph_fp32", fp32)
     text_head(model, tok)
 
@@ -306,6 +369,7 @@ def main():
             return out
         finally:
             os.environ.pop("REPLY_ARENA_PROFILE", None)
+
     run_section("profile", profile)
 
     # today's path
@@ -321,15 +385,22 @@ def main():
     run_section("new_visitors", lambda: visitors(a.visitors, a.window, batched_battle(engine)))
     run_section("new_visitors_64", lambda: visitors(64, a.window / 2, batched_battle(engine)))
     st = engine.scheduler._static
-    RES["new_path_steps"] = {"graph": st.graph_steps, "eager": st.eager_steps, "graph_failed": st.graph_failed, "compactions": st.compactions,
-                             "graph_widths": sorted(st.graphs),
-                             "max_rows": engine.scheduler.max_rows_seen, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    RES["new_path_steps"] = {
+        "graph": st.graph_steps,
+        "eager": st.eager_steps,
+        "graph_failed": st.graph_failed,
+        "compactions": st.compactions,
+        "graph_widths": sorted(st.graphs),
+        "max_rows": engine.scheduler.max_rows_seen,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
 
     # base vs LoRA battles: adapter rows decode eagerly in PEFT's mixed batch
     def lora():
         make_adapter(model, "/tmp/adapters/demo")
         engine.bank.load("demo")
         return visitors(a.visitors, a.window / 2, batched_battle(engine, ("base", "lora:demo")))
+
     run_section("new_visitors_base_vs_lora", lora)
     engine.close()
     if engine.bank.peft_model is not None:
@@ -338,6 +409,7 @@ def main():
     gc.collect()
 
     if not a.skip_nf4:
+
         def nf4():
             from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -346,8 +418,15 @@ def main():
             del model
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-            qm = AutoModelForCausalLM.from_pretrained("/tmp/q3", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16)
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            qm = AutoModelForCausalLM.from_pretrained(
+                "/tmp/q3", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
+            )
             qm.generation_config.pad_token_id = 0
             ql = loaded_for(qm, tok, "qwen3-8b-shape-random-nf4")
             out = {"memory_gb": qm.get_memory_footprint() / 1e9}
@@ -359,9 +438,15 @@ def main():
             out["new_single"] = single_latency(e, 2)
             out["new_visitors"] = visitors(a.visitors, a.window, batched_battle(e))
             s = e.scheduler._static
-            out["steps"] = {"graph": s.graph_steps, "eager": s.eager_steps, "graph_failed": s.graph_failed, "graph_widths": sorted(s.graphs)}
+            out["steps"] = {
+                "graph": s.graph_steps,
+                "eager": s.eager_steps,
+                "graph_failed": s.graph_failed,
+                "graph_widths": sorted(s.graphs),
+            }
             e.close()
             return out
+
         run_section("nf4", nf4)
 
     # the table
@@ -375,10 +460,25 @@ def main():
             return
         r = (b_ / a_) if higher_better else (a_ / b_)
         print(f"{label:58} {fmt.format(a_)} {fmt.format(b_)} {r:6.1f}x")
+
     line("one visitor, one reply (s)", s1.get("reply_s_median"), n1.get("reply_s_median"), higher_better=False)
-    line(f"{a.visitors} visitors battling: replies/min", sv.get("replies_per_min"), nv.get("replies_per_min"), "{:10.1f}")
-    line(f"{a.visitors} visitors: p95 complete battle (s; today = of battles done)", sv.get("battle_p95_s"), nv.get("battle_p95_s"), higher_better=False)
-    print(json.dumps({k: RES.get(k, {}).get("equal_sequences") for k in ("greedy_graph", "greedy_static_eager", "greedy_dynamic", "greedy_graph_fp32")}))
+    line(
+        f"{a.visitors} visitors battling: replies/min", sv.get("replies_per_min"), nv.get("replies_per_min"), "{:10.1f}"
+    )
+    line(
+        f"{a.visitors} visitors: p95 complete battle (s; today = of battles done)",
+        sv.get("battle_p95_s"),
+        nv.get("battle_p95_s"),
+        higher_better=False,
+    )
+    print(
+        json.dumps(
+            {
+                k: RES.get(k, {}).get("equal_sequences")
+                for k in ("greedy_graph", "greedy_static_eager", "greedy_dynamic", "greedy_graph_fp32")
+            }
+        )
+    )
     print("profile", json.dumps({k: v for k, v in RES.get("profile", {}).items() if k.startswith("per_step")}))
     save()
 

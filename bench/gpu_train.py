@@ -3,10 +3,12 @@ path (training/fastpath.py: packed rows with a block-diagonal mask from position
 memory allows, dropout-free LoRA, fused AdamW, Liger kernels), measured in the same run after a correctness check.
 
 Run on the device: python bench/gpu_train.py [--steps 6] [--only bf16|qlora]
-Multi-GPU scaling (bench/gpu_train_ddp.py): python bench/gpu_train.py --gpus 2 measures the fast path's tokens/s on 1 GPU
+Multi-GPU scaling (bench/gpu_train_ddp.py): python bench/gpu_train.py --gpus 2 measures the fast path's tokens/s on 1
+GPU
 and on 2 GPUs (DDP through accelerate launch) in the same run and prints scaling = tok/s(2) / tok/s(1) (target >= 1.8);
 add --cpu-smoke to run that code path on the CPU (tiny Qwen3, gloo), as tests/test_multigpu.py does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +53,9 @@ def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
     from peft import LoraConfig, get_peft_model
 
     model.set_attn_implementation(v.attn) if hasattr(model, "set_attn_implementation") else None
-    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=v.dropout, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    pm = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=16, lora_dropout=v.dropout, target_modules=TARGETS, task_type="CAUSAL_LM")
+    )
     if v.grad_ckpt:
         pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         pm.enable_input_require_grads()
@@ -93,8 +97,15 @@ def run_variant(model, v: Variant, steps: int, warmup: int = 2) -> dict:
     del pm, opt, params, batches
     gc.collect()
     torch.cuda.empty_cache()
-    return {**asdict(v), "tokens_per_s": tokens / timer.s, "peak_gib": peak, "useful_tflops": useful,
-            "hw_tflops": flops_per_token * tokens / timer.s / 1e12, "steps": steps, "last_loss": losses[-1]}
+    return {
+        **asdict(v),
+        "tokens_per_s": tokens / timer.s,
+        "peak_gib": peak,
+        "useful_tflops": useful,
+        "hw_tflops": flops_per_token * tokens / timer.s / 1e12,
+        "steps": steps,
+        "last_loss": losses[-1],
+    }
 
 
 def correctness(model, liger_after: bool) -> dict:
@@ -103,8 +114,17 @@ def correctness(model, liger_after: bool) -> dict:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(3)
-    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM",
-                                          init_lora_weights=False))
+    pm = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=TARGETS,
+            task_type="CAUSAL_LM",
+            init_lora_weights=False,
+        ),
+    )
     for p in pm.parameters():
         if p.requires_grad:
             p.data.mul_(0.05)  # small random adapter: meaningful but sane
@@ -112,9 +132,11 @@ def correctness(model, liger_after: bool) -> dict:
     grads = {}
 
     def lora_grads():
-        return torch.cat([p.grad.float().flatten() for n, p in pm.named_parameters() if p.requires_grad and p.grad is not None])
+        return torch.cat(
+            [p.grad.float().flatten() for n, p in pm.named_parameters() if p.requires_grad and p.grad is not None]
+        )
 
-    (b, _), = list(padded_batches(ex, 24))
+    ((b, _),) = list(padded_batches(ex, 24))
     with torch.autocast("cuda", dtype=torch.bfloat16):
         plain = pm(**{k: t.cuda() for k, t in b.items()}).loss
     plain.backward()
@@ -131,7 +153,14 @@ def correctness(model, liger_after: bool) -> dict:
     pm.zero_grad(set_to_none=True)
     pm.unload()
     rel = abs(fast.item() - plain.item()) / abs(plain.item())
-    return {"plain_loss": plain.item(), "fast_loss": fast.item(), "rel_diff": rel, "grad_cosine": cos, "liger": liger, "ok": rel < 1e-2 and cos > 0.99}
+    return {
+        "plain_loss": plain.item(),
+        "fast_loss": fast.item(),
+        "rel_diff": rel,
+        "grad_cosine": cos,
+        "liger": liger,
+        "ok": rel < 1e-2 and cos > 0.99,
+    }
 
 
 def table(rows, base_name):
@@ -151,8 +180,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 6; 20 with --gpus)")
     ap.add_argument("--only", choices=["bf16", "qlora", "all"], default="all")
-    ap.add_argument("--pack-tokens", type=int, nargs="*", default=None, help="default 4096 (1024 with --gpus: the trainer's rows)")
-    ap.add_argument("--names", nargs="*", default=None, help="only variants whose name contains one of these (baselines always run)")
+    ap.add_argument(
+        "--pack-tokens", type=int, nargs="*", default=None, help="default 4096 (1024 with --gpus: the trainer's rows)"
+    )
+    ap.add_argument(
+        "--names", nargs="*", default=None, help="only variants whose name contains one of these (baselines always run)"
+    )
     add_args(ap, steps_default=None)  # --gpus N, --cpu-smoke, --rows, --warmup, --layers, --compile, --no-liger
     a = ap.parse_args()
     if a.gpus or a.cpu_smoke:  # the multi-GPU scaling run instead of the one-GPU variant sweep
@@ -190,10 +223,26 @@ def main():
         attempt(model, Variant("ours 4x1024 + Liger", pack_tokens=1024, rows=4, **fast), "bf16")
         attempt(model, Variant("ours 6x1024 + Liger", pack_tokens=1024, rows=6, **fast), "bf16")
         attempt(model, Variant("ours 8x512 + Liger", pack_tokens=512, rows=8, **fast), "bf16")
-        attempt(model, Variant("ours 1x4096 + Liger, flex attention", pack_tokens=4096, attn="flex_attention", **fast), "bf16")
-        attempt(model, Variant("ours 4x1024 + Liger + compiled layers", pack_tokens=1024, rows=4, compile=True, **fast), "bf16")
-        attempt(model, Variant("ours 6x1024 + Liger + compiled layers", pack_tokens=1024, rows=6, compile=True, **fast), "bf16")
-        attempt(model, Variant("ours 8x1024 + Liger + compiled layers", pack_tokens=1024, rows=8, compile=True, **fast), "bf16")
+        attempt(
+            model,
+            Variant("ours 1x4096 + Liger, flex attention", pack_tokens=4096, attn="flex_attention", **fast),
+            "bf16",
+        )
+        attempt(
+            model,
+            Variant("ours 4x1024 + Liger + compiled layers", pack_tokens=1024, rows=4, compile=True, **fast),
+            "bf16",
+        )
+        attempt(
+            model,
+            Variant("ours 6x1024 + Liger + compiled layers", pack_tokens=1024, rows=6, compile=True, **fast),
+            "bf16",
+        )
+        attempt(
+            model,
+            Variant("ours 8x1024 + Liger + compiled layers", pack_tokens=1024, rows=8, compile=True, **fast),
+            "bf16",
+        )
         del model
         gc.collect()
         torch.cuda.empty_cache()
@@ -208,14 +257,22 @@ def main():
             del m
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
-            qm = AutoModelForCausalLM.from_pretrained("/tmp/q3-8b-random", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16)
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            qm = AutoModelForCausalLM.from_pretrained(
+                "/tmp/q3-8b-random", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
+            )
             from peft import prepare_model_for_kbit_training
 
             qm = prepare_model_for_kbit_training(qm, use_gradient_checkpointing=False)
             qm.config.use_cache = False
             attempt(qm, Variant("plain QLoRA NF4 seed shape (mb4, GC)", baseline=True), "qlora")
-            # Our path keeps embeddings / lm_head / norms in bf16 (prepare_model_for_kbit_training upcasts them to fp32: +2.5 GB)
+            # Our path keeps embeddings / lm_head / norms in bf16 (prepare_model_for_kbit_training upcasts them to fp32:
+            # +2.5 GB)
             for p_ in qm.parameters():
                 if p_.dtype == torch.float32:
                     p_.data = p_.data.to(torch.bfloat16)

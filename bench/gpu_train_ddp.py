@@ -4,7 +4,8 @@
     python bench/gpu_train.py --gpus 2 --cpu-smoke      # the same code path on the CPU: tiny Qwen3, gloo (tests)
 
 Modes: bf16 = bf16 base, no checkpointing (the trainer's bf16 fast path); qlora = NF4 double-quant base loaded from a
-saved folder (--model-dir; written once by a GPU child when missing), gradient checkpointing, embeddings/head/norms kept in
+saved folder (--model-dir; written once by a GPU child when missing), gradient checkpointing, embeddings/head/norms kept
+in
 bf16 (the trainer's QLoRA fast path: prepare_model_for_kbit_training + keep_bf16). On the CPU (--cpu-smoke) qlora cannot
 quantize: it runs the same loop with gradient checkpointing on the fp32 tiny model and says quantized=false.
 
@@ -15,6 +16,7 @@ Rank 0 all-reduces tokens (sum) and time (max) and writes the aggregate; the par
 scaling = tok/s(N) / tok/s(1) against the target 0.9 N (1.8 on 2 GPUs) and writes raw JSON via write_results.
 Every rank also checks that the LoRA weights are identical on all ranks after the last step (DDP kept them in sync).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +34,17 @@ from training.launch import accelerate_args, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("bf16", "qlora")
-SMOKE = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, tie_word_embeddings=False)
+SMOKE = dict(
+    vocab_size=4096,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,14 +61,22 @@ def parser() -> argparse.ArgumentParser:
 def add_args(ap: argparse.ArgumentParser, steps_default: int | None = 20) -> None:
     """The scaling flags (bench/gpu_train.py adds them to its own parser)."""
     ap.add_argument("--gpus", type=int, default=0, help="measure 1 GPU and this many GPUs (DDP) in the same run")
-    ap.add_argument("--cpu-smoke", action="store_true", help="tiny Qwen3 on the CPU with gloo: exercises the multi-process path")
+    ap.add_argument(
+        "--cpu-smoke", action="store_true", help="tiny Qwen3 on the CPU with gloo: exercises the multi-process path"
+    )
     ap.add_argument("--rows", type=int, default=4, help="packed rows per step per GPU")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--layers", type=int, default=None, help="decoder layers (default 36, the 8B shape)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (as the trainer does on bf16)")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile each decoder layer (as the trainer does on bf16)"
+    )
     ap.add_argument("--no-liger", dest="liger", action="store_false")
-    ap.add_argument("--comm-hook", choices=["none", "bf16"], default="none",
-                    help="DDP gradient all-reduce in bf16 (torch's bf16_compress_hook): half the bytes of the fp32 LoRA grads")
+    ap.add_argument(
+        "--comm-hook",
+        choices=["none", "bf16"],
+        default="none",
+        help="DDP gradient all-reduce in bf16 (torch's bf16_compress_hook): half the bytes of the fp32 LoRA grads",
+    )
     ap.add_argument("--model-dir", default=None, help="saved random model for the qlora mode (default: a temp folder)")
     if steps_default is not None:
         ap.add_argument("--steps", type=int, default=steps_default)
@@ -99,11 +118,22 @@ def load_qlora(a, device, smoke: bool):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
         return model
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(a.model_dir, quantization_config=q, dtype=torch.bfloat16, attn_implementation="sdpa",
-                                                 device_map={"": device.index})
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        a.model_dir,
+        quantization_config=q,
+        dtype=torch.bfloat16,
+        attn_implementation="sdpa",
+        device_map={"": device.index},
+    )
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
     keep_bf16(model)
     return model
 
@@ -116,7 +146,11 @@ def worker(a) -> dict | None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     launched = "LOCAL_RANK" in os.environ  # under accelerate launch: DDP (even with one process)
-    rank, world, local = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    rank, world, local = (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
     smoke = a.cpu_smoke
     if smoke:
         device = torch.device("cpu")
@@ -131,7 +165,9 @@ def worker(a) -> dict | None:
     model.config.use_cache = False
     liger = apply_liger(model) if (a.liger and not smoke) else False
     prepare_for_packing(model)
-    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    pm = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    )
     pm.train()
     if a.compile and not smoke and not qlora:  # the trainer compiles layers on the bf16 path only
         for layer in pm.base_model.model.model.layers:
@@ -184,19 +220,36 @@ def worker(a) -> dict | None:
         in_sync = all(torch.allclose(g, gathered[0], rtol=1e-6, atol=1e-9) for g in gathered)
         tokens, secs, peak = int(tot.item()), float(mx[0].item()), float(mx[1].item())
         dist.barrier()
-    result = {"mode": a.mode, "quantized": qlora and not smoke, "grad_ckpt": qlora, "world": world if launched else 1, "ddp": launched, "tokens": tokens, "seconds": secs,
-              "tokens_per_s": tokens / secs, "tokens_per_s_per_gpu": tokens / secs / (world if launched else 1),
-              "peak_gib_max": peak, "last_loss": last_loss, "replicas_in_sync": bool(in_sync), "steps": a.steps,
-              "warmup": a.warmup, "pack_tokens": a.pack_tokens, "rows_per_gpu": a.rows, "liger": liger, "compile": bool(a.compile and not smoke and not qlora),
-              "comm_hook": a.comm_hook if launched else "none",
-              "device": "cpu" if smoke else torch.cuda.get_device_name(device)}
+    result = {
+        "mode": a.mode,
+        "quantized": qlora and not smoke,
+        "grad_ckpt": qlora,
+        "world": world if launched else 1,
+        "ddp": launched,
+        "tokens": tokens,
+        "seconds": secs,
+        "tokens_per_s": tokens / secs,
+        "tokens_per_s_per_gpu": tokens / secs / (world if launched else 1),
+        "peak_gib_max": peak,
+        "last_loss": last_loss,
+        "replicas_in_sync": bool(in_sync),
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "pack_tokens": a.pack_tokens,
+        "rows_per_gpu": a.rows,
+        "liger": liger,
+        "compile": bool(a.compile and not smoke and not qlora),
+        "comm_hook": a.comm_hook if launched else "none",
+        "device": "cpu" if smoke else torch.cuda.get_device_name(device),
+    }
     if rank == 0:
         if a.out:
             Path(a.out).write_text(json.dumps(result))
         print("RESULT", json.dumps(result), flush=True)
     if launched:
         # Skip the interpreter's teardown: freeing the DDP reducer's gloo group while its worker thread still waits
-        # for the GIL to release a finished collective's tensors deadlocks (seen on the CPU path). Everything is written.
+        # for the GIL to release a finished collective's tensors deadlocks (seen on the CPU path). Everything is
+        # written.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -205,8 +258,22 @@ def worker(a) -> dict | None:
 
 # ---- the parent: 1 GPU, then N GPUs through accelerate launch -----------------------------------------------------
 def _worker_args(a, mode: str, out: Path) -> list[str]:
-    args = [str(Path(__file__).resolve()), "--worker", "--mode", mode, "--out", str(out), "--steps", str(a.steps),
-            "--warmup", str(a.warmup), "--pack-tokens", str(a.pack_tokens), "--rows", str(a.rows)]
+    args = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--mode",
+        mode,
+        "--out",
+        str(out),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--pack-tokens",
+        str(a.pack_tokens),
+        "--rows",
+        str(a.rows),
+    ]
     if mode == "qlora":
         args += ["--model-dir", str(a.model_dir)]
     if a.layers:
@@ -231,8 +298,11 @@ def _run(cmd: list[str], env: dict, what: str, out: Path, timeout: float) -> dic
 
 
 def _env(a) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.setdefault("NCCL_NVLS_ENABLE", "0")  # keep NVLink multicast off (shared hosts)
     env.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
     env.setdefault("NVSHMEM_DISABLE_NVLS", "1")
@@ -250,13 +320,25 @@ def scale_one(a, mode: str, env: dict, tmp: Path, limit: float) -> dict:
         cmd += (["--layers", str(a.layers)] if a.layers else []) + (["--cpu-smoke"] if a.cpu_smoke else [])
         print(f"\n== {mode}: writing the random base once: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, cwd=str(ROOT), env=env, timeout=limit, check=True)
-    one = _run([sys.executable, *_worker_args(a, mode, tmp / f"{mode}-one.json")], env, f"{mode}: 1 process", tmp / f"{mode}-one.json", limit)
+    one = _run(
+        [sys.executable, *_worker_args(a, mode, tmp / f"{mode}-one.json")],
+        env,
+        f"{mode}: 1 process",
+        tmp / f"{mode}-one.json",
+        limit,
+    )
     res: dict = {"one_gpu": one}
     if n > 1:
-        cmd = [sys.executable, *accelerate_args(n, port=free_port(), cpu=a.cpu_smoke), *_worker_args(a, mode, tmp / f"{mode}-many.json")]
+        cmd = [
+            sys.executable,
+            *accelerate_args(n, port=free_port(), cpu=a.cpu_smoke),
+            *_worker_args(a, mode, tmp / f"{mode}-many.json"),
+        ]
         many = _run(cmd, env, f"{mode}: {n} processes (DDP via accelerate launch)", tmp / f"{mode}-many.json", limit)
         s = many["tokens_per_s"] / one["tokens_per_s"]
-        res.update({"n_gpus": many, "scaling": s, "efficiency": s / n, "target_scaling": 0.9 * n, "meets_target": s >= 0.9 * n})
+        res.update(
+            {"n_gpus": many, "scaling": s, "efficiency": s / n, "target_scaling": 0.9 * n, "meets_target": s >= 0.9 * n}
+        )
     return res
 
 
@@ -278,15 +360,25 @@ def scaling(a) -> dict:
     print(f"\n{'mode':>6} {'GPUs':>5} {'tok/s':>10} {'tok/s/GPU':>10} {'peak GiB':>9} {'in sync':>8}")
     for mode, res in payload["modes"].items():
         for r in [res[k] for k in ("one_gpu", "n_gpus") if k in res]:
-            print(f"{mode:>6} {r['world']:>5} {r['tokens_per_s']:10.0f} {r['tokens_per_s_per_gpu']:10.0f} {r['peak_gib_max']:9.1f} "
-                  f"{str(r['replicas_in_sync']):>8}")
+            print(
+                f"{mode:>6} {r['world']:>5} {r['tokens_per_s']:10.0f} {r['tokens_per_s_per_gpu']:10.0f} "
+                f"{r['peak_gib_max']:9.1f} "
+                f"{str(r['replicas_in_sync']):>8}"
+            )
         if "scaling" in res:
-            print(f"{mode}: scaling = tok/s({n}) / tok/s(1) = {res['scaling']:.2f} (target >= {0.9 * n:.1f}: "
-                  f"{'met' if res['meets_target'] else 'NOT met'}; efficiency {res['efficiency']:.0%})")
+            print(
+                f"{mode}: scaling = tok/s({n}) / tok/s(1) = {res['scaling']:.2f} (target >= {0.9 * n:.1f}: "
+                f"{'met' if res['meets_target'] else 'NOT met'}; efficiency {res['efficiency']:.0%})"
+            )
         elif "error" in res:
             print(f"{mode}: ERROR {res['error']}")
     payload["comm_hook"] = a.comm_hook
-    path = write_results("gpu-train-ddp" + ("" if a.comm_hook == "none" else f"-{a.comm_hook}-hook") + ("-cpu-smoke" if a.cpu_smoke else ""), payload)
+    path = write_results(
+        "gpu-train-ddp"
+        + ("" if a.comm_hook == "none" else f"-{a.comm_hook}-hook")
+        + ("-cpu-smoke" if a.cpu_smoke else ""),
+        payload,
+    )
     print("wrote", path, flush=True)
     return payload
 

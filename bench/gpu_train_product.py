@@ -18,6 +18,7 @@ Phases (each writes its part of the JSON as soon as it ends, so a timeout loses 
 compile_layers is off in these runs (a ~1 min compile per run would buy nothing here: this checks the path, the bench
 measures speed); FSDP turns Liger and compile off itself (training/train.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ from training.runner import RunManager  # noqa: E402
 from training.service import build_config  # noqa: E402  (the Training tab's form -> config)
 
 PRESET = "qwen3-8b-qlora"
-SMOKE_LAYERS = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16, num_hidden_layers=2)
+SMOKE_LAYERS = dict(
+    vocab_size=4096,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    num_hidden_layers=2,
+)
 
 
 # ---- prep ----------------------------------------------------------------------------------------------------------
@@ -109,8 +117,17 @@ class GpuSampler:
 # ---- runs ----------------------------------------------------------------------------------------------------------
 def config(model_dir: Path, name: str, gpus: str, **kw):
     """What the Training tab submits: the preset, the GPU text box, and the fields it shows (here: short-run values)."""
-    form = {"run_name": name, "gpus": gpus, "base_model": str(model_dir), "max_steps": 12, "eval_steps": 6,
-            "save_steps": 6, "logging_steps": 1, "compile_layers": False, **kw}
+    form = {
+        "run_name": name,
+        "gpus": gpus,
+        "base_model": str(model_dir),
+        "max_steps": 12,
+        "eval_steps": 6,
+        "save_steps": 6,
+        "logging_steps": 1,
+        "compile_layers": False,
+        **kw,
+    }
     return build_config(PRESET, "", form)
 
 
@@ -147,17 +164,28 @@ def summary(mgr: RunManager, run_id: str, wall: float, sampler: GpuSampler | Non
     events = [e["event"] for e in st.history]
     m = st.metrics or {}
     fmt = m.get("formatting") or {}
-    return {"run_id": run_id, "state": st.state, "error": st.error, "step": st.step, "wall_s": round(wall, 1),
-            "adapter_path": st.adapter_path,
-            "launcher": next((ln for ln in log.splitlines() if ln.startswith("=== start")), ""),
-            "ranks_in_log": sorted({int(r) for r in re.findall(r"\[rank (\d+)\]", log)}),
-            "begin_events": events.count("begin"), "end_events": events.count("end"),
-            "train_steps_logged": [e["step"] for e in st.history if e.get("event") == "train"],
-            "eval_loss": m.get("eval_loss"), "base_eval_loss": m.get("base_eval_loss"),
-            "tokens_per_s": m.get("tokens_per_s"), "peak_gpu_gib_per_rank": m.get("peak_gpu_gib_per_rank"),
-            "nvidia_smi_peak_gib": sampler.gib() if sampler else None,
-            "distributed": fmt.get("distributed"), "packing": fmt.get("packing"),
-            "quantized": m.get("quantized"), "dtype": m.get("dtype")}
+    return {
+        "run_id": run_id,
+        "state": st.state,
+        "error": st.error,
+        "step": st.step,
+        "wall_s": round(wall, 1),
+        "adapter_path": st.adapter_path,
+        "launcher": next((ln for ln in log.splitlines() if ln.startswith("=== start")), ""),
+        "ranks_in_log": sorted({int(r) for r in re.findall(r"\[rank (\d+)\]", log)}),
+        "begin_events": events.count("begin"),
+        "end_events": events.count("end"),
+        "train_steps_logged": [e["step"] for e in st.history if e.get("event") == "train"],
+        "eval_loss": m.get("eval_loss"),
+        "base_eval_loss": m.get("base_eval_loss"),
+        "tokens_per_s": m.get("tokens_per_s"),
+        "peak_gpu_gib_per_rank": m.get("peak_gpu_gib_per_rank"),
+        "nvidia_smi_peak_gib": sampler.gib() if sampler else None,
+        "distributed": fmt.get("distributed"),
+        "packing": fmt.get("packing"),
+        "quantized": m.get("quantized"),
+        "dtype": m.get("dtype"),
+    }
 
 
 def released(mgr: RunManager, timeout: float = 120) -> float:
@@ -190,20 +218,40 @@ def phase_stop(mgr: RunManager, model_dir: Path, env: dict, timeout: float, smok
     stop_s = time.time() - t0
     released(mgr)
     log = (Path(st.run_dir) / "train.log").read_text(errors="replace")
-    ends = re.findall(r"Rank (\d) of 2 finished training at step (\d+) "
-                      r"\(stop requested: (\w+); own stop signal: (\w+)\)", log)
-    out = {"run_id": h.run_id, "state": st.state, "step": st.step, "stop_s": round(stop_s, 1), "error": st.error,
-           "rank_ends": ends, "processes_naming_run": processes_naming(Path(st.run_dir)),
-           "nvidia_smi_apps": nvidia_smi("--query-compute-apps=pid,process_name,used_memory", "--format=csv"),
-           "nvidia_smi": nvidia_smi(), "cpu_smoke": smoke}
+    ends = re.findall(
+        r"Rank (\d) of 2 finished training at step (\d+) "
+        r"\(stop requested: (\w+); own stop signal: (\w+)\)",
+        log,
+    )
+    out = {
+        "run_id": h.run_id,
+        "state": st.state,
+        "step": st.step,
+        "stop_s": round(stop_s, 1),
+        "error": st.error,
+        "rank_ends": ends,
+        "processes_naming_run": processes_naming(Path(st.run_dir)),
+        "nvidia_smi_apps": nvidia_smi("--query-compute-apps=pid,process_name,used_memory", "--format=csv"),
+        "nvidia_smi": nvidia_smi(),
+        "cpu_smoke": smoke,
+    }
     print(json.dumps({k: v for k, v in out.items() if k != "nvidia_smi"}), flush=True)
     print(out["nvidia_smi"], flush=True)
     return out
 
 
 def run_check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool, timeout: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "check", "--model", str(model_dir),
-           "--adapters", str(adapters), "--names", json.dumps(names)] + (["--cpu-smoke"] if smoke else [])
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "check",
+        "--model",
+        str(model_dir),
+        "--adapters",
+        str(adapters),
+        "--names",
+        json.dumps(names),
+    ] + (["--cpu-smoke"] if smoke else [])
     proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=timeout, env=child_env(smoke))
     sys.stdout.write(proc.stderr[-3000:])
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
@@ -218,8 +266,11 @@ def check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool) -
     from generation import ModelConfig, load_base
     from generation.adapters import AdapterBank
 
-    lm = load_base(ModelConfig(base_model=str(model_dir), load_in_4bit=False, device="cpu" if smoke else "cuda:0",
-                               cpu_dtype="float32"))
+    lm = load_base(
+        ModelConfig(
+            base_model=str(model_dir), load_in_4bit=False, device="cpu" if smoke else "cuda:0", cpu_dtype="float32"
+        )
+    )
     bank = AdapterBank(lm.model, lm.name, adapters)
     ids = lm.tokenizer("Coffee before code? Always.", return_tensors="pt")["input_ids"].to(lm.model.device)
     with torch.no_grad():
@@ -234,8 +285,13 @@ def check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool) -
                 shapes[label] = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
             params = sum(int(torch.tensor(s).prod()) for s in shapes[label].values())
             change = float((logits - base).abs().max())
-            out["adapters"][label] = {"name": name, "loaded": True, "max_logit_change": change,
-                                      "tensors": len(shapes[label]), "params": params}
+            out["adapters"][label] = {
+                "name": name,
+                "loaded": True,
+                "max_logit_change": change,
+                "tensors": len(shapes[label]),
+                "params": params,
+            }
         except Exception as exc:  # noqa: BLE001 - report which adapter failed and why, keep checking the others
             out["adapters"][label] = {"name": name, "loaded": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     if "fsdp" in shapes and "one_gpu" in shapes:
@@ -246,8 +302,13 @@ def check(model_dir: Path, adapters: Path, names: dict[str, str], smoke: bool) -
 
 
 def child_env(smoke: bool) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
-           "NVSHMEM_DISABLE_NVLS": "1"}  # NVLink multicast stays off on shared hosts
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "NCCL_NVLS_ENABLE": "0",
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+        "NVSHMEM_DISABLE_NVLS": "1",
+    }  # NVLink multicast stays off on shared hosts
     if smoke:
         env.update({CPU_PROCESSES_ENV: "2", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
     return env

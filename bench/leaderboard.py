@@ -7,6 +7,7 @@ bench/results/leaderboard-cpu-<date>.json.
 
     .venv/bin/python bench/leaderboard.py [--votes 100000] [--boot 200] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,9 @@ def main() -> None:
         "target_seconds": 2.0,
         "within_target": times[0] <= 2.0,
         "generate_seconds": round(gen_s, 3),
-        "max_abs_rating_error_plain": round(max(abs(c["rating"] - true_centred[c["name"]])
-                                                for c in result["contenders"]), 2),
+        "max_abs_rating_error_plain": round(
+            max(abs(c["rating"] - true_centred[c["name"]]) for c in result["contenders"]), 2
+        ),
         "max_abs_rating_error_length_controlled": None if lc_err is None else round(lc_err, 2),
         "length_coef": lc.get("length_coef"),
         "true_length_coef": LENGTH_GAMMA,
@@ -102,9 +104,11 @@ def main() -> None:
             "numpy": np.__version__,
         },
     }
-    print(f"compute_leaderboard: {args.votes:,} votes, {len(CONTENDERS)} contenders, {args.boot} bootstrap "
-          f"resamples: first {times[0]:.3f} s, median {np.median(times):.3f} s "
-          f"(target <= 2 s, {'OK' if record['within_target'] else 'SLOW'})")
+    print(
+        f"compute_leaderboard: {args.votes:,} votes, {len(CONTENDERS)} contenders, {args.boot} bootstrap "
+        f"resamples: first {times[0]:.3f} s, median {np.median(times):.3f} s "
+        f"(target <= 2 s, {'OK' if record['within_target'] else 'SLOW'})"
+    )
     print(json.dumps(record))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"leaderboard-cpu-{record['date']}.json"

@@ -1,6 +1,7 @@
 """Today's Engine before the scheduler (main at 2391038), verbatim except absolute imports and this docstring, so
 bench/gpu_serve.py measures the serial path (one RLock around every generation) in the same run as the scheduler.
 Not used by the app."""
+
 from __future__ import annotations
 
 import threading
@@ -61,7 +62,7 @@ class StreamEvent:
 
 
 def adapter_name(variant: str) -> str | None:
-    return variant[len(LORA_PREFIX):] if variant.startswith(LORA_PREFIX) else None
+    return variant[len(LORA_PREFIX) :] if variant.startswith(LORA_PREFIX) else None
 
 
 class _Cancel:
@@ -89,7 +90,7 @@ class _ReplyLongEnough:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if n_new < 60 or n_new % self.every:  # 60 tokens can't exceed 280 chars often; check rarely
             return done
-        for i, row in enumerate(input_ids[:, self.n_prompt:]):
+        for i, row in enumerate(input_ids[:, self.n_prompt :]):
             text = self.tok.decode(row, skip_special_tokens=True)
             if "<think>" in text and "</think>" not in text:
                 continue
@@ -98,7 +99,13 @@ class _ReplyLongEnough:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None, system_prompt: str = SYSTEM_PROMPT):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        adapters_dir,
+        retriever: Callable[[str], list] | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.bank = AdapterBank(loaded.model, loaded.name, adapters_dir)
@@ -143,7 +150,9 @@ class Engine:
 
     # ---- generation ------------------------------------------------------------------------------------------
     def _gen_kwargs(self, s: SamplingConfig) -> dict:
-        kw = dict(max_new_tokens=int(s.max_new_tokens), eos_token_id=self.eot_ids, pad_token_id=self.tokenizer.pad_token_id)
+        kw = dict(
+            max_new_tokens=int(s.max_new_tokens), eos_token_id=self.eot_ids, pad_token_id=self.tokenizer.pad_token_id
+        )
         if s.do_sample and s.temperature > 0:
             kw.update(do_sample=True, temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
             if s.min_p and s.min_p > 0:
@@ -159,12 +168,20 @@ class Engine:
         side = tok.padding_side
         tok.padding_side = "left"  # decoder-only batches must be left-padded so new tokens line up
         try:
-            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=pad_multiple(self.bank.base))
+            enc = tok(
+                list(prompts),
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+                pad_to_multiple_of=pad_multiple(self.bank.base),
+            )
         finally:
             tok.padding_side = side
         return enc.to(self.bank.base.device)
 
-    def stream(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> Iterator[StreamEvent]:
+    def stream(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> Iterator[StreamEvent]:
         """Yield the reply as it grows; the last event has done=True and the full result."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
@@ -184,7 +201,12 @@ class Engine:
             def work(ctx):
                 try:
                     with ctx as model, torch.inference_mode():
-                        holder["out"] = model.generate(**enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel, long_enough]), **self._gen_kwargs(s))
+                        holder["out"] = model.generate(
+                            **enc,
+                            streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([cancel, long_enough]),
+                            **self._gen_kwargs(s),
+                        )
                 except Exception as exc:  # surfaced to the consumer below
                     holder["error"] = exc
                     streamer.end()
@@ -213,17 +235,37 @@ class Engine:
             out = holder.get("out")
             new = 0 if out is None else int((out[0, n_prompt:] != self.tokenizer.pad_token_id).sum())
         think, answer = split_thinking(text)
-        result = GenerationResult(variant, clean_reply(answer), think, text, n_prompt, new, seconds, ttft or seconds, retrieved, {**s.to_dict(), "thinking": thinking})
+        result = GenerationResult(
+            variant,
+            clean_reply(answer),
+            think,
+            text,
+            n_prompt,
+            new,
+            seconds,
+            ttft or seconds,
+            retrieved,
+            {**s.to_dict(), "thinking": thinking},
+        )
         yield StreamEvent(variant, result.reply, think, True, result)
 
-    def generate(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> GenerationResult:
+    def generate(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> GenerationResult:
         last = None
         for last in self.stream(tweet, variant, sampling, thinking):
             pass
         return last.result
 
-    def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> list[GenerationResult]:
+    def generate_batch(
+        self,
+        tweets: Sequence[str],
+        variant: str,
+        sampling: SamplingConfig | None = None,
+        thinking: bool = False,
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[GenerationResult]:
         """Batched (left-padded) generation for evaluation; results in input order."""
         import torch
         from transformers import StoppingCriteriaList
@@ -233,7 +275,7 @@ class Engine:
         items = [validate_tweet(t) for t in tweets]
         results: list[GenerationResult] = []
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             built = [self.messages_for(t, variant) for t in chunk]
             prompts = [render_prompt(self.tokenizer, m, thinking) for m, _ in built]
             with self.lock:
@@ -242,8 +284,13 @@ class Engine:
                     torch.manual_seed(int(s.seed) + start)
                 t0 = time.perf_counter()
                 with self.bank.activate(adapter_name(variant)) as model, torch.inference_mode():
-                    out = model.generate(**enc, stopping_criteria=StoppingCriteriaList([_ReplyLongEnough(self.tokenizer, enc["input_ids"].shape[1])]),
-                                         **self._gen_kwargs(s))
+                    out = model.generate(
+                        **enc,
+                        stopping_criteria=StoppingCriteriaList(
+                            [_ReplyLongEnough(self.tokenizer, enc["input_ids"].shape[1])]
+                        ),
+                        **self._gen_kwargs(s),
+                    )
                 seconds = time.perf_counter() - t0
             n_prompt = enc["input_ids"].shape[1]
             for i, (_, retrieved) in enumerate(built):
@@ -252,8 +299,20 @@ class Engine:
                 raw = self.tokenizer.decode(ids, skip_special_tokens=True)
                 think, answer = split_thinking(raw)
                 n_real = int(enc["attention_mask"][i].sum())
-                results.append(GenerationResult(variant, clean_reply(answer), think, raw, n_real, new, seconds / len(chunk), 0.0,
-                                                retrieved, {**s.to_dict(), "thinking": thinking, "batch_size": len(chunk)}))
+                results.append(
+                    GenerationResult(
+                        variant,
+                        clean_reply(answer),
+                        think,
+                        raw,
+                        n_real,
+                        new,
+                        seconds / len(chunk),
+                        0.0,
+                        retrieved,
+                        {**s.to_dict(), "thinking": thinking, "batch_size": len(chunk)},
+                    )
+                )
             if progress:
                 progress(min(start + batch_size, len(items)), len(items))
         return results

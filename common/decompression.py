@@ -4,6 +4,7 @@ A 1 MB gzip can hold a gigabyte of one repeated byte; reading it "streamed" stil
 for formats parsed whole, the memory. The cap is a ratio (real text exports compress 5-30x) with a floor so small
 files are never refused, and an absolute ceiling.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,10 @@ class CappedDecompression(io.RawIOBase):
         data = self._raw.read(len(b))
         self._total += len(data)
         if self._total > self._limit:
-            raise ValueError(f"{self._name}: the compressed file expands to more than {self._limit >> 20} MB "
-                             f"(over {MAX_RATIO}x its size); that is not a tweet export, so nothing was imported.")
+            raise ValueError(
+                f"{self._name}: the compressed file expands to more than {self._limit >> 20} MB "
+                f"(over {MAX_RATIO}x its size); that is not a tweet export, so nothing was imported."
+            )
         b[: len(data)] = data
         return len(data)
 

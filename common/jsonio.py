@@ -4,6 +4,7 @@
 the old file or the new one, never half of one; a failure leaves the old file and no temp file behind.
 JSONL readers skip a half-written last line (a writer may be mid-append), never fail on it.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,21 @@ from typing import IO, Any, Callable, Iterable
 __all__ = ["atomic_write", "atomic_write_bytes", "write_json", "read_json", "write_jsonl", "append_jsonl", "read_jsonl"]
 
 
-def atomic_write(path: Path | str, write: Callable[[IO], None], *, binary: bool = False, newline: str | None = None,
-                 mode: int | None = None) -> None:
+def atomic_write(
+    path: Path | str,
+    write: Callable[[IO], None],
+    *,
+    binary: bool = False,
+    newline: str | None = None,
+    mode: int | None = None,
+) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if mode is not None:
             os.chmod(tmp, mode)  # mkstemp makes 0600
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -50,8 +57,9 @@ def atomic_write_bytes(path: Path | str, data: bytes, mode: int | None = 0o644) 
 
 def write_json(path: Path | str, data: Any, *, indent: int | None = 1) -> None:
     """Atomically replace ``path`` with ``data`` as JSON (strict: NaN is refused, other objects become strings)."""
-    atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False,
-                                                      default=str)))
+    atomic_write(
+        path, lambda fh: fh.write(json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False, default=str))
+    )
 
 
 def read_json(path: Path | str) -> Any | None:

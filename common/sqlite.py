@@ -8,6 +8,7 @@ here, so the durability and locking rules are written once:
   any error, so a store is never half-written.
 * The file is created 0600: votes and reviews hold visitors' text.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,9 @@ class SQLiteError(RuntimeError):
     """The database cannot be opened with the settings every store relies on."""
 
 
-def connect(path: Path | str, *, synchronous: str = "NORMAL", row_factory: bool = True,
-            timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def connect(
+    path: Path | str, *, synchronous: str = "NORMAL", row_factory: bool = True, timeout: float = BUSY_TIMEOUT_S
+) -> sqlite3.Connection:
     """Open (creating 0600 if new) ``path`` in WAL mode with autocommit off; callers write inside ``transaction``.
 
     The connection may be shared between threads (``check_same_thread=False``); callers guard it with a lock.
@@ -59,8 +61,9 @@ def connect(path: Path | str, *, synchronous: str = "NORMAL", row_factory: bool 
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise SQLiteError(f"Could not enable WAL journaling on {path} (got {mode!r}); "
-                              "put the data dir on a local filesystem.")
+            raise SQLiteError(
+                f"Could not enable WAL journaling on {path} (got {mode!r}); put the data dir on a local filesystem."
+            )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     except BaseException:
         conn.close()

@@ -3,6 +3,7 @@
 The URL rule matches scheme links, ``www.``, ``t.co/``, ``pic.twitter.com/`` and bare domains with a common TLD
 ("see example.com/x"): a reply that carries a link got its likes for the link, so curation and retrieval both drop it.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,9 @@ URL_RE = re.compile(
 # fails with an internal type error. Every user-text validator calls `require_valid_unicode`: one sentence everywhere.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-INVALID_UNICODE_MESSAGE = ("The text contains an invalid character (a broken emoji or an unpaired surrogate); "
-                           "remove it and try again.")
+INVALID_UNICODE_MESSAGE = (
+    "The text contains an invalid character (a broken emoji or an unpaired surrogate); remove it and try again."
+)
 CONTROL_CHAR_MESSAGE = "The text contains a control character; remove it and try again."
 
 
@@ -50,5 +52,7 @@ def validate_tweet(tweet: str | None, limit: int = TWEET_LIMIT) -> str:
     if not text:
         raise ValueError("Please type a tweet first: the input is empty.")
     if len(text) > limit:
-        raise ValueError(f"A tweet is at most {limit} characters; this one has {len(text)}. Shorten it by {len(text) - limit}.")
+        raise ValueError(
+            f"A tweet is at most {limit} characters; this one has {len(text)}. Shorten it by {len(text) - limit}."
+        )
     return require_valid_unicode(text)

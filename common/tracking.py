@@ -3,6 +3,7 @@
 Training (training/tracking.py) and Evaluate (evaluation/tracking.py) both log to the same W&B project; this module
 holds only what both read, so neither imports the other.
 """
+
 from __future__ import annotations
 
 import os

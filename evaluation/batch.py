@@ -10,6 +10,7 @@ fingerprint of its files, the rendered prompt -- which holds the tweet, the syst
 examples --, the sampling settings and the thinking switch), so a re-run with the same settings generates nothing.
 Sampling uses the model card's defaults with a fixed seed, so one cached sample stands for each (tweet, variant).
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,17 @@ from common.text import TWEET_LIMIT
 from generation.chat import render_prompt
 from generation.variants import adapter_name, is_lora
 
-__all__ = ["EvalItem", "ReplyRecord", "BatchReplies", "ReplyCache", "load_items", "exported_eval_splits",
-           "generate_replies", "cache_key", "EVAL_SEED"]
+__all__ = [
+    "EvalItem",
+    "ReplyRecord",
+    "BatchReplies",
+    "ReplyCache",
+    "load_items",
+    "exported_eval_splits",
+    "generate_replies",
+    "cache_key",
+    "EVAL_SEED",
+]
 
 EVAL_SEED = 1234
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
@@ -99,7 +109,9 @@ def _read_rows(path: Path) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path.name} line {n} is not valid JSON ({exc.msg}); use JSONL (one object per line) or CSV.") from None
+            raise ValueError(
+                f"{path.name} line {n} is not valid JSON ({exc.msg}); use JSONL (one object per line) or CSV."
+            ) from None
         if isinstance(obj, dict):
             rows.append(obj)
     return rows
@@ -119,7 +131,9 @@ def load_items(source: str | Path, limit: int | None = None) -> tuple[list[EvalI
     if any("split" in r for r in rows):
         kept = [r for r in rows if str(r.get("split", "")).lower() in _EVAL_SPLITS]
         if not kept:
-            raise ValueError(f"{path.name} has a `split` column but no eval rows; export the dataset with an eval fraction > 0.")
+            raise ValueError(
+                f"{path.name} has a `split` column but no eval rows; export the dataset with an eval fraction > 0."
+            )
         warnings.append(f"used the {len(kept)} eval-split rows of {len(rows)}")
         rows = kept
     by_tweet: dict[str, EvalItem] = {}
@@ -161,8 +175,11 @@ def exported_eval_splits(data_dir: str | Path) -> list[Path]:
 # Reply cache
 # --------------------------------------------------------------------------- #
 def cache_key(model_name: str, variant: str, adapter_fp: str, prompt: str, settings: dict) -> str:
-    blob = json.dumps({"model": model_name, "variant": variant, "adapter": adapter_fp, "prompt": prompt,
-                       "settings": settings}, sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {"model": model_name, "variant": variant, "adapter": adapter_fp, "prompt": prompt, "settings": settings},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -174,14 +191,16 @@ class ReplyCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite.connect(self.path, row_factory=False)
-        self._conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, variant TEXT NOT NULL, "
-                           "record TEXT NOT NULL, created_at REAL NOT NULL)")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, variant TEXT NOT NULL, "
+            "record TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
-                chunk = list(keys[start:start + 500])
+                chunk = list(keys[start : start + 500])
                 q = f"SELECT key, record FROM replies WHERE key IN ({','.join('?' * len(chunk))})"
                 for k, rec in self._conn.execute(q, chunk):
                     out[k] = json.loads(rec)
@@ -191,8 +210,10 @@ class ReplyCache:
         now = time.time()
         with self._lock:
             with sqlite.transaction(self._conn):
-                self._conn.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                                       [(k, v, json.dumps(r, ensure_ascii=False), now) for k, v, r in rows])
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
+                    [(k, v, json.dumps(r, ensure_ascii=False), now) for k, v, r in rows],
+                )
 
     def __len__(self) -> int:
         with self._lock:
@@ -210,17 +231,28 @@ def _adapter_fingerprint(engine, variant: str) -> str:
     d = Path(getattr(getattr(engine, "bank", None), "adapters_dir", "adapters")) / adapter_name(variant)
     if not d.is_dir():
         return "missing"
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(d.iterdir())
-             if p.is_file() and p.name != "metrics.json"]
+    parts = [
+        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in sorted(d.iterdir())
+        if p.is_file() and p.name != "metrics.json"
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 adapter_fingerprint = _adapter_fingerprint  # public name for other packages (the Arena's battle pool)
 
 
-def generate_replies(engine, items: Sequence[EvalItem], variants: Sequence[str], *, thinking: bool = False,
-                     sampling=None, cache: ReplyCache | str | Path | None = None, batch_size: int = 8,
-                     progress: ProgressFn | None = None) -> BatchReplies:
+def generate_replies(
+    engine,
+    items: Sequence[EvalItem],
+    variants: Sequence[str],
+    *,
+    thinking: bool = False,
+    sampling=None,
+    cache: ReplyCache | str | Path | None = None,
+    batch_size: int = 8,
+    progress: ProgressFn | None = None,
+) -> BatchReplies:
     """Replies of every variant for every item, cached; calls ``engine.generate_batch`` only for cache misses."""
     if isinstance(cache, (str, Path)):
         cache = ReplyCache(cache)
@@ -236,7 +268,9 @@ def generate_replies(engine, items: Sequence[EvalItem], variants: Sequence[str],
         keys = []
         for it in items:
             messages, _ = engine.messages_for(it.tweet, variant)
-            keys.append(cache_key(model_name, variant, fp, render_prompt(engine.tokenizer, messages, thinking), settings))
+            keys.append(
+                cache_key(model_name, variant, fp, render_prompt(engine.tokenizer, messages, thinking), settings)
+            )
         hits = cache.get_many(keys) if cache is not None else {}
         recs: list[ReplyRecord | None] = [None] * len(items)
         miss = []
@@ -259,7 +293,9 @@ def generate_replies(engine, items: Sequence[EvalItem], variants: Sequence[str],
             out.model_calls += 1
             new_rows = []
             for i, r in zip(miss, results):
-                rec = ReplyRecord(variant, items[i].tweet_id, r.reply, r.thinking, r.raw, int(r.new_tokens), float(r.seconds))
+                rec = ReplyRecord(
+                    variant, items[i].tweet_id, r.reply, r.thinking, r.raw, int(r.new_tokens), float(r.seconds)
+                )
                 recs[i] = rec
                 stored = {k: v for k, v in rec.to_dict().items() if k not in ("variant", "tweet_id", "cached")}
                 new_rows.append((keys[i], variant, stored))

@@ -5,6 +5,7 @@ UI-free so it is unit-tested. The per-call times are measured points, not promis
 (~40 s a call: a long prompt and up to 256 new tokens); on a GPU both are roughly ten times faster; Claude answers in a
 few seconds, four calls at a time (EvalConfig.workers).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,10 +58,17 @@ def estimate(n_tweets: int, n_adapters: int, include_rag: bool, judge_kind: str,
     secs = n_tweets * variants * sp.reply_s + calls * sp.judge_s
     judge = "the local judge" if judge_kind == "local" else "Claude"
     where = "GPU" if str(device).startswith("cuda") else "CPU"
-    text = (f"Estimated time: {duration_words(secs)} ({n_tweets} tweets × {variants} variants = {n_tweets * variants} replies, "
-            f"{calls} judge calls with {judge} on {where}; cached replies and answers are free).")
+    text = (
+        f"Estimated time: {duration_words(secs)} ({n_tweets} tweets × {variants} variants = {n_tweets * variants} "
+        "replies, "
+        f"{calls} judge calls with {judge} on {where}; cached replies and answers are free)."
+    )
     if secs > 1800:
-        text += " Lower the tweet limit" + (" or use the Claude judge" if judge_kind == "local" else "") + " for a quicker run."
+        text += (
+            " Lower the tweet limit"
+            + (" or use the Claude judge" if judge_kind == "local" else "")
+            + " for a quicker run."
+        )
     return secs, text
 
 
@@ -68,6 +76,9 @@ def local_judge_problem(n_params: int | None, model_name: str) -> str | None:
     """A plain sentence when the loaded model is too small to judge (its answers would not parse), else None."""
     if n_params is None or n_params >= LOCAL_JUDGE_MIN_PARAMS:
         return None
-    return (f"The local judge is unavailable on this model ({model_name}, {n_params / 1e6:.0f}M parameters): a model this small "
-            "does not answer in the judge's format, so most answers would not parse. Set ANTHROPIC_API_KEY for the Claude "
-            "judge, or start the app with a base model of at least 1B parameters (e.g. --base-model Qwen/Qwen3-8B).")
+    return (
+        f"The local judge is unavailable on this model ({model_name}, {n_params / 1e6:.0f}M parameters): a model this "
+        "small "
+        "does not answer in the judge's format, so most answers would not parse. Set ANTHROPIC_API_KEY for the Claude "
+        "judge, or start the app with a base model of at least 1B parameters (e.g. --base-model Qwen/Qwen3-8B)."
+    )

@@ -14,6 +14,7 @@ never into the 4-bit one (rounding to NF4 would wash the update out). The merge 
 base+adapter and of the merged model on a probe prompt before anything is written. Each folder appears whole (built in
 a hidden sibling, then renamed), so ``publish`` never sends half a model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,10 @@ class ExportResult:
     def summary(self) -> str:
         n = sum(f["bytes"] for f in self.files if f["folder"] == "merged")
         size = f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
-        return (f"Merged {self.adapter} into {self.base} ({self.dtype}, {size}) → {self.merged_dir}; adapter alone → "
-                f"{self.adapter_dir}; merge check: max |Δlogit| = {self.max_abs_logit_diff:.2e} ({self.seconds:.0f} s).")
+        return (
+            f"Merged {self.adapter} into {self.base} ({self.dtype}, {size}) → {self.merged_dir}; adapter alone → "
+            f"{self.adapter_dir}; merge check: max |Δlogit| = {self.max_abs_logit_diff:.2e} ({self.seconds:.0f} s)."
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,13 +85,23 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
 
 
 def _files(folder: Path, label: str) -> list[dict]:
-    return [{"folder": label, "path": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()]
+    return [
+        {"folder": label, "path": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir()) if p.is_file()
+    ]
 
 
-def export_model(adapter: str, *, adapters_dir: str | Path = "adapters", data_dir: str | Path = "data",
-                 base: str | None = None, dtype: str = "bfloat16", cache_dir: str | Path | None = None,
-                 repo_id: str | None = None, check_tolerance: float | None = None,
-                 progress: Callable[[str], None] | None = None) -> ExportResult:
+def export_model(
+    adapter: str,
+    *,
+    adapters_dir: str | Path = "adapters",
+    data_dir: str | Path = "data",
+    base: str | None = None,
+    dtype: str = "bfloat16",
+    cache_dir: str | Path | None = None,
+    repo_id: str | None = None,
+    check_tolerance: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
     """Merge ``adapter`` into its base and write merged/ + adapter/ under the exports folder (raises ExportError)."""
     t0 = time.perf_counter()
     say = progress or (lambda m: None)
@@ -103,12 +116,17 @@ def export_model(adapter: str, *, adapters_dir: str | Path = "adapters", data_di
     except AdapterError as exc:
         raise ExportError(str(exc)) from exc
     spec = (base or info.base_model or "").strip()
-    mc = ModelConfig(base_model="" if spec in ("", EMBEDDED_ID) else spec, device="cpu",
-                     **({"cache_dir": Path(cache_dir)} if cache_dir else {}))
+    mc = ModelConfig(
+        base_model="" if spec in ("", EMBEDDED_ID) else spec,
+        device="cpu",
+        **({"cache_dir": Path(cache_dir)} if cache_dir else {}),
+    )
     try:
         path, name, _ = resolve_source(mc)
     except ModelLoadError as exc:
-        raise ExportError(f"{exc} (the adapter names base {spec or 'the embedded model'!r}; pass --base to override)") from exc
+        raise ExportError(
+            f"{exc} (the adapter names base {spec or 'the embedded model'!r}; pass --base to override)"
+        ) from exc
     out_root = exports_dir(data_dir, adapter)
     out_root.mkdir(parents=True, exist_ok=True)
     tmp_m = out_root / f".merged.tmp-{os.getpid()}"
@@ -139,7 +157,10 @@ def export_model(adapter: str, *, adapters_dir: str | Path = "adapters", data_di
         diff = float((ref - got).abs().max())
         tol = check_tolerance if check_tolerance is not None else (1e-3 if torch_dtype == torch.float32 else 0.25)
         if not diff <= tol:  # also catches NaN
-            raise ExportError(f"The merged model disagrees with base + adapter (max |Δlogit| {diff:.3g} > {tol}); nothing was written.")
+            raise ExportError(
+                f"The merged model disagrees with base + adapter (max |Δlogit| {diff:.3g} > {tol}); nothing was "
+                "written."
+            )
         say("saving merged safetensors")
         merged.save_pretrained(str(tmp_m), safe_serialization=True, max_shard_size="5GB")
         tok.save_pretrained(str(tmp_m))
@@ -147,21 +168,31 @@ def export_model(adapter: str, *, adapters_dir: str | Path = "adapters", data_di
             shutil.copy2(adir / "generation_config.json", tmp_m / "generation_config.json")
         evaluation = _latest_eval(Path(data_dir), adapter)
         rid = repo_id or f"{adapter}-merged"
-        (tmp_m / "README.md").write_text(build_model_card(adapter, adir, rid, evaluation, merged=True), encoding="utf-8")
+        (tmp_m / "README.md").write_text(
+            build_model_card(adapter, adir, rid, evaluation, merged=True), encoding="utf-8"
+        )
         tmp_a.mkdir()
         for p in upload_files(adir):
             shutil.copy2(p, tmp_a / p.name)
-        (tmp_a / "README.md").write_text(build_model_card(adapter, adir, repo_id or adapter, evaluation), encoding="utf-8")
+        (tmp_a / "README.md").write_text(
+            build_model_card(adapter, adir, repo_id or adapter, evaluation), encoding="utf-8"
+        )
         _replace_dir(tmp_m, out_root / "merged")
         _replace_dir(tmp_a, out_root / "adapter")
     except BaseException:
         for t in (tmp_m, tmp_a):
             shutil.rmtree(t, ignore_errors=True)
         raise
-    res = ExportResult(adapter=adapter, base=name, dtype=dtype, merged_dir=out_root / "merged",
-                       adapter_dir=out_root / "adapter",
-                       files=_files(out_root / "merged", "merged") + _files(out_root / "adapter", "adapter"),
-                       max_abs_logit_diff=diff, seconds=time.perf_counter() - t0)
+    res = ExportResult(
+        adapter=adapter,
+        base=name,
+        dtype=dtype,
+        merged_dir=out_root / "merged",
+        adapter_dir=out_root / "adapter",
+        files=_files(out_root / "merged", "merged") + _files(out_root / "adapter", "adapter"),
+        max_abs_logit_diff=diff,
+        seconds=time.perf_counter() - t0,
+    )
     data = json.dumps({**res.to_dict(), "created": time.time(), "adapter_source": str(adir.resolve())}, indent=1)
     (out_root / "export.json").write_text(data, encoding="utf-8")
     say("done")
@@ -169,8 +200,10 @@ def export_model(adapter: str, *, adapters_dir: str | Path = "adapters", data_di
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluation.export_model",
-                                 description="Merge a LoRA adapter into its base (bf16 safetensors + model card) and copy the adapter alone.")
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.export_model",
+        description="Merge a LoRA adapter into its base (bf16 safetensors + model card) and copy the adapter alone.",
+    )
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--base", help="base model path or hub id (default: the adapter's base_model_name_or_path)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(_DTYPES))
@@ -179,8 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     a = ap.parse_args(argv)
     try:
-        res = export_model(a.adapter, adapters_dir=a.adapters_dir, data_dir=a.data_dir, base=a.base, dtype=a.dtype,
-                           repo_id=a.repo, progress=lambda m: print(m, file=sys.stderr))
+        res = export_model(
+            a.adapter,
+            adapters_dir=a.adapters_dir,
+            data_dir=a.data_dir,
+            base=a.base,
+            dtype=a.dtype,
+            repo_id=a.repo,
+            progress=lambda m: print(m, file=sys.stderr),
+        )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ One row per comparison (adapter vs base, adapter vs RAG, RAG vs base) of one eva
 adapter, versus, metric values (JSON), verdict, report path, config hash. Rows of one evaluation are written in one
 transaction. WAL + synchronous=FULL like the vote store: rows are few and must survive a crash.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,19 @@ from generation.variants import lora_variant
 __all__ = ["LEDGER_FILENAME", "LEDGER_COLUMNS", "LedgerRow", "Ledger"]
 
 LEDGER_FILENAME = "ledger.sqlite3"
-LEDGER_COLUMNS = ["time (UTC)", "evaluation", "adapter", "versus", "judge win rate", "95% CI", "p", "verdict",
-                  "judge", "config", "report"]
+LEDGER_COLUMNS = [
+    "time (UTC)",
+    "evaluation",
+    "adapter",
+    "versus",
+    "judge win rate",
+    "95% CI",
+    "p",
+    "verdict",
+    "judge",
+    "config",
+    "report",
+]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,11 +82,21 @@ class Ledger:
             with sqlite.transaction(self._conn):
                 for r in rows:
                     cur = self._conn.execute(
-                        "INSERT INTO ledger (created_at, eval_id, name, adapter, versus, metrics, verdict, report_path, config_hash) "
+                        "INSERT INTO ledger (created_at, eval_id, name, adapter, versus, metrics, verdict, "
+                        "report_path, config_hash) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (r.created_at, r.eval_id, r.name, r.adapter, r.versus,
-                         json.dumps(r.metrics, sort_keys=True, allow_nan=False, default=str), r.verdict,
-                         str(r.report_path), r.config_hash))
+                        (
+                            r.created_at,
+                            r.eval_id,
+                            r.name,
+                            r.adapter,
+                            r.versus,
+                            json.dumps(r.metrics, sort_keys=True, allow_nan=False, default=str),
+                            r.verdict,
+                            str(r.report_path),
+                            r.config_hash,
+                        ),
+                    )
                     ids.append(int(cur.lastrowid))
         return ids
 
@@ -88,8 +110,21 @@ class Ledger:
         args.append(int(limit))
         with self._lock:
             rows = self._conn.execute(q, args).fetchall()
-        return [LedgerRow(r["eval_id"], r["name"], r["adapter"], r["versus"], r["verdict"], json.loads(r["metrics"]),
-                          r["report_path"], r["config_hash"], r["created_at"], int(r["id"])) for r in rows]
+        return [
+            LedgerRow(
+                r["eval_id"],
+                r["name"],
+                r["adapter"],
+                r["versus"],
+                r["verdict"],
+                json.loads(r["metrics"]),
+                r["report_path"],
+                r["config_hash"],
+                r["created_at"],
+                int(r["id"]),
+            )
+            for r in rows
+        ]
 
     def latest_report(self, adapter: str) -> str | None:
         """Report path of the newest evaluation that involved this adapter (bare name or "lora:<name>")."""
@@ -105,12 +140,27 @@ class Ledger:
         for r in self.list(limit):
             m = r.metrics
             wr = m.get("win_rate")
-            ci = (f"{m['ci_low']:.2f} – {m['ci_high']:.2f}" if m.get("ci_low") is not None and m.get("ci_high") is not None
-                  else "–")
+            ci = (
+                f"{m['ci_low']:.2f} – {m['ci_high']:.2f}"
+                if m.get("ci_low") is not None and m.get("ci_high") is not None
+                else "–"
+            )
             p = m.get("p_value")
-            out.append([r.created_at.replace("T", " ")[:19], r.name, r.adapter, r.versus,
-                        f"{wr:.1%}" if wr is not None else "–", ci, f"{p:.3g}" if p is not None else "–", r.verdict,
-                        m.get("judge", ""), r.config_hash[:10], r.report_path])
+            out.append(
+                [
+                    r.created_at.replace("T", " ")[:19],
+                    r.name,
+                    r.adapter,
+                    r.versus,
+                    f"{wr:.1%}" if wr is not None else "–",
+                    ci,
+                    f"{p:.3g}" if p is not None else "–",
+                    r.verdict,
+                    m.get("judge", ""),
+                    r.config_hash[:10],
+                    r.report_path,
+                ]
+            )
         return out
 
     def close(self) -> None:

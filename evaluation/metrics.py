@@ -13,6 +13,7 @@ Cohen's d, the one logistic solver) so the Leaderboard and the Evaluate tab agre
   the predicted win rate at equal length, with a Wald 95% CI from the intercept's standard error.
 * Cohen's kappa between judge and humans on the categories a / b / tie (a human "both bad" counts as a tie).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,12 +30,22 @@ from generation.chat import THINK_CLOSE, THINK_OPEN
 
 from .stats import LogisticConfig, cohens_d, logistic_newton, mann_whitney, num, wilson_ci
 
-__all__ = ["rouge_scores", "distinct_n", "length_stats", "text_metrics", "win_counts", "win_rate_stats",
-           "length_controlled_win_rate", "score_summary", "score_tests", "cohens_kappa", "judge_vs_human",
-           "engagement_from_scores"]
+__all__ = [
+    "rouge_scores",
+    "distinct_n",
+    "length_stats",
+    "text_metrics",
+    "win_counts",
+    "win_rate_stats",
+    "length_controlled_win_rate",
+    "score_summary",
+    "score_tests",
+    "cohens_kappa",
+    "judge_vs_human",
+    "engagement_from_scores",
+]
 
 _TOKEN = re.compile(r"[\w']+|[^\w\s]", re.UNICODE)
-
 
 
 # --------------------------------------------------------------------------- #
@@ -79,15 +90,22 @@ def distinct_n(texts: Iterable[str], n: int) -> float | None:
     grams: list[tuple[str, ...]] = []
     for t in texts:
         toks = _tokens(t)
-        grams += [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+        grams += [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
 
 
 def length_stats(texts: Sequence[str]) -> dict[str, Any]:
     lens = np.array([len(t or "") for t in texts], dtype=float)
     if lens.size == 0:
-        return {"n": 0, "mean_chars": None, "median_chars": None, "p90_chars": None, "frac_over_280": None,
-                "frac_think_leak": None, "frac_empty": None}
+        return {
+            "n": 0,
+            "mean_chars": None,
+            "median_chars": None,
+            "p90_chars": None,
+            "frac_over_280": None,
+            "frac_think_leak": None,
+            "frac_empty": None,
+        }
     leak = [THINK_OPEN in (t or "") or THINK_CLOSE in (t or "") for t in texts]
     return {
         "n": int(lens.size),
@@ -102,9 +120,16 @@ def length_stats(texts: Sequence[str]) -> dict[str, Any]:
 
 def text_metrics(replies: Sequence[str], references: Sequence[Sequence[str]] | None = None) -> dict[str, Any]:
     """Everything reference- and judge-free for one variant's shown replies."""
-    out = {**length_stats(replies), "distinct_1": num(distinct_n(replies, 1)), "distinct_2": num(distinct_n(replies, 2))}
-    out.update(rouge_scores(replies, references) if references is not None else
-               {"rouge1": None, "rouge2": None, "rougeL": None, "n_with_reference": 0})
+    out = {
+        **length_stats(replies),
+        "distinct_1": num(distinct_n(replies, 1)),
+        "distinct_2": num(distinct_n(replies, 2)),
+    }
+    out.update(
+        rouge_scores(replies, references)
+        if references is not None
+        else {"rouge1": None, "rouge2": None, "rougeL": None, "n_with_reference": 0}
+    )
     return out
 
 
@@ -144,8 +169,9 @@ def win_rate_stats(wins: int, losses: int, ties: int, alpha: float = 0.05) -> di
 _LENGTH_FIT = LogisticConfig(l2=1e-3, tol=1e-10)  # weak prior: only keeps separated data finite
 
 
-def length_controlled_win_rate(verdicts: Sequence[str], len_a: Sequence[float], len_b: Sequence[float],
-                               alpha: float = 0.05) -> dict[str, Any]:
+def length_controlled_win_rate(
+    verdicts: Sequence[str], len_a: Sequence[float], len_b: Sequence[float], alpha: float = 0.05
+) -> dict[str, Any]:
     """Win rate of side a at zero length difference (see module doc). 'unparsed' verdicts are dropped."""
     v = np.array(list(verdicts), dtype=object)
     la, lb = np.asarray(len_a, dtype=float), np.asarray(len_b, dtype=float)
@@ -159,8 +185,13 @@ def length_controlled_win_rate(verdicts: Sequence[str], len_a: Sequence[float], 
     d = np.divide(la - lb, tot, out=np.zeros_like(tot), where=tot > 0)
     raw = float(y.mean())
     if np.allclose(d, 0):
-        return {"n": n, "win_rate_at_equal_length": num(raw), "raw_win_rate": num(raw), "length_coef": None,
-                "reason": "all pairs have equal length; nothing to control"}
+        return {
+            "n": n,
+            "win_rate_at_equal_length": num(raw),
+            "raw_win_rate": num(raw),
+            "length_coef": None,
+            "reason": "all pairs have equal length; nothing to control",
+        }
     X = np.column_stack([np.ones(n), d])
     theta, neg_hess = logistic_newton(X, y[None], (1.0 - y)[None], _LENGTH_FIT)
     theta, cov = theta[0], np.linalg.inv(neg_hess[0])
@@ -240,14 +271,26 @@ def cohens_kappa(r1: Sequence[str], r2: Sequence[str], categories: Sequence[str]
     po = np.trace(m) / n
     pe = float((m.sum(1) / n) @ (m.sum(0) / n))
     kappa = (po - pe) / (1 - pe) if pe < 1 else (1.0 if po == 1 else None)
-    return {"n": n, "kappa": num(kappa), "observed_agreement": num(po), "expected_agreement": num(pe),
-            "confusion": m.astype(int).tolist(), "categories": list(categories)}
+    return {
+        "n": n,
+        "kappa": num(kappa),
+        "observed_agreement": num(po),
+        "expected_agreement": num(pe),
+        "confusion": m.astype(int).tolist(),
+        "categories": list(categories),
+    }
 
 
 def _interpret_kappa(k: float | None) -> str:
     if k is None:
         return "undefined"
-    for cut, word in ((0.0, "worse than chance"), (0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial")):
+    for cut, word in (
+        (0.0, "worse than chance"),
+        (0.2, "slight"),
+        (0.4, "fair"),
+        (0.6, "moderate"),
+        (0.8, "substantial"),
+    ):
         if k < cut:
             return word
     return "almost perfect"
@@ -275,6 +318,12 @@ def judge_vs_human(votes: Iterable[Any], judged: Iterable[dict]) -> dict[str, An
             judge.append(index[key])
     res = cohens_kappa(judge, human)
     res["interpretation"] = _interpret_kappa(res["kappa"])
-    res["note"] = ("battles in the vote store whose tweet and pair of replies the judge also judged; "
-                   "human 'both bad' counts as a tie") if res["n"] else "no vote in the store matches a judged pair"
+    res["note"] = (
+        (
+            "battles in the vote store whose tweet and pair of replies the judge also judged; "
+            "human 'both bad' counts as a tie"
+        )
+        if res["n"]
+        else "no vote in the store matches a judged pair"
+    )
     return res

@@ -15,6 +15,7 @@ Token from ``HF_TOKEN``.
 Offline (``HF_HUB_OFFLINE=1``) or without a token it stops with one sentence. ``--dry-run`` writes the card and the
 list of files that would be uploaded to ``<data_dir>/publish/<adapter>/`` and touches no network.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,16 @@ from typing import Any
 from common.text import TWEET_LIMIT
 from generation.variants import adapter_name, lora_variant
 
-__all__ = ["PublishError", "PublishResult", "upload_files", "report_files", "exports_dir", "build_model_card", "publish",
-           "main"]
+__all__ = [
+    "PublishError",
+    "PublishResult",
+    "upload_files",
+    "report_files",
+    "exports_dir",
+    "build_model_card",
+    "publish",
+    "main",
+]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SKIP_DIRS = {"checkpoints", "runs", "wandb", "__pycache__"}
@@ -80,7 +89,9 @@ def report_files(evaluation: dict | None) -> list[Path]:
     folder = Path(evaluation["report_path"]) if evaluation and evaluation.get("report_path") else None
     if folder is None or not folder.is_dir():
         return []
-    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in {".md", ".html", ".json", ".png", ".csv"}]
+    return [
+        p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in {".md", ".html", ".json", ".png", ".csv"}
+    ]
 
 
 def _stage_merged(stage: Path, files: list[Path], card: str) -> None:
@@ -143,8 +154,14 @@ def _yaml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid YAML scalar, quotes and all
 
 
-def build_model_card(adapter: str, adapter_dir: Path, repo_id: str, evaluation: dict | None = None,
-                     report_link: str | None = None, merged: bool = False) -> str:
+def build_model_card(
+    adapter: str,
+    adapter_dir: Path,
+    repo_id: str,
+    evaluation: dict | None = None,
+    report_link: str | None = None,
+    merged: bool = False,
+) -> str:
     """The adapter's card; ``merged=True``: the card of the adapter merged into its base (evaluation/export_model.py)."""
     adapter_dir = Path(adapter_dir)
     acfg = _read_json(adapter_dir / "adapter_config.json")
@@ -153,8 +170,16 @@ def build_model_card(adapter: str, adapter_dir: Path, repo_id: str, evaluation: 
     metrics = _read_json(adapter_dir / "metrics.json")
     base = acfg.get("base_model_name_or_path") or metrics.get("base_model") or tcfg.get("base_model") or "unknown"
     base_is_hub = bool(re.match(r"^[\w.-]+/[\w.-]+$", str(base))) and not str(base).startswith(("/", "."))
-    front = ["---", "library_name: peft", "pipeline_tag: text-generation",
-             "tags:", "- lora", "- peft", "- reply-arena", "- twitter-replies"]
+    front = [
+        "---",
+        "library_name: peft",
+        "pipeline_tag: text-generation",
+        "tags:",
+        "- lora",
+        "- peft",
+        "- reply-arena",
+        "- twitter-replies",
+    ]
     if merged:
         front[1:2] = ["library_name: transformers"]
         front.remove("- peft")
@@ -165,44 +190,97 @@ def build_model_card(adapter: str, adapter_dir: Path, repo_id: str, evaluation: 
             front.insert(2, "base_model_relation: finetune")
     front.append("---")
 
-    what = (f"`{base}` with the LoRA adapter `{adapter}` merged into its weights (bf16 safetensors; no PEFT needed)"
-            if merged else "A LoRA adapter")
-    lines = front + ["", f"# {adapter}" + (" (merged)" if merged else ""), "",
-                     f"{what} that writes replies to tweets (X posts), trained and evaluated with Reply Arena"
-                     + ("" if merged else f" on top of `{base}`") + f". Published as `{repo_id}`.", ""]
-    lines += ["## Base model", "", f"- `{base}`" + ("" if base_is_hub else " (a local or embedded model, not a Hub id)"),
-              f"- quantization during training: {metrics.get('quantized') or 'none'}; dtype {metrics.get('dtype', 'unknown')}", ""]
+    what = (
+        f"`{base}` with the LoRA adapter `{adapter}` merged into its weights (bf16 safetensors; no PEFT needed)"
+        if merged
+        else "A LoRA adapter"
+    )
+    lines = front + [
+        "",
+        f"# {adapter}" + (" (merged)" if merged else ""),
+        "",
+        f"{what} that writes replies to tweets (X posts), trained and evaluated with Reply Arena"
+        + ("" if merged else f" on top of `{base}`")
+        + f". Published as `{repo_id}`.",
+        "",
+    ]
+    lines += [
+        "## Base model",
+        "",
+        f"- `{base}`" + ("" if base_is_hub else " (a local or embedded model, not a Hub id)"),
+        f"- quantization during training: {metrics.get('quantized') or 'none'}; dtype "
+        f"{metrics.get('dtype', 'unknown')}",
+        "",
+    ]
     lines += ["## Data", ""]
     if data or metrics.get("n_train"):
-        lines += [f"- source: `{Path(str(data.get('source', 'unknown'))).name}` ({data.get('kind', 'unknown')})",
-                  f"- {data.get('n_train', metrics.get('n_train', '?'))} training pairs, {data.get('n_eval', metrics.get('n_eval', '?'))} eval pairs"
-                  " (split grouped by parent tweet)",
-                  f"- dataset sha256: `{str(data.get('sha256', metrics.get('dataset_sha256', 'unknown')))[:16]}…`", ""]
+        lines += [
+            f"- source: `{Path(str(data.get('source', 'unknown'))).name}` ({data.get('kind', 'unknown')})",
+            f"- {data.get('n_train', metrics.get('n_train', '?'))} training pairs, "
+            f"{data.get('n_eval', metrics.get('n_eval', '?'))} eval pairs"
+            " (split grouped by parent tweet)",
+            f"- dataset sha256: `{str(data.get('sha256', metrics.get('dataset_sha256', 'unknown')))[:16]}…`",
+            "",
+        ]
     else:
         lines += ["- no dataset.json in the adapter folder: data unknown", ""]
     lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
-    lora = {"r": acfg.get("r"), "lora_alpha": acfg.get("lora_alpha"), "lora_dropout": acfg.get("lora_dropout"),
-            "target_modules": acfg.get("target_modules")}
-    train_keys = ("learning_rate", "epochs", "max_steps", "micro_batch_size", "grad_accum", "warmup_ratio", "weight_decay",
-                  "max_seq_len", "load_in_4bit", "seed")
+    lora = {
+        "r": acfg.get("r"),
+        "lora_alpha": acfg.get("lora_alpha"),
+        "lora_dropout": acfg.get("lora_dropout"),
+        "target_modules": acfg.get("target_modules"),
+    }
+    train_keys = (
+        "learning_rate",
+        "epochs",
+        "max_steps",
+        "micro_batch_size",
+        "grad_accum",
+        "warmup_ratio",
+        "weight_decay",
+        "max_seq_len",
+        "load_in_4bit",
+        "seed",
+    )
     for k, v in list(lora.items()) + [(k, tcfg.get(k)) for k in train_keys]:
         if v is not None:
             lines.append(f"| {k} | {_fmt(v)} |")
     lines.append("")
     lines += ["## Training metrics", ""]
-    shown = [(k, metrics.get(k)) for k in ("eval_loss", "best_eval_loss", "first_eval_loss", "train_loss", "global_step",
-                                           "epochs_done", "early_stopped", "train_runtime_s", "device")]
+    shown = [
+        (k, metrics.get(k))
+        for k in (
+            "eval_loss",
+            "best_eval_loss",
+            "first_eval_loss",
+            "train_loss",
+            "global_step",
+            "epochs_done",
+            "early_stopped",
+            "train_runtime_s",
+            "device",
+        )
+    ]
     shown = [(k, v) for k, v in shown if v is not None]
     lines += [f"- {k}: {_fmt(v)}" for k, v in shown] or ["- no metrics.json in the adapter folder"]
     lines.append("")
     lines += ["## Evaluation", ""]
     if evaluation:
         rep = evaluation.get("report") or {}
-        judge = (rep.get("judge") or {}).get("label") or (evaluation["rows"][0].metrics.get("judge") if evaluation["rows"] else "?")
-        n_items = (rep.get("data") or {}).get("n_items") or (evaluation["rows"][0].metrics.get("n_items") if evaluation["rows"] else "?")
-        lines += [f"LLM-judge evaluation on {n_items} held-out tweets, judge {judge}, each pair judged twice with "
-                  "positions swapped (disagreement = tie).", "",
-                  "| versus | judge win rate (ties ½) | 95% CI | p (sign test) | verdict |", "|---|---|---|---|---|"]
+        judge = (rep.get("judge") or {}).get("label") or (
+            evaluation["rows"][0].metrics.get("judge") if evaluation["rows"] else "?"
+        )
+        n_items = (rep.get("data") or {}).get("n_items") or (
+            evaluation["rows"][0].metrics.get("n_items") if evaluation["rows"] else "?"
+        )
+        lines += [
+            f"LLM-judge evaluation on {n_items} held-out tweets, judge {judge}, each pair judged twice with "
+            "positions swapped (disagreement = tie).",
+            "",
+            "| versus | judge win rate (ties ½) | 95% CI | p (sign test) | verdict |",
+            "|---|---|---|---|---|",
+        ]
         for r in evaluation["rows"]:
             m = r.metrics
             wr = f"{m['win_rate']:.1%}" if m.get("win_rate") is not None else "–"
@@ -215,30 +293,64 @@ def build_model_card(adapter: str, adapter_dir: Path, repo_id: str, evaluation: 
             lines += [f"Full report: {link}", ""]
     else:
         lines += ["Not evaluated with Reply Arena's Evaluate tab yet.", ""]
-    lines += ["## Limitations", "",
-              "- Judged by an LLM on a small held-out set; win rates have wide confidence intervals and reflect the "
-              "judge's taste (criteria: engagement, relevance, tone, wit, concision), not measured engagement.",
-              "- Trained on public replies; it can reproduce their biases, tone and factual errors. Review replies before posting.",
-              f"- Replies are meant to be at most {TWEET_LIMIT} characters; longer generations are cut at a word boundary by the app.",
-              "- English tweets only were in the training data unless the data summary says otherwise.", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "- Judged by an LLM on a small held-out set; win rates have wide confidence intervals and reflect the "
+        "judge's taste (criteria: engagement, relevance, tone, wit, concision), not measured engagement.",
+        "- Trained on public replies; it can reproduce their biases, tone and factual errors. Review replies before "
+        "posting.",
+        f"- Replies are meant to be at most {TWEET_LIMIT} characters; longer generations are cut at a word boundary by "
+        "the app.",
+        "- English tweets only were in the training data unless the data summary says otherwise.",
+        "",
+    ]
     if merged:
-        lines += ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f"model = AutoModelForCausalLM.from_pretrained({json.dumps(repo_id)}, dtype=\"bfloat16\")",
-                  f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})", "```", "",
-                  f"In Reply Arena: `python app.py --base-model <this folder or {repo_id}>`.", ""]
+        lines += [
+            "## Usage",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained({json.dumps(repo_id)}, dtype="bfloat16")',
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})",
+            "```",
+            "",
+            f"In Reply Arena: `python app.py --base-model <this folder or {repo_id}>`.",
+            "",
+        ]
     else:
-        lines += ["## Usage", "", "```python", "from peft import PeftModel",
-                  "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f"base = AutoModelForCausalLM.from_pretrained({json.dumps(str(base))})",
-                  f"model = PeftModel.from_pretrained(base, {json.dumps(repo_id)})",
-                  f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})", "```", ""]
+        lines += [
+            "## Usage",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f"base = AutoModelForCausalLM.from_pretrained({json.dumps(str(base))})",
+            f"model = PeftModel.from_pretrained(base, {json.dumps(repo_id)})",
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})",
+            "```",
+            "",
+        ]
     lines += [f"_Card generated by Reply Arena on {datetime.now(timezone.utc).date().isoformat()}._", ""]
     return "\n".join(lines)
 
 
-def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters", data_dir: str | Path = "data",
-            dry_run: bool = False, token: str | None = None, private: bool = True, api=None,
-            report_link: str | None = None, merged_repo: str | None = None, include_report: bool = True) -> PublishResult:
+def publish(
+    adapter: str,
+    repo_id: str,
+    *,
+    adapters_dir: str | Path = "adapters",
+    data_dir: str | Path = "data",
+    dry_run: bool = False,
+    token: str | None = None,
+    private: bool = True,
+    api=None,
+    report_link: str | None = None,
+    merged_repo: str | None = None,
+    include_report: bool = True,
+) -> PublishResult:
     """Dry run: write card + file list locally. Otherwise create the repo(s) and upload (raises PublishError)."""
     adapter = (adapter or "").strip()
     adapter = adapter_name(adapter) or adapter
@@ -260,8 +372,10 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
     merged_files: list[Path] = []
     if merged_repo:
         if not (mdir / "config.json").is_file():
-            raise PublishError(f"No merged model for {adapter} in {mdir}; export it first "
-                               f"(python -m evaluation.export_model --adapter {adapter}).")
+            raise PublishError(
+                f"No merged model for {adapter} in {mdir}; export it first "
+                f"(python -m evaluation.export_model --adapter {adapter})."
+            )
         merged_files = [p for p in sorted(mdir.iterdir()) if p.is_file() and p.name != "README.md"]
     files = upload_files(adir)
     evaluation = _latest_eval(data_dir, adapter)
@@ -272,28 +386,49 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
     out = data_dir / "publish" / adapter
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.md").write_text(card, encoding="utf-8")
-    manifest = {"repo_id": repo_id, "adapter": adapter, "adapter_dir": str(adir.resolve()), "private": private,
-                "dry_run": dry_run,
-                "files": [{"path": p.name, "bytes": p.stat().st_size} for p in files] + [{"path": "README.md", "bytes": len(card.encode())}]
-                + [{"path": f"evaluation/{p.name}", "bytes": p.stat().st_size, "from": str(p)} for p in reports]}
-    merged_card = build_model_card(adapter, adir, merged_repo, evaluation, report_link, merged=True) if merged_repo else ""
+    manifest = {
+        "repo_id": repo_id,
+        "adapter": adapter,
+        "adapter_dir": str(adir.resolve()),
+        "private": private,
+        "dry_run": dry_run,
+        "files": [{"path": p.name, "bytes": p.stat().st_size} for p in files]
+        + [{"path": "README.md", "bytes": len(card.encode())}]
+        + [{"path": f"evaluation/{p.name}", "bytes": p.stat().st_size, "from": str(p)} for p in reports],
+    }
+    merged_card = (
+        build_model_card(adapter, adir, merged_repo, evaluation, report_link, merged=True) if merged_repo else ""
+    )
     if merged_repo:  # the card names the repo it goes to, so it is written here, not taken from the export
         (out / "merged_README.md").write_text(merged_card, encoding="utf-8")
-        manifest["merged"] = {"repo_id": merged_repo, "folder": str(mdir.resolve()),
-                              "files": [{"path": p.name, "bytes": p.stat().st_size} for p in merged_files]
-                              + [{"path": "README.md", "bytes": len(merged_card.encode())}]}
+        manifest["merged"] = {
+            "repo_id": merged_repo,
+            "folder": str(mdir.resolve()),
+            "files": [{"path": p.name, "bytes": p.stat().st_size} for p in merged_files]
+            + [{"path": "README.md", "bytes": len(merged_card.encode())}],
+        }
     (out / "upload_manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     extra = {"manifest": manifest}
     n_all = len(names) + (len(merged_files) + 1 if merged_repo else 0)
 
     if dry_run:
         more = f" and {len(merged_files) + 1} merged-model files for {merged_repo}" if merged_repo else ""
-        return PublishResult(adapter, repo_id, True, out / "README.md", names, None,
-                             f"Dry run: wrote the model card and the list of {len(names)} files for {repo_id}{more} to "
-                             f"{out / 'upload_manifest.json'}; nothing was uploaded.", extra)
+        return PublishResult(
+            adapter,
+            repo_id,
+            True,
+            out / "README.md",
+            names,
+            None,
+            f"Dry run: wrote the model card and the list of {len(names)} files for {repo_id}{more} to "
+            f"{out / 'upload_manifest.json'}; nothing was uploaded.",
+            extra,
+        )
 
     if _offline():
-        raise PublishError("The Hub is unreachable in offline mode (HF_HUB_OFFLINE=1); unset it to publish, or use a dry run.")
+        raise PublishError(
+            "The Hub is unreachable in offline mode (HF_HUB_OFFLINE=1); unset it to publish, or use a dry run."
+        )
     token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
         raise PublishError("Set HF_TOKEN (a Hugging Face write token) to publish, or use a dry run.")
@@ -314,31 +449,53 @@ def publish(adapter: str, repo_id: str, *, adapters_dir: str | Path = "adapters"
         target = repo_id
         try:
             repo = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-            api.upload_folder(folder_path=str(stage), repo_id=repo_id, repo_type="model",
-                              commit_message=f"Upload LoRA adapter {adapter} from Reply Arena")
+            api.upload_folder(
+                folder_path=str(stage),
+                repo_id=repo_id,
+                repo_type="model",
+                commit_message=f"Upload LoRA adapter {adapter} from Reply Arena",
+            )
             if merged_repo:
                 target = merged_repo
                 mrepo = api.create_repo(repo_id=merged_repo, repo_type="model", private=private, exist_ok=True)
                 _stage_merged(stage_m, merged_files, merged_card)
-                api.upload_folder(folder_path=str(stage_m), repo_id=merged_repo, repo_type="model",
-                                  commit_message=f"Upload {adapter} merged into its base from Reply Arena")
+                api.upload_folder(
+                    folder_path=str(stage_m),
+                    repo_id=merged_repo,
+                    repo_type="model",
+                    commit_message=f"Upload {adapter} merged into its base from Reply Arena",
+                )
                 extra["merged_url"] = str(getattr(mrepo, "url", "") or f"https://huggingface.co/{merged_repo}")
         except Exception as exc:  # HfHubHTTPError, network errors: one sentence
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
-                raise PublishError(f"The Hub refused the token for {target} (HTTP {status}); use a token with write access.") from exc
-            raise PublishError(f"Upload to {target} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
+                raise PublishError(
+                    f"The Hub refused the token for {target} (HTTP {status}); use a token with write access."
+                ) from exc
+            raise PublishError(
+                f"Upload to {target} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            ) from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(stage_m, ignore_errors=True)
     url = str(getattr(repo, "url", "") or f"https://huggingface.co/{repo_id}")
     also = f" and the merged model to {extra['merged_url']}" if merged_repo else ""
-    return PublishResult(adapter, repo_id, False, out / "README.md", names, url,
-                         f"Published {adapter} to {url}{also} ({n_all} files).", extra)
+    return PublishResult(
+        adapter,
+        repo_id,
+        False,
+        out / "README.md",
+        names,
+        url,
+        f"Published {adapter} to {url}{also} ({n_all} files).",
+        extra,
+    )
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluation.publish", description="Push a LoRA adapter + model card to the Hub.")
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.publish", description="Push a LoRA adapter + model card to the Hub."
+    )
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--repo", required=True, help="user/name")
     ap.add_argument("--merged-repo", help="also push the merged model (python -m evaluation.export_model) to this repo")
@@ -349,8 +506,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     a = ap.parse_args(argv)
     try:
-        res = publish(a.adapter, a.repo, adapters_dir=a.adapters_dir, data_dir=a.data_dir, dry_run=a.dry_run,
-                      private=not a.public, merged_repo=a.merged_repo, include_report=not a.no_report)
+        res = publish(
+            a.adapter,
+            a.repo,
+            adapters_dir=a.adapters_dir,
+            data_dir=a.data_dir,
+            dry_run=a.dry_run,
+            private=not a.public,
+            merged_repo=a.merged_repo,
+            include_report=not a.no_report,
+        )
     except PublishError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

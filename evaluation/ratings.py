@@ -30,6 +30,7 @@ Conventions (also returned verbatim in ``compute_leaderboard(...)["scale"]``):
   sign test, Cohen's h versus 0.5 and the 80 %-power vote estimate all refer to
   the decisive win rate; ``win_rate_a`` (ties as half) is reported alongside.
 """
+
 from __future__ import annotations
 
 import math
@@ -129,11 +130,13 @@ def _to_lengths(values: list[Any]) -> np.ndarray | None:
     try:
         out = np.array(values, dtype=float)  # None -> NaN, vectorised
     except (TypeError, ValueError):  # odd entries (e.g. "n/a"): fall back to a tolerant pass
+
         def conv(v: Any) -> float:
             try:
                 return float(v)
             except (TypeError, ValueError):
                 return math.nan
+
         out = np.array([conv(v) for v in values], dtype=float)
     if out.ndim != 1 or not np.isfinite(out).any():
         return None
@@ -154,9 +157,7 @@ def parse_battles(battles: Iterable[dict]) -> ParsedBattles:
         oc = np.array([_WINNER_CODE[w] for w in wn], dtype=np.int8)
     except (KeyError, TypeError):
         bad = next(w for w in wn if not isinstance(w, str) or w not in _WINNER_CODE)
-        raise ValueError(
-            f"unknown winner value {bad!r}; expected one of {list(WINNER_VALUES)}"
-        ) from None
+        raise ValueError(f"unknown winner value {bad!r}; expected one of {list(WINNER_VALUES)}") from None
     index = dict.fromkeys(ma)  # insertion-ordered unique names, C speed
     index.update(dict.fromkeys(mb))
     bad_name = next((m for m in index if not isinstance(m, str)), None)
@@ -310,9 +311,7 @@ def adapter_verdicts(table: PairTable, rule: DecisionRule = DecisionRule()) -> l
 LENGTH_FEATURE = "(len_a - len_b) / (len_a + len_b)"
 
 
-def length_controlled_bt(
-    parsed: ParsedBattles, cfg: BTConfig = BTConfig()
-) -> tuple[dict[str, Any] | None, str | None]:
+def length_controlled_bt(parsed: ParsedBattles, cfg: BTConfig = BTConfig()) -> tuple[dict[str, Any] | None, str | None]:
     """BT with the normalised length difference as a covariate (Chatbot Arena style control).
 
     Logistic model P(a wins) = sigmoid(beta_a - beta_b + gamma * f), f in [-1, 1];
@@ -374,7 +373,8 @@ def length_controlled_bt(
     ]
     moved = [
         {"name": r["name"], "from": r["rank_plain"], "to": r["rank"], "change": r["rank_change"]}
-        for r in rows if r["rank_change"] != 0
+        for r in rows
+        if r["rank_change"] != 0
     ]
     direction = "longer" if gamma > 0 else "shorter"
     return {
@@ -412,9 +412,7 @@ def _empty_result() -> dict[str, Any]:
     }
 
 
-def compute_leaderboard(
-    battles: Iterable[dict], n_boot: int = 200, seed: int = 0, min_votes: int = 10
-) -> dict:
+def compute_leaderboard(battles: Iterable[dict], n_boot: int = 200, seed: int = 0, min_votes: int = 10) -> dict:
     """Everything the Leaderboard tab and CLI show, as a JSON-serialisable dict.
 
     Battles use Chatbot Arena's format (model_a, model_b, winner; optional len_a/len_b).

@@ -7,6 +7,7 @@ All user-controlled text (tweets, replies, references, names, paths, judge answe
 report and made inert (HTML-escaped + Markdown-neutralised) in the Markdown one: a reply like
 ``<script>alert(1)</script>`` shows up as text.
 """
+
 from __future__ import annotations
 
 import base64
@@ -79,14 +80,32 @@ def winrate_plot(result: dict) -> bytes:
         if wr is None:
             continue
         lo, hi = p.get("ci_low") or wr, p.get("ci_high") or wr
-        ax.errorbar([wr], [yy], xerr=[[max(0, wr - lo)], [max(0, hi - wr)]], fmt="o", capsize=4, color=_COLORS[0],
-                    label="win rate (ties ½), Wilson 95% CI" if k == 0 else None)
+        ax.errorbar(
+            [wr],
+            [yy],
+            xerr=[[max(0, wr - lo)], [max(0, hi - wr)]],
+            fmt="o",
+            capsize=4,
+            color=_COLORS[0],
+            label="win rate (ties ½), Wilson 95% CI" if k == 0 else None,
+        )
         lcd = p.get("length_controlled") or {}
         lc = lcd.get("win_rate_at_equal_length")
         if lc is not None:
-            llo, lhi = lcd.get("ci_low") if lcd.get("ci_low") is not None else lc, lcd.get("ci_high") if lcd.get("ci_high") is not None else lc
-            ax.errorbar([lc], [yy - 0.18], xerr=[[max(0, lc - llo)], [max(0, lhi - lc)]], fmt="D", capsize=3, lw=0.9,
-                        color=_COLORS[4], label="at equal length (logistic), Wald 95% CI" if k == 0 else None)
+            llo, lhi = (
+                lcd.get("ci_low") if lcd.get("ci_low") is not None else lc,
+                lcd.get("ci_high") if lcd.get("ci_high") is not None else lc,
+            )
+            ax.errorbar(
+                [lc],
+                [yy - 0.18],
+                xerr=[[max(0, lc - llo)], [max(0, lhi - lc)]],
+                fmt="D",
+                capsize=3,
+                lw=0.9,
+                color=_COLORS[4],
+                label="at equal length (logistic), Wald 95% CI" if k == 0 else None,
+            )
     ax.axvline(0.5, color="#9ca3af", lw=0.8, ls="--")
     ax.set_xlim(0, 1)
     ax.set_yticks(y, [f"{p['a']} vs {p['b']}" for p in pairs])
@@ -140,25 +159,55 @@ def lengths_plot(result: dict) -> bytes:
 
 
 def make_plots(result: dict) -> dict[str, bytes]:
-    return {"winrates.png": winrate_plot(result), "scores.png": scores_plot(result), "lengths.png": lengths_plot(result)}
+    return {
+        "winrates.png": winrate_plot(result),
+        "scores.png": scores_plot(result),
+        "lengths.png": lengths_plot(result),
+    }
 
 
 # --------------------------------------------------------------------------- #
 # Tables (shared by HTML, Markdown and the UI)
 # --------------------------------------------------------------------------- #
 def pair_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["pair", "n", "wins", "losses", "ties", "unparsed", "win rate", "95% CI", "at equal length",
-            "position-consistent", "Mann-Whitney p", "Cohen's d", "verdict"]
+    head = [
+        "pair",
+        "n",
+        "wins",
+        "losses",
+        "ties",
+        "unparsed",
+        "win rate",
+        "95% CI",
+        "at equal length",
+        "position-consistent",
+        "Mann-Whitney p",
+        "Cohen's d",
+        "verdict",
+    ]
     rows = []
     for p in result.get("pairs") or []:
         st = p.get("score_tests") or {}
         mw = (st.get("mann_whitney") or {}).get("p_value")
         d = (st.get("cohens_d") or {}).get("d")
         lc = p.get("length_controlled") or {}
-        rows.append([f"{p['a']} vs {p['b']}", str(p["n"]), str(p["wins"]), str(p["losses"]), str(p["ties"]),
-                     str(p["unparsed"]), _pct(p["win_rate"]), f"{_pct(p['ci_low'])} – {_pct(p['ci_high'])}",
-                     _pct(lc.get("win_rate_at_equal_length")), _pct(p.get("position_consistency")), _f(mw, "{:.3g}"),
-                     _f(d, "{:.2f}"), p["decision"]["verdict"]])
+        rows.append(
+            [
+                f"{p['a']} vs {p['b']}",
+                str(p["n"]),
+                str(p["wins"]),
+                str(p["losses"]),
+                str(p["ties"]),
+                str(p["unparsed"]),
+                _pct(p["win_rate"]),
+                f"{_pct(p['ci_low'])} – {_pct(p['ci_high'])}",
+                _pct(lc.get("win_rate_at_equal_length")),
+                _pct(p.get("position_consistency")),
+                _f(mw, "{:.3g}"),
+                _f(d, "{:.2f}"),
+                p["decision"]["verdict"],
+            ]
+        )
     return head, rows
 
 
@@ -183,30 +232,62 @@ def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for v in result["settings"]["variants"]:
         t, s = result["text_metrics"][v], result["scores"][v]
-        rows.append([v, _f(s["mean"], "{:.2f}"), _f(s["engagement"], "{:.2f}"), str(s["n_unparsed"]), _f(t["rouge1"]),
-                     _f(t["rouge2"]), _f(t["rougeL"]), _f(t["distinct_1"]), _f(t["distinct_2"]),
-                     _f(t["mean_chars"], "{:.0f}"), _f(t["median_chars"], "{:.0f}"), _f(t["p90_chars"], "{:.0f}"),
-                     _pct(t["frac_over_280"]), _pct(t["frac_think_leak"]), _pct(t["frac_empty"])])
+        rows.append(
+            [
+                v,
+                _f(s["mean"], "{:.2f}"),
+                _f(s["engagement"], "{:.2f}"),
+                str(s["n_unparsed"]),
+                _f(t["rouge1"]),
+                _f(t["rouge2"]),
+                _f(t["rougeL"]),
+                _f(t["distinct_1"]),
+                _f(t["distinct_2"]),
+                _f(t["mean_chars"], "{:.0f}"),
+                _f(t["median_chars"], "{:.0f}"),
+                _f(t["p90_chars"], "{:.0f}"),
+                _pct(t["frac_over_280"]),
+                _pct(t["frac_think_leak"]),
+                _pct(t["frac_empty"]),
+            ]
+        )
     return head, rows
 
 
 def ranking_has_data(result: dict) -> bool:
     """False while every number of the composite ranking is missing (a table of '–' says nothing: it stays hidden)."""
     keys = ("composite", "partial", "engagement", "win_rate", "eval_loss")
-    return any(r.get(k) is not None and not (isinstance(r.get(k), float) and not math.isfinite(r[k]))
-               for r in result.get("ranking") or [] for k in keys)
+    return any(
+        r.get(k) is not None and not (isinstance(r.get(k), float) and not math.isfinite(r[k]))
+        for r in result.get("ranking") or []
+        for k in keys
+    )
 
 
 def ranking_table(result: dict) -> tuple[list[str], list[list[str]]]:
     head = ["rank", "contender", "composite", "partial", "engagement", "judge win rate", "eval loss", "note"]
-    rows = [[str(r["rank"]), r["contender"], _f(r["composite"]), _f(r["partial"]), _f(r["engagement"]),
-             _pct(r["win_rate"]), _f(r["eval_loss"]), r["note"]] for r in result.get("ranking") or []]
+    rows = [
+        [
+            str(r["rank"]),
+            r["contender"],
+            _f(r["composite"]),
+            _f(r["partial"]),
+            _f(r["engagement"]),
+            _pct(r["win_rate"]),
+            _f(r["eval_loss"]),
+            r["note"],
+        ]
+        for r in result.get("ranking") or []
+    ]
     return head, rows
 
 
 def verdict_lines(result: dict) -> list[str]:
     out = [f"Is fine-tuning worth it? {result['verdicts']['phase0']['explanation']}"]
-    out += [f"{friendly_name(v['adapter'])} vs {friendly_name(v['versus'])}: {v['explanation']}" for v in result["verdicts"]["phase4"]]
+    out += [
+        f"{friendly_name(v['adapter'])} vs {friendly_name(v['versus'])}: {v['explanation']}"
+        for v in result["verdicts"]["phase4"]
+    ]
     return out
 
 
@@ -235,39 +316,72 @@ def render_html(result: dict, plots: dict[str, bytes], max_items: int = 200) -> 
     s = result["settings"]
     j = result["judge"]
     u = j["usage"]
-    parts = [f'<div class="ra-report"><style>{_CSS}</style>',
-             f"<h1>Evaluation report: {_e(result['name'])}</h1>",
-             f"<p>{_e(result['created_at'])} · base model <code>{_e(s['base_model'])}</code> · "
-             f"{_e(result['data']['n_items'])} tweets · config <code>{_e(s['config_hash'])}</code></p>"]
+    parts = [
+        f'<div class="ra-report"><style>{_CSS}</style>',
+        f"<h1>Evaluation report: {_e(result['name'])}</h1>",
+        f"<p>{_e(result['created_at'])} · base model <code>{_e(s['base_model'])}</code> · "
+        f"{_e(result['data']['n_items'])} tweets · config <code>{_e(s['config_hash'])}</code></p>",
+    ]
     if j.get("weaker"):
         parts.append(f'<p class="warn">⚠️ {_e(j["note"])}</p>')
-    parts.append("<h2>Verdicts</h2><ul>" + "".join(f'<li class="verdict">{_e(v)}</li>' for v in verdict_lines(result)) + "</ul>")
-    parts.append(f"<details><summary>How the verdicts are decided</summary><p>{_e(PHASE0_HELP)}</p><p>{_e(PHASE4_HELP)}</p>"
-                 f"<p>{_e(COMPOSITE_HELP)}</p></details>")
+    parts.append(
+        "<h2>Verdicts</h2><ul>" + "".join(f'<li class="verdict">{_e(v)}</li>' for v in verdict_lines(result)) + "</ul>"
+    )
+    parts.append(
+        f"<details><summary>How the verdicts are decided</summary><p>{_e(PHASE0_HELP)}</p><p>{_e(PHASE4_HELP)}</p>"
+        f"<p>{_e(COMPOSITE_HELP)}</p></details>"
+    )
     parts.append("<h2>Judge pairwise (position-swapped)</h2>" + _html_table(*pair_table(result)))
     parts.append("<h2>Composite ranking</h2>" + _html_table(*ranking_table(result)))
     parts.append("<h2>Per-variant metrics</h2>" + _html_table(*metrics_table(result)))
     k = result["judge_vs_human"]
-    parts.append(f"<h2>Judge vs humans</h2><p>Cohen's kappa {_e(_f(k.get('kappa')))} ({_e(k.get('interpretation'))}) on "
-                 f"{_e(k.get('n'))} battles; {_e(k.get('note'))}.</p>")
+    parts.append(
+        f"<h2>Judge vs humans</h2><p>Cohen's kappa {_e(_f(k.get('kappa')))} ({_e(k.get('interpretation'))}) on "
+        f"{_e(k.get('n'))} battles; {_e(k.get('note'))}.</p>"
+    )
     parts.append("<h2>Plots</h2>")
-    for fname, title in (("winrates.png", "Win rates with 95% CIs"), ("scores.png", "Judge score distributions"),
-                         ("lengths.png", "Reply length distributions")):
+    for fname, title in (
+        ("winrates.png", "Win rates with 95% CIs"),
+        ("scores.png", "Judge score distributions"),
+        ("lengths.png", "Reply length distributions"),
+    ):
         if fname in plots:
             b64 = base64.b64encode(plots[fname]).decode()
             parts.append(f'<h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{b64}">')
-    parts.append("<h2>Settings</h2>" + _html_table(["setting", "value"], [
-        ["judge", f"{j['label']} (temperature {j['temperature']}{'' if j['temperature_applied'] else ', not accepted by the model'})"],
-        ["judge usage", f"{u['calls']} calls, {u['cached']} cached, {u['retries']} retries, {u['input_tokens']} in + "
-                        f"{u['output_tokens']} out tokens, cost {('$%.4f' % u['cost_usd']) if u.get('cost_usd') is not None else 'unknown'}"],
-        ["cost note", j["price_note"]],
-        ["variants", ", ".join(s["variants"])],
-        ["tweets", f"{result['data']['source']} ({result['data']['n_items']} tweets, {result['data']['n_with_reference']} with a reference)"],
-        ["sampling", json.dumps(s["sampling"], sort_keys=True)],
-        ["replies", f"{result['generation']['n_generated']} generated, {result['generation']['n_cached']} from the cache"],
-        ["weights", json.dumps(result["weights"])],
-        ["decision rule", json.dumps(s["rule"])],
-    ]))
+    parts.append(
+        "<h2>Settings</h2>"
+        + _html_table(
+            ["setting", "value"],
+            [
+                [
+                    "judge",
+                    f"{j['label']} (temperature "
+                    f"{j['temperature']}{'' if j['temperature_applied'] else ', not accepted by the model'})",
+                ],
+                [
+                    "judge usage",
+                    f"{u['calls']} calls, {u['cached']} cached, {u['retries']} retries, {u['input_tokens']} in + "
+                    f"{u['output_tokens']} out tokens, cost "
+                    f"{('$%.4f' % u['cost_usd']) if u.get('cost_usd') is not None else 'unknown'}",
+                ],
+                ["cost note", j["price_note"]],
+                ["variants", ", ".join(s["variants"])],
+                [
+                    "tweets",
+                    f"{result['data']['source']} ({result['data']['n_items']} tweets, "
+                    f"{result['data']['n_with_reference']} with a reference)",
+                ],
+                ["sampling", json.dumps(s["sampling"], sort_keys=True)],
+                [
+                    "replies",
+                    f"{result['generation']['n_generated']} generated, {result['generation']['n_cached']} from the "
+                    "cache",
+                ],
+                ["weights", json.dumps(result["weights"])],
+                ["decision rule", json.dumps(s["rule"])],
+            ],
+        )
+    )
     parts.append("<h2>Limitations</h2><ul>" + "".join(f"<li>{_e(x)}</li>" for x in result["limitations"]) + "</ul>")
     variants = s["variants"]
     head = ["#", "tweet", "reference"] + [f"{v} (score)" for v in variants]
@@ -276,16 +390,23 @@ def render_html(result: dict, plots: dict[str, bytes], max_items: int = 200) -> 
         cells = [str(n), it["tweet"], " | ".join(it.get("references") or [])]
         cells += [f"{it['replies'][v]}  [{it['scores'][v] if it['scores'][v] is not None else '?'}]" for v in variants]
         rows_html.append("<tr>" + "".join(f'<td class="reply">{_e(c)}</td>' for c in cells) + "</tr>")
-    parts.append(f"<h2>Replies ({min(len(result['items']), max_items)} of {len(result['items'])})</h2>"
-                 "<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-                 + "".join(rows_html) + "</tbody></table>")
+    parts.append(
+        f"<h2>Replies ({min(len(result['items']), max_items)} of {len(result['items'])})</h2>"
+        "<table><thead><tr>"
+        + "".join(f"<th>{_e(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows_html)
+        + "</tbody></table>"
+    )
     parts.append("</div>")
     return "\n".join(parts)
 
 
 def html_document(fragment: str, title: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title></head>'
-            f"<body>\n{fragment}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title></head>'
+        f"<body>\n{fragment}\n</body></html>\n"
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -302,9 +423,13 @@ def render_markdown(result: dict, max_items: int = 50) -> str:
     s = result["settings"]
     j = result["judge"]
     u = j["usage"]
-    out = [f"# Evaluation report: {_md(result['name'])}", "",
-           f"{_mt(result['created_at'])} · base model {_md(s['base_model'])} · {result['data']['n_items']} tweets · "
-           f"config `{s['config_hash']}`", ""]
+    out = [
+        f"# Evaluation report: {_md(result['name'])}",
+        "",
+        f"{_mt(result['created_at'])} · base model {_md(s['base_model'])} · {result['data']['n_items']} tweets · "
+        f"config `{s['config_hash']}`",
+        "",
+    ]
     if j.get("weaker"):
         out += [f"> ⚠️ {_mt(j['note'])}", ""]
     out += ["## Verdicts", ""] + [f"- **{_mt(v)}**" for v in verdict_lines(result)] + [""]
@@ -312,27 +437,53 @@ def render_markdown(result: dict, max_items: int = 50) -> str:
     out += ["## Composite ranking", "", _md_table(*ranking_table(result)), "", _mt(COMPOSITE_HELP), ""]
     out += ["## Per-variant metrics", "", _md_table(*metrics_table(result)), ""]
     k = result["judge_vs_human"]
-    out += ["## Judge vs humans", "", f"Cohen's kappa {_f(k.get('kappa'))} ({_mt(k.get('interpretation'))}) on "
-            f"{k.get('n')} battles; {_mt(k.get('note'))}.", ""]
-    out += ["## Plots", "", "![win rates](winrates.png)", "", "![scores](scores.png)", "", "![lengths](lengths.png)", ""]
+    out += [
+        "## Judge vs humans",
+        "",
+        f"Cohen's kappa {_f(k.get('kappa'))} ({_mt(k.get('interpretation'))}) on "
+        f"{k.get('n')} battles; {_mt(k.get('note'))}.",
+        "",
+    ]
+    out += [
+        "## Plots",
+        "",
+        "![win rates](winrates.png)",
+        "",
+        "![scores](scores.png)",
+        "",
+        "![lengths](lengths.png)",
+        "",
+    ]
     cost = u.get("cost_usd")
-    out += ["## Settings", "",
-            f"- judge: {_md(j['label'])}, temperature {j['temperature']}"
-            + ("" if j["temperature_applied"] else " (not accepted by the model)"),
-            f"- judge usage: {u['calls']} calls, {u['cached']} cached, {u['retries']} retries, "
-            f"{u['input_tokens']} + {u['output_tokens']} tokens, cost {('$%.4f' % cost) if cost is not None else 'unknown'} "
-            f"({_mt(j['price_note'])})",
-            f"- variants: {_md(', '.join(s['variants']))}",
-            f"- tweets: {_md(result['data']['source'])}",
-            f"- replies: {result['generation']['n_generated']} generated, {result['generation']['n_cached']} cached",
-            f"- sampling: `{json.dumps(s['sampling'], sort_keys=True)}`", ""]
+    out += [
+        "## Settings",
+        "",
+        f"- judge: {_md(j['label'])}, temperature {j['temperature']}"
+        + ("" if j["temperature_applied"] else " (not accepted by the model)"),
+        f"- judge usage: {u['calls']} calls, {u['cached']} cached, {u['retries']} retries, "
+        f"{u['input_tokens']} + {u['output_tokens']} tokens, cost "
+        f"{('$%.4f' % cost) if cost is not None else 'unknown'} "
+        f"({_mt(j['price_note'])})",
+        f"- variants: {_md(', '.join(s['variants']))}",
+        f"- tweets: {_md(result['data']['source'])}",
+        f"- replies: {result['generation']['n_generated']} generated, {result['generation']['n_cached']} cached",
+        f"- sampling: `{json.dumps(s['sampling'], sort_keys=True)}`",
+        "",
+    ]
     out += ["## Limitations", ""] + [f"- {_mt(x)}" for x in result["limitations"]] + [""]
     variants = s["variants"]
     rows = []
     for it in result["items"][:max_items]:
-        rows.append([it["tweet"]] + [f"{it['replies'][v]} [{it['scores'][v] if it['scores'][v] is not None else '?'}]"
-                                     for v in variants])
-    out += [f"## Replies (first {min(max_items, len(result['items']))})", "", _md_table(["tweet"] + variants, rows, user=True), ""]
+        rows.append(
+            [it["tweet"]]
+            + [f"{it['replies'][v]} [{it['scores'][v] if it['scores'][v] is not None else '?'}]" for v in variants]
+        )
+    out += [
+        f"## Replies (first {min(max_items, len(result['items']))})",
+        "",
+        _md_table(["tweet"] + variants, rows, user=True),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -356,13 +507,19 @@ def write_report(result: dict, reports_root: str | Path) -> dict[str, Any]:
         for fname, data in plots.items():
             (tmp / fname).write_bytes(data)
         result["report_dir"] = str(final)
-        result["files"] = {"html": str(final / "report.html"), "markdown": str(final / "report.md"),
-                           "json": str(final / "report.json"), **{k.split(".")[0]: str(final / k) for k in plots}}
-        (tmp / "report.html").write_text(html_document(render_html(result, plots), f"Evaluation {result.get('name', '')}"),
-                                         encoding="utf-8")
+        result["files"] = {
+            "html": str(final / "report.html"),
+            "markdown": str(final / "report.md"),
+            "json": str(final / "report.json"),
+            **{k.split(".")[0]: str(final / k) for k in plots},
+        }
+        (tmp / "report.html").write_text(
+            html_document(render_html(result, plots), f"Evaluation {result.get('name', '')}"), encoding="utf-8"
+        )
         (tmp / "report.md").write_text(render_markdown(result), encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False, default=str),
-                                         encoding="utf-8")
+        (tmp / "report.json").write_text(
+            json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False, default=str), encoding="utf-8"
+        )
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -377,5 +534,8 @@ def list_reports(reports_root: str | Path) -> list[Path]:
     root = Path(reports_root)
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "report.json").is_file()),
-                  key=lambda p: p.name, reverse=True)
+    return sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "report.json").is_file()),
+        key=lambda p: p.name,
+        reverse=True,
+    )

@@ -5,6 +5,7 @@ power (per-pair tests on decisive votes); Mann-Whitney U and Cohen's d (1-10 sco
 logistic solver that both the Bradley-Terry fit (evaluation.ratings) and the judge's length-controlled win rate
 (evaluation.metrics) use.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,20 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["LogisticConfig", "logistic_newton", "num", "wilson_ci", "sign_test", "holm", "cohens_h",
-           "votes_for_power", "MannWhitneyResult", "mann_whitney", "CohensDResult", "cohens_d"]
+__all__ = [
+    "LogisticConfig",
+    "logistic_newton",
+    "num",
+    "wilson_ci",
+    "sign_test",
+    "holm",
+    "cohens_h",
+    "votes_for_power",
+    "MannWhitneyResult",
+    "mann_whitney",
+    "CohensDResult",
+    "cohens_d",
+]
 
 
 def num(x: Any) -> float | None:
@@ -24,7 +37,6 @@ def num(x: Any) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,6 @@ class LogisticConfig:
     tol: float = 1e-9
     max_iter: int = 100
     max_step: float = 4.0
-
 
 
 def _neg_log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -100,7 +111,6 @@ def logistic_newton(
             break
     p = special.expit(theta @ X.T)
     return theta, neg_hessian(tot * p * (1.0 - p))
-
 
 
 def wilson_ci(k: Any, n: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +179,6 @@ def votes_for_power(h: float | None, have: int, alpha: float = 0.05, power: floa
     return max(0, int(math.ceil(n_req - 1e-9)) - int(have))
 
 
-
 @dataclass(frozen=True)
 class MannWhitneyResult:
     """U statistic of x, its p-value and two readable effect sizes."""
@@ -200,8 +209,9 @@ def mann_whitney(x: Sequence[float], y: Sequence[float], alternative: str = "two
         raise ValueError("mann_whitney needs at least one score in each group")
     res = stats.mannwhitneyu(x, y, alternative=alternative, method="auto")
     cles = float(res.statistic) / (x.size * y.size)
-    return MannWhitneyResult(float(res.statistic), float(res.pvalue), alternative,
-                             int(x.size), int(y.size), cles, 2 * cles - 1)
+    return MannWhitneyResult(
+        float(res.statistic), float(res.pvalue), alternative, int(x.size), int(y.size), cles, 2 * cles - 1
+    )
 
 
 @dataclass(frozen=True)

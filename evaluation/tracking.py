@@ -1,4 +1,5 @@
 """Evaluate's report to W&B: the pair and ranking tables and the report files, in the project training runs use."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,14 @@ __all__ = ["log_evaluation"]
 log = logging.getLogger(__name__)
 
 
-def log_evaluation(project: str, name: str, summary: dict[str, Any], tables: dict[str, tuple[list[str], list[list]]],
-                   report_dir: str | Path | None = None, files: list[str | Path] = ()) -> TrackingInfo:
+def log_evaluation(
+    project: str,
+    name: str,
+    summary: dict[str, Any],
+    tables: dict[str, tuple[list[str], list[list]]],
+    report_dir: str | Path | None = None,
+    files: list[str | Path] = (),
+) -> TrackingInfo:
     """Evaluate's report to the same W&B project (online only: an offline eval report would be one more folder to sync
     by hand; the report folder on disk is already the record). Tables are (columns, rows)."""
     mode = wandb_mode()
@@ -29,8 +36,14 @@ def log_evaluation(project: str, name: str, summary: dict[str, Any], tables: dic
     try:
         if wandb is None:
             raise ImportError("wandb is not installed (pip install wandb)")
-        run = wandb.init(project=project, name=name, job_type="evaluation", dir=str(report_dir) if report_dir else None,
-                         config={"kind": "evaluation"}, settings=wandb.Settings(silent=True, console="off"))
+        run = wandb.init(
+            project=project,
+            name=name,
+            job_type="evaluation",
+            dir=str(report_dir) if report_dir else None,
+            config={"kind": "evaluation"},
+            settings=wandb.Settings(silent=True, console="off"),
+        )
         for key, (cols, rows) in tables.items():
             run.log({key: wandb.Table(columns=list(cols), data=[list(r) for r in rows])})
         for k, v in summary.items():

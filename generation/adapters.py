@@ -1,4 +1,5 @@
 """LoRA adapters on one shared base model: discover by name, load once, switch without reloading the base."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,24 @@ def _norm(name: str) -> str:
 def read_adapter(path: Path) -> AdapterInfo:
     cfg_file = Path(path) / "adapter_config.json"
     if not cfg_file.is_file():
-        raise AdapterError(f"{path} is not a PEFT adapter (no adapter_config.json); train one in the Training tab or copy a saved adapter there.")
+        raise AdapterError(
+            f"{path} is not a PEFT adapter (no adapter_config.json); train one in the Training tab or copy a saved "
+            "adapter there."
+        )
     try:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
-        raise AdapterError(f"Adapter {Path(path).name} has an unreadable adapter_config.json; re-save the adapter.") from exc
+        raise AdapterError(
+            f"Adapter {Path(path).name} has an unreadable adapter_config.json; re-save the adapter."
+        ) from exc
     tm = cfg.get("target_modules") or []
-    return AdapterInfo(Path(path).name, Path(path), cfg.get("base_model_name_or_path") or "", cfg.get("r"), sorted(tm) if isinstance(tm, list) else [str(tm)])
+    return AdapterInfo(
+        Path(path).name,
+        Path(path),
+        cfg.get("base_model_name_or_path") or "",
+        cfg.get("r"),
+        sorted(tm) if isinstance(tm, list) else [str(tm)],
+    )
 
 
 def discover(adapters_dir: Path) -> dict[str, AdapterInfo]:
@@ -83,20 +95,28 @@ class AdapterBank:
                 return
             infos = discover(self.adapters_dir)
             if name not in infos:
-                raise AdapterError(f"No adapter named {name!r} in {self.adapters_dir}; available: {', '.join(sorted(infos)) or 'none'}.")
+                raise AdapterError(
+                    f"No adapter named {name!r} in {self.adapters_dir}; available: "
+                    f"{', '.join(sorted(infos)) or 'none'}."
+                )
             info = infos[name]
             self.check_compatible(info)
             from peft import PeftModel
 
             try:
                 if self.peft_model is None:
-                    self.peft_model = PeftModel.from_pretrained(self.base, str(info.path), adapter_name=name, is_trainable=False)
+                    self.peft_model = PeftModel.from_pretrained(
+                        self.base, str(info.path), adapter_name=name, is_trainable=False
+                    )
                 else:
                     self.peft_model.load_adapter(str(info.path), adapter_name=name, is_trainable=False)
             except (RuntimeError, ValueError, KeyError) as exc:
                 msg = str(exc)
                 if "size mismatch" in msg or "shape" in msg or "Target modules" in msg or "not found" in msg:
-                    raise AdapterError(f"Adapter {name} does not fit the loaded base model {self.base_name} (layer shapes or module names differ); it was made for another base model.") from exc
+                    raise AdapterError(
+                        f"Adapter {name} does not fit the loaded base model {self.base_name} (layer shapes or module "
+                        "names differ); it was made for another base model."
+                    ) from exc
                 raise AdapterError(f"Adapter {name} could not be loaded: {msg.splitlines()[0][:160]}") from exc
             self.peft_model.eval()
             self.loaded.add(name)

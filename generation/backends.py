@@ -8,9 +8,11 @@ The production path for many visitors is vLLM (paged attention, continuous batch
 Each LoRA module is a model name on that server; the app's variant ``lora:<name>`` asks for model ``<name>``, and
 ``base`` / ``rag`` ask for the base model (RAG's few-shot examples are retrieved here and sent in the prompt).
 ``OpenAIBackend`` offers the Engine methods the tabs use (variants, stream_many, stream, generate, generate_batch), so
-Generate, Arena and Evaluate work unchanged. Failures become one sentence: server down, unknown model or adapter, refusal.
+Generate, Arena and Evaluate work unchanged. Failures become one sentence: server down, unknown model or adapter,
+refusal.
 Arena requests never send a seed (private=True), so a public seed cannot reproduce them there either.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,16 +65,32 @@ class _PromptOnlyTokenizer:
 
 
 class OpenAIBackend:
-    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, retriever: Callable[[str], list] | None = None,
-                 system_prompt: str = SYSTEM_PROMPT, timeout: float = 120.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        retriever: Callable[[str], list] | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        timeout: float = 120.0,
+    ):
         self.base_url = base_url.rstrip("/")
-        self.client = openai.OpenAI(api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY", base_url=self.base_url,
-                                    timeout=timeout, max_retries=1)
+        self.client = openai.OpenAI(
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            base_url=self.base_url,
+            timeout=timeout,
+            max_retries=1,
+        )
         models = self._models()
         if not models:
-            raise ModelLoadError(f"The generation server at {self.base_url} lists no models; start it with a model (see the README's vllm serve command).")
+            raise ModelLoadError(
+                f"The generation server at {self.base_url} lists no models; start it with a model (see the README's "
+                "vllm serve command)."
+            )
         if model and model not in models:
-            raise ModelLoadError(f"The generation server at {self.base_url} does not serve {model}; it serves: {', '.join(models)}.")
+            raise ModelLoadError(
+                f"The generation server at {self.base_url} does not serve {model}; it serves: {', '.join(models)}."
+            )
         self.model = model or models[0]
         self.loaded = RemoteModel(self.model, self.base_url)
         self.tokenizer = _PromptOnlyTokenizer()
@@ -85,11 +103,15 @@ class OpenAIBackend:
         try:
             return [m.id for m in self.client.models.list()]
         except openai.APIConnectionError as exc:
-            raise ModelLoadError(f"The generation server at {self.base_url} is not reachable; start it (see the README's vllm serve "
-                                 f"command) or fix --openai-base-url.") from exc
+            raise ModelLoadError(
+                f"The generation server at {self.base_url} is not reachable; start it (see the README's vllm serve "
+                f"command) or fix --openai-base-url."
+            ) from exc
         except openai.APIStatusError as exc:
-            raise ModelLoadError(f"The generation server at {self.base_url} refused to list its models (HTTP {exc.status_code}); "
-                                 f"check the URL (it ends in /v1) and OPENAI_API_KEY.") from exc
+            raise ModelLoadError(
+                f"The generation server at {self.base_url} refused to list its models (HTTP {exc.status_code}); "
+                f"check the URL (it ends in /v1) and OPENAI_API_KEY."
+            ) from exc
 
     def variants(self) -> list[str]:
         try:
@@ -127,14 +149,25 @@ class OpenAIBackend:
         return adapter_name(variant) or self.model
 
     # ---- requests --------------------------------------------------------------------------------------------
-    def _kwargs(self, variant: str, messages: list[dict], s: SamplingConfig, thinking: bool, private: bool, seed_offset: int = 0) -> dict:
+    def _kwargs(
+        self, variant: str, messages: list[dict], s: SamplingConfig, thinking: bool, private: bool, seed_offset: int = 0
+    ) -> dict:
         greedy = not (s.do_sample and s.temperature > 0)
-        extra: dict = {"top_k": int(s.top_k) if s.top_k else -1, "min_p": float(s.min_p or 0.0),
-                       "repetition_penalty": float(s.repetition_penalty or 1.0)}
+        extra: dict = {
+            "top_k": int(s.top_k) if s.top_k else -1,
+            "min_p": float(s.min_p or 0.0),
+            "repetition_penalty": float(s.repetition_penalty or 1.0),
+        }
         if self.supports_thinking:
             extra["chat_template_kwargs"] = {"enable_thinking": bool(thinking)}
-        kw = dict(model=self.model_for(variant), messages=messages, max_tokens=int(s.max_new_tokens),
-                  temperature=0.0 if greedy else float(s.temperature), top_p=1.0 if greedy else float(s.top_p), extra_body=extra)
+        kw = dict(
+            model=self.model_for(variant),
+            messages=messages,
+            max_tokens=int(s.max_new_tokens),
+            temperature=0.0 if greedy else float(s.temperature),
+            top_p=1.0 if greedy else float(s.top_p),
+            extra_body=extra,
+        )
         if s.seed is not None and not private:
             kw["seed"] = int(s.seed) + seed_offset
         return kw
@@ -143,9 +176,13 @@ class OpenAIBackend:
         model = self.model_for(variant)
         if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
             msg = f"The generation server at {self.base_url} is not reachable; start it (see the README's vllm serve command) or fix --openai-base-url."
-        elif isinstance(exc, openai.NotFoundError) or (isinstance(exc, openai.BadRequestError) and "does not exist" in str(exc)):
-            msg = (f"The generation server has no model named {model!r} (variant {variant}); start vLLM with "
-                   f"--enable-lora --lora-modules {model}=<adapter folder>, or pick a listed variant.")
+        elif isinstance(exc, openai.NotFoundError) or (
+            isinstance(exc, openai.BadRequestError) and "does not exist" in str(exc)
+        ):
+            msg = (
+                f"The generation server has no model named {model!r} (variant {variant}); start vLLM with "
+                f"--enable-lora --lora-modules {model}=<adapter folder>, or pick a listed variant."
+            )
         elif isinstance(exc, openai.APIStatusError):
             detail = str(getattr(exc, "message", "") or exc).splitlines()[0][:160]
             msg = f"The generation server refused the request for {variant} (HTTP {exc.status_code}): {detail}"
@@ -155,8 +192,15 @@ class OpenAIBackend:
         err.__cause__ = exc
         return err
 
-    def stream_many(self, tweet: str, variants: Sequence[str], sampling: SamplingConfig | None = None, thinking: bool = False,
-                    private: bool = False, errors: str = "raise") -> Iterator[list[StreamEvent]]:
+    def stream_many(
+        self,
+        tweet: str,
+        variants: Sequence[str],
+        sampling: SamplingConfig | None = None,
+        thinking: bool = False,
+        private: bool = False,
+        errors: str = "raise",
+    ) -> Iterator[list[StreamEvent]]:
         """Every variant streamed at once (the server batches them); same contract as Engine.stream_many."""
         tweet = validate_tweet(tweet)
         thinking = thinking and self.supports_thinking
@@ -167,7 +211,9 @@ class OpenAIBackend:
 
         def work(i: int, variant: str, messages: list[dict]) -> None:
             try:
-                stream = self.client.chat.completions.create(stream=True, **self._kwargs(variant, messages, s, thinking, private))
+                stream = self.client.chat.completions.create(
+                    stream=True, **self._kwargs(variant, messages, s, thinking, private)
+                )
                 try:
                     for chunk in stream:
                         if stop.is_set():
@@ -180,11 +226,19 @@ class OpenAIBackend:
             except Exception as exc:  # reported to the consumer as one sentence
                 out.put(("error", i, self._sentence(exc, variant)))
 
-        texts, counts, done, errs = [""] * len(variants), [0] * len(variants), [False] * len(variants), [None] * len(variants)
+        texts, counts, done, errs = (
+            [""] * len(variants),
+            [0] * len(variants),
+            [False] * len(variants),
+            [None] * len(variants),
+        )
         results: list[GenerationResult | None] = [None] * len(variants)
         t0 = time.perf_counter()
         ttft = [0.0] * len(variants)
-        threads = [threading.Thread(target=work, args=(i, v, m), daemon=True) for i, (v, (m, _)) in enumerate(zip(variants, built))]
+        threads = [
+            threading.Thread(target=work, args=(i, v, m), daemon=True)
+            for i, (v, (m, _)) in enumerate(zip(variants, built))
+        ]
         for th in threads:
             th.start()
 
@@ -214,9 +268,23 @@ class OpenAIBackend:
                     done[i] = True
                     think, answer = split_thinking(texts[i])
                     secs = time.perf_counter() - t0
-                    results[i] = GenerationResult(variants[i], clean_reply(answer), think, texts[i], 0, counts[i], secs, ttft[i] or secs,
-                                                  built[i][1], {**s.to_dict(), "thinking": thinking, "backend": "openai",
-                                                                "model": self.model_for(variants[i])})
+                    results[i] = GenerationResult(
+                        variants[i],
+                        clean_reply(answer),
+                        think,
+                        texts[i],
+                        0,
+                        counts[i],
+                        secs,
+                        ttft[i] or secs,
+                        built[i][1],
+                        {
+                            **s.to_dict(),
+                            "thinking": thinking,
+                            "backend": "openai",
+                            "model": self.model_for(variants[i]),
+                        },
+                    )
                 yield events()
         finally:
             stop.set()
@@ -224,19 +292,31 @@ class OpenAIBackend:
             if e is not None and errors == "raise":
                 raise e
 
-    def stream(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> Iterator[StreamEvent]:
+    def stream(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> Iterator[StreamEvent]:
         for evs in self.stream_many(tweet, [variant], sampling, thinking):
             yield evs[0]
 
-    def generate(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> GenerationResult:
+    def generate(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> GenerationResult:
         last = None
         for last in self.stream(tweet, variant, sampling, thinking):
             pass
         return last.result
 
-    def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = False,
-                       private: bool = False) -> list[GenerationResult]:
+    def generate_batch(
+        self,
+        tweets: Sequence[str],
+        variant: str,
+        sampling: SamplingConfig | None = None,
+        thinking: bool = False,
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+        background: bool = False,
+        private: bool = False,
+    ) -> list[GenerationResult]:
         """`batch_size` requests in flight at once (the server batches them); results in input order."""
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
@@ -248,15 +328,26 @@ class OpenAIBackend:
             messages, retrieved = self.messages_for(items[i], variant)
             t0 = time.perf_counter()
             try:
-                r = self.client.chat.completions.create(**self._kwargs(variant, messages, s, thinking, private, seed_offset=i))
+                r = self.client.chat.completions.create(
+                    **self._kwargs(variant, messages, s, thinking, private, seed_offset=i)
+                )
             except Exception as exc:
                 raise self._sentence(exc, variant) from exc
             raw = r.choices[0].message.content or ""
             think, answer = split_thinking(raw)
             usage = getattr(r, "usage", None)
-            res = GenerationResult(variant, clean_reply(answer), think, raw, int(getattr(usage, "prompt_tokens", 0) or 0),
-                                   int(getattr(usage, "completion_tokens", 0) or 0), time.perf_counter() - t0, 0.0, retrieved,
-                                   {**s.to_dict(), "thinking": thinking, "backend": "openai", "model": self.model_for(variant)})
+            res = GenerationResult(
+                variant,
+                clean_reply(answer),
+                think,
+                raw,
+                int(getattr(usage, "prompt_tokens", 0) or 0),
+                int(getattr(usage, "completion_tokens", 0) or 0),
+                time.perf_counter() - t0,
+                0.0,
+                retrieved,
+                {**s.to_dict(), "thinking": thinking, "backend": "openai", "model": self.model_for(variant)},
+            )
             with lock:
                 done[0] += 1
                 if progress:

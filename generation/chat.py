@@ -1,4 +1,5 @@
 """Chat templating with Qwen3's thinking switch, and turning raw model text into a publishable reply."""
+
 from __future__ import annotations
 
 import re
@@ -80,4 +81,3 @@ def clean_reply(text: str, limit: int = TWEET_LIMIT) -> str:
     if len(answer) >= 2 and (answer[0], answer[-1]) in _QUOTES and answer.count(answer[0]) == 2:
         answer = answer[1:-1].strip()
     return truncate_words(answer, limit)
-

@@ -2,6 +2,7 @@
 
 No env reads here: context.Settings.from_env() is the one place the app reads the environment.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace

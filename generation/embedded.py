@@ -2,6 +2,7 @@
 
 The GGUF is de-quantized once into a safetensors folder in the cache (about 20 s), after which loading takes ~1 s.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,7 +62,9 @@ def ensure_converted(cache_dir: Path, gguf: Path | None = None, expected_sha256:
     gguf = Path(gguf) if gguf else gguf_path()
     digest = sha256_file(gguf)
     if digest != expected_sha256:
-        raise ModelLoadError(f"The embedded model file {gguf.name} is corrupt (sha256 {digest[:12]}… does not match); {REINSTALL_HINT}.")
+        raise ModelLoadError(
+            f"The embedded model file {gguf.name} is corrupt (sha256 {digest[:12]}… does not match); {REINSTALL_HINT}."
+        )
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -71,7 +74,9 @@ def ensure_converted(cache_dir: Path, gguf: Path | None = None, expected_sha256:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     except Exception as exc:  # gguf parse errors come in many types
-        raise ModelLoadError(f"The embedded model file {gguf.name} could not be read ({type(exc).__name__}); {REINSTALL_HINT}.") from exc
+        raise ModelLoadError(
+            f"The embedded model file {gguf.name} could not be read ({type(exc).__name__}); {REINSTALL_HINT}."
+        ) from exc
     # The GGUF metadata names <|im_start|> as EOS; ChatML turns end with <|im_end|>, which must stop generation.
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     tok.eos_token = "<|im_end|>"
@@ -91,7 +96,9 @@ def ensure_converted(cache_dir: Path, gguf: Path | None = None, expected_sha256:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "reply_arena_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": digest, "model_id": MODEL_ID}))
+        (tmp / "reply_arena_source.json").write_text(
+            json.dumps({"gguf": gguf.name, "sha256": digest, "model_id": MODEL_ID})
+        )
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -4,6 +4,7 @@ Variants are named "base", "rag" and "lora:<adapter>" everywhere (Generate, Aren
 Every generation goes through one Scheduler (scheduler.py): a bounded queue and a worker thread that owns the model and
 decodes all waiting requests together (continuous batching, mixed adapters per row), so no lock is held here at all.
 """
+
 from __future__ import annotations
 
 import queue
@@ -61,9 +62,15 @@ class StreamEvent:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, adapters_dir, retriever: Callable[[str], list] | None = None,
-                 system_prompt: str = SYSTEM_PROMPT, scheduler: SchedulerConfig | None = None,
-                 max_new_tokens: int | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        adapters_dir,
+        retriever: Callable[[str], list] | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        scheduler: SchedulerConfig | None = None,
+        max_new_tokens: int | None = None,
+    ):
         self.loaded = loaded
         self.max_new_tokens = max_new_tokens  # reply budget for the default sampling; None = the card default
         self.tokenizer = loaded.tokenizer
@@ -93,8 +100,9 @@ class Engine:
         return out + [lora_variant(n) for n in self.bank.available()]
 
     def default_sampling(self, thinking: bool = False) -> SamplingConfig:
-        return default_sampling(thinking and self.supports_thinking, small_model=self.loaded.embedded,
-                                max_new_tokens=self.max_new_tokens)
+        return default_sampling(
+            thinking and self.supports_thinking, small_model=self.loaded.embedded, max_new_tokens=self.max_new_tokens
+        )
 
     def messages_for(self, tweet: str, variant: str) -> tuple[list[dict], list]:
         if variant == RAG:
@@ -108,17 +116,28 @@ class Engine:
         return base_messages(tweet, self.system_prompt), []
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def _request(self, tweet: str, variant: str, s: SamplingConfig, thinking: bool, generator=None, out=None) -> tuple[Request, list]:
+    def _request(
+        self, tweet: str, variant: str, s: SamplingConfig, thinking: bool, generator=None, out=None
+    ) -> tuple[Request, list]:
         """Build one scheduler request; the prompt is encoded here (caller's thread), the model runs on the worker."""
         messages, retrieved = self.messages_for(tweet, variant)
         ids = self.tokenizer(render_prompt(self.tokenizer, messages, thinking), add_special_tokens=False)["input_ids"]
         name = adapter_name(variant)
         if name is not None and name not in self.bank.loaded and name not in self.bank.available():
-            raise AdapterError(f"No adapter named {name!r} in {self.bank.adapters_dir}; available: {', '.join(self.bank.available()) or 'none'}.")
+            raise AdapterError(
+                f"No adapter named {name!r} in {self.bank.adapters_dir}; available: "
+                f"{', '.join(self.bank.available()) or 'none'}."
+            )
         return Request(ids, name, s, self.eot_ids, generator, self._long_enough, out), retrieved
 
-    def generate_messages(self, messages: list[dict], sampling: SamplingConfig, seed: int | None = None, thinking: bool = False,
-                          background: bool = True) -> tuple[str, int, int]:
+    def generate_messages(
+        self,
+        messages: list[dict],
+        sampling: SamplingConfig,
+        seed: int | None = None,
+        thinking: bool = False,
+        background: bool = True,
+    ) -> tuple[str, int, int]:
         """Any chat (the local judge) through the scheduler with the base model: (raw text, prompt tokens, new tokens).
         A seed makes it reproducible through its own generator, never the process-wide RNG."""
         ids = self.tokenizer(render_prompt(self.tokenizer, messages, thinking), add_special_tokens=False)["input_ids"]
@@ -137,13 +156,22 @@ class Engine:
             return False
         return len(split_thinking(text)[1].strip()) > self.scheduler.config.long_reply_chars
 
-    def stream_many(self, tweet: str, variants: Sequence[str], sampling: SamplingConfig | None = None, thinking: bool = False,
-                    private: bool = False, errors: str = "raise") -> Iterator[list[StreamEvent]]:
+    def stream_many(
+        self,
+        tweet: str,
+        variants: Sequence[str],
+        sampling: SamplingConfig | None = None,
+        thinking: bool = False,
+        private: bool = False,
+        errors: str = "raise",
+    ) -> Iterator[list[StreamEvent]]:
         """Generate every variant for one tweet in the same batch; yield all replies (one StreamEvent each) as they grow.
 
-        `private=True` (the Arena) gives each request its own generator seeded from the OS, whatever `sampling.seed` says.
+        `private=True` (the Arena) gives each request its own generator seeded from the OS, whatever `sampling.seed`
+        says.
         Closing this iterator (a visitor leaving) cancels every request it started; no lock is held while suspended.
-        errors="raise": the first failure is raised at the end; "event": a failed variant ends with StreamEvent.error set
+        errors="raise": the first failure is raised at the end; "event": a failed variant ends with StreamEvent.error
+        set
         and the others carry on (the Generate tab shows each variant's own error).
         """
         tweet = validate_tweet(tweet)
@@ -199,20 +227,32 @@ class Engine:
             if st.error is not None and errors == "raise":
                 raise st.error
 
-    def stream(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> Iterator[StreamEvent]:
+    def stream(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> Iterator[StreamEvent]:
         """Yield the reply as it grows; the last event has done=True and the full result."""
         for evs in self.stream_many(tweet, [variant], sampling, thinking):
             yield evs[0]
 
-    def generate(self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False) -> GenerationResult:
+    def generate(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> GenerationResult:
         last = None
         for last in self.stream(tweet, variant, sampling, thinking):
             pass
         return last.result
 
-    def generate_batch(self, tweets: Sequence[str], variant: str, sampling: SamplingConfig | None = None, thinking: bool = False,
-                       batch_size: int = 8, progress: Callable[[int, int], None] | None = None, background: bool = True,
-                       private: bool = False) -> list[GenerationResult]:
+    def generate_batch(
+        self,
+        tweets: Sequence[str],
+        variant: str,
+        sampling: SamplingConfig | None = None,
+        thinking: bool = False,
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+        background: bool = True,
+        private: bool = False,
+    ) -> list[GenerationResult]:
         """Every tweet goes through the scheduler, batched with whatever else runs; results in input order. `batch_size` is
         kept for callers; the scheduler's max_batch decides the real batch. background=True (Evaluate, the battle pool):
         rows no visitor waits for, so an admin job never makes visitors 'busy'. private=True: OS-seeded, whatever the seed."""
@@ -223,7 +263,9 @@ class Engine:
         pending = []
         t0 = time.perf_counter()
         for i, t in enumerate(items):
-            req, retrieved = self._request(t, variant, s, thinking, os_generator(None if (private or s.seed is None) else int(s.seed) + i))
+            req, retrieved = self._request(
+                t, variant, s, thinking, os_generator(None if (private or s.seed is None) else int(s.seed) + i)
+            )
             req.background = background
             pending.append((i, self.scheduler.submit(req, block=True), retrieved))
         done = 0
@@ -278,8 +320,18 @@ class _Progress:
         self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
         think, answer = split_thinking(self.text)
         seconds = time.perf_counter() - self.t0
-        self.result = GenerationResult(self.variant, clean_reply(answer), think, self.text, len(self.req.prompt_ids), len(self.req.generated),
-                                       seconds, self.ttft or seconds, self.retrieved, {**self.s.to_dict(), "thinking": self.thinking})
+        self.result = GenerationResult(
+            self.variant,
+            clean_reply(answer),
+            think,
+            self.text,
+            len(self.req.prompt_ids),
+            len(self.req.generated),
+            seconds,
+            self.ttft or seconds,
+            self.retrieved,
+            {**self.s.to_dict(), "thinking": self.thinking},
+        )
         return True
 
     def event(self) -> StreamEvent:

@@ -9,6 +9,7 @@ The app no longer uses this path: every request goes through generation/schedule
 CUDA-graph decode step do the same job for a whole continuous batch (checked token for token against plain `generate` by
 bench/gpu_serve.py before it times anything). Kept for bench/gpu_generate.py's comparison of `generate` variants.
 """
+
 from __future__ import annotations
 
 import os

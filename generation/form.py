@@ -1,4 +1,5 @@
 """The Generate form's small rules, UI-free so they are unit-tested: the seed field and the live character counter."""
+
 from __future__ import annotations
 
 from common.text import TWEET_LIMIT
@@ -16,11 +17,13 @@ def parse_seed(raw: str | float | int | None) -> int | None:
     except ValueError:
         raise ValueError(f"The seed must be a whole number or empty (random); got {text[:20]!r}.") from None
     if not value.is_integer() or not 0 <= value < 2**32:
-        raise ValueError(f"The seed must be a whole number from 0 to {2**32 - 1}, or empty for random; got {text[:20]!r}.")
+        raise ValueError(
+            f"The seed must be a whole number from 0 to {2**32 - 1}, or empty for random; got {text[:20]!r}."
+        )
     return int(value)
 
 
 def char_counter(text: str | None, limit: int = TWEET_LIMIT) -> str:
-    """"n/280" as validate_tweet counts (stripped length), with how much to cut once over."""
+    """ "n/280" as validate_tweet counts (stripped length), with how much to cut once over."""
     n = len((text or "").strip())
     return f"{n}/{limit} characters" + (f" — {n - limit} too many" if n > limit else "")

@@ -1,4 +1,5 @@
 """Load a base model with the precision the hardware supports, and explain any failure in one sentence."""
+
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ from .embedded import ensure_converted
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class LoadedModel:
@@ -35,17 +37,22 @@ class LoadedModel:
         q = f", {self.quantized}" if self.quantized else ""
         return f"{self.name} on {self.device} ({self.dtype}{q}), {self.memory_gb:.2f} GB, loaded in {self.load_seconds:.1f} s"
 
+
 def resolve_device(requested: str, warnings: list[str]) -> str:
     import torch
 
     if requested in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        warnings.append("CUDA was requested but no CUDA GPU is visible; running on the CPU instead (check drivers / CUDA_VISIBLE_DEVICES).")
+        warnings.append(
+            "CUDA was requested but no CUDA GPU is visible; running on the CPU instead (check drivers / "
+            "CUDA_VISIBLE_DEVICES)."
+        )
         return "cpu"
     if requested not in ("cpu",) and not requested.startswith("cuda"):
         raise ModelLoadError(f"Unknown device {requested!r}; use auto, cpu or cuda.")
     return requested
+
 
 def resolve_source(cfg: ModelConfig) -> tuple[str, str, bool]:
     """(path or id to load, display name, embedded?)."""
@@ -55,11 +62,17 @@ def resolve_source(cfg: ModelConfig) -> tuple[str, str, bool]:
     p = Path(spec).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise ModelLoadError(f"Model directory {spec} has no config.json; point --base-model at a folder saved with save_pretrained or at a hub id.")
+            raise ModelLoadError(
+                f"Model directory {spec} has no config.json; point --base-model at a folder saved with save_pretrained "
+                "or at a hub id."
+            )
         return str(p), spec, False
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"Model path {spec} does not exist; pass an existing local directory or a hub id like Qwen/Qwen3-8B.")
+        raise ModelLoadError(
+            f"Model path {spec} does not exist; pass an existing local directory or a hub id like Qwen/Qwen3-8B."
+        )
     return spec, spec, False
+
 
 def load_base(cfg: ModelConfig) -> LoadedModel:
     """Load tokenizer + model. Raises ModelLoadError (one sentence) for anything the user can fix."""
@@ -79,11 +92,17 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError as exc:
-                raise ModelLoadError("4-bit loading needs bitsandbytes; install it with `pip install bitsandbytes` or drop --load-in-4bit.") from exc
+                raise ModelLoadError(
+                    "4-bit loading needs bitsandbytes; install it with `pip install bitsandbytes` or drop "
+                    "--load-in-4bit."
+                ) from exc
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
             )
             quantized = "nf4 double-quant"
         dtype = torch.bfloat16
@@ -100,9 +119,15 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
         raise
     except (OSError, ValueError) as exc:
         if not embedded and not Path(path).exists() and cfg.offline:
-            raise ModelLoadError(f"Cannot fetch {name} from the Hugging Face Hub while offline (HF_HUB_OFFLINE=1); download it first or pass a local directory.") from exc
+            raise ModelLoadError(
+                f"Cannot fetch {name} from the Hugging Face Hub while offline (HF_HUB_OFFLINE=1); download it first or "
+                "pass a local directory."
+            ) from exc
         if not embedded and not Path(path).exists():
-            raise ModelLoadError(f"Could not load {name} from the Hugging Face Hub ({type(exc).__name__}); check the id, your network and HF_TOKEN.") from exc
+            raise ModelLoadError(
+                f"Could not load {name} from the Hugging Face Hub ({type(exc).__name__}); check the id, your network "
+                "and HF_TOKEN."
+            ) from exc
         raise ModelLoadError(f"Could not load the model at {name}: {str(exc).splitlines()[0][:200]}") from exc
     if device == "cpu":
         model.to("cpu")
@@ -110,7 +135,18 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     mem = int(model.get_memory_footprint())
-    loaded = LoadedModel(model, tokenizer, name, device, str(dtype).replace("torch.", ""), quantized, mem, time.perf_counter() - t0, embedded, warnings)
+    loaded = LoadedModel(
+        model,
+        tokenizer,
+        name,
+        device,
+        str(dtype).replace("torch.", ""),
+        quantized,
+        mem,
+        time.perf_counter() - t0,
+        embedded,
+        warnings,
+    )
     log.info("Loaded %s", loaded.summary())
     for w in warnings:
         log.warning(w)

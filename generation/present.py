@@ -1,4 +1,5 @@
 """Text shown around a generated reply (labels, speed line, RAG examples), kept out of ui.py so tests can check it."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,8 +15,10 @@ __all__ = ["stats_line", "format_examples_markdown"]
 
 def stats_line(r: GenerationResult) -> str:
     """Latency, time to first token and decode speed; chars so users see the 280 limit at a glance."""
-    return (f"{r.seconds:.2f} s total · first token {r.ttft:.2f} s · {r.new_tokens} tokens · "
-            f"{r.tokens_per_s:.1f} tok/s · {len(r.reply)}/{TWEET_LIMIT} chars")
+    return (
+        f"{r.seconds:.2f} s total · first token {r.ttft:.2f} s · {r.new_tokens} tokens · "
+        f"{r.tokens_per_s:.1f} tok/s · {len(r.reply)}/{TWEET_LIMIT} chars"
+    )
 
 
 def _inline(text: str) -> str:

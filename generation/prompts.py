@@ -3,6 +3,7 @@
 The RAG variant's user message is exactly the base variant's, so base and RAG differ only by the retrieved examples
 in the system message. Examples are anything with ``tweet``, ``reply`` and ``likes`` (retrieval.Retrieved).
 """
+
 from __future__ import annotations
 
 import re

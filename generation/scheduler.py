@@ -23,6 +23,7 @@ model), sampling draws from the global torch RNG (no per-request ``torch.Generat
 async mode was broken on the H200 and its compile level failed in inductor. What we need from it -- join at the next
 step, leave when done, a KV row per request -- is ~300 lines on top of ``DynamicCache``, so we own it here.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -63,15 +64,27 @@ class SchedulerConfig:
     """Batching limits. Defaults: 32 rows fill an H200's decode step (~3.5 ms weight read) well; 8 on a CPU."""
 
     max_batch: int = field(default=0, metadata={"help": "rows decoded together; 0 = 32 on CUDA, 8 on CPU"})
-    max_waiting: int = field(default_factory=lambda: int(os.environ.get("REPLY_ARENA_MAX_WAITING", "64")),
-                             metadata={"help": "requests waiting beyond this get a 'busy, try again' message"})
-    long_reply_chars: int = field(default=300, metadata={"help": "stop a row once its answer is past this many characters"})
-    kv: str = field(default_factory=lambda: os.environ.get("REPLY_ARENA_KV", "auto"),
-                    metadata={"help": "auto | static | dynamic: static = fixed [rows, L] KV slots (CUDA default; decode step "
-                                      "captured as one CUDA graph), dynamic = growing left-padded cache (CPU default)"})
-    max_len: int = field(default=1536, metadata={"help": "static KV: columns per row (prompt + reply must fit; rows past it end)"})
-    cuda_graph: bool = field(default_factory=lambda: os.environ.get("REPLY_ARENA_CUDA_GRAPH", "1") != "0",
-                             metadata={"help": "replay the all-base decode step as a CUDA graph (static KV on CUDA only)"})
+    max_waiting: int = field(
+        default_factory=lambda: int(os.environ.get("REPLY_ARENA_MAX_WAITING", "64")),
+        metadata={"help": "requests waiting beyond this get a 'busy, try again' message"},
+    )
+    long_reply_chars: int = field(
+        default=300, metadata={"help": "stop a row once its answer is past this many characters"}
+    )
+    kv: str = field(
+        default_factory=lambda: os.environ.get("REPLY_ARENA_KV", "auto"),
+        metadata={
+            "help": "auto | static | dynamic: static = fixed [rows, L] KV slots (CUDA default; decode step "
+            "captured as one CUDA graph), dynamic = growing left-padded cache (CPU default)"
+        },
+    )
+    max_len: int = field(
+        default=1536, metadata={"help": "static KV: columns per row (prompt + reply must fit; rows past it end)"}
+    )
+    cuda_graph: bool = field(
+        default_factory=lambda: os.environ.get("REPLY_ARENA_CUDA_GRAPH", "1") != "0",
+        metadata={"help": "replay the all-base decode step as a CUDA graph (static KV on CUDA only)"},
+    )
 
 
 @dataclass
@@ -92,8 +105,16 @@ _ids = itertools.count(1)
 class Request:
     """One generation: prompt ids, variant (adapter name or None for the base model), sampling and its own RNG."""
 
-    def __init__(self, prompt_ids: Sequence[int], adapter: str | None, sampling: SamplingConfig, eos_ids: Sequence[int],
-                 generator=None, stop_check: Callable[[list[int]], bool] | None = None, out: "queue.Queue[Event] | None" = None):
+    def __init__(
+        self,
+        prompt_ids: Sequence[int],
+        adapter: str | None,
+        sampling: SamplingConfig,
+        eos_ids: Sequence[int],
+        generator=None,
+        stop_check: Callable[[list[int]], bool] | None = None,
+        out: "queue.Queue[Event] | None" = None,
+    ):
         self.id = next(_ids)
         self.prompt_ids = list(prompt_ids)
         self.adapter = adapter
@@ -170,7 +191,10 @@ class Scheduler:
     def submit(self, request: Request, block: bool = False) -> Ticket:
         """Queue a request. Over the bound: SchedulerBusy, or (block=True, for batch jobs) wait for room."""
         if self.static_kv and len(request.prompt_ids) + 1 > self.config.max_len:
-            raise ValueError(f"The prompt is too long for this server: {len(request.prompt_ids)} tokens, at most {self.config.max_len - 1}.")
+            raise ValueError(
+                f"The prompt is too long for this server: {len(request.prompt_ids)} tokens, at most "
+                f"{self.config.max_len - 1}."
+            )
         with self._cond:
             if request.background:
                 self._background.append(request)
@@ -179,7 +203,9 @@ class Scheduler:
                 return Ticket(self, request)
             while len(self._waiting) >= self.config.max_waiting:
                 if not block:
-                    raise SchedulerBusy(f"The model is busy ({len(self._waiting)} requests are waiting); please try again in a minute.")
+                    raise SchedulerBusy(
+                        f"The model is busy ({len(self._waiting)} requests are waiting); please try again in a minute."
+                    )
                 self._cond.wait(0.5)
             self._waiting.append(request)
             self._ensure_worker()
@@ -233,9 +259,11 @@ class Scheduler:
                     if self._stop:
                         break
                     room = self.max_batch - len(batch.rows)
-                    joiners = self._waiting[:max(0, room)]
-                    del self._waiting[:len(joiners)]
-                    if not self._waiting:  # background work fills rows only while no visitor waits; half of them while visitors run
+                    joiners = self._waiting[: max(0, room)]
+                    del self._waiting[: len(joiners)]
+                    if (
+                        not self._waiting
+                    ):  # background work fills rows only while no visitor waits; half of them while visitors run
                         n_bg = sum(r.background for r in batch.rows)
                         fg = len(batch.rows) - n_bg + len(joiners)
                         # idle: all but a few rows (kept free so an arriving visitor joins at the next step)
@@ -290,7 +318,9 @@ class Scheduler:
     def _load_adapters(self, joiners: list[Request]) -> list[Request]:
         import torch
 
-        with torch.inference_mode(False):  # adapter weights must be normal tensors: PEFT toggles requires_grad on them later
+        with torch.inference_mode(
+            False
+        ):  # adapter weights must be normal tensors: PEFT toggles requires_grad on them later
             return self._load_adapters_now(joiners)
 
     def _load_adapters_now(self, joiners: list[Request]) -> list[Request]:
@@ -322,14 +352,22 @@ class Scheduler:
         ids = torch.full((len(joiners), n), pad, dtype=torch.long)
         mask = torch.zeros((len(joiners), n), dtype=torch.long)
         for i, r in enumerate(joiners):
-            ids[i, n - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, n - len(r.prompt_ids):] = 1
+            ids[i, n - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, n - len(r.prompt_ids) :] = 1
             r.started = time.perf_counter()
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self._forward([r.adapter for r in joiners], input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            cache_position=torch.arange(n, device=dev), use_cache=True, logits_to_keep=1)
+        out = self._forward(
+            [r.adapter for r in joiners],
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            cache_position=torch.arange(n, device=dev),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         tokens = sample_next(out.logits[:, -1, :], joiners)
         batch.merge(out.past_key_values, mask, joiners, [len(r.prompt_ids) for r in joiners])
         self._emit(joiners, tokens)
@@ -351,8 +389,15 @@ class Scheduler:
         pos = torch.tensor([[p] for p in batch.n_cached], dtype=torch.long, device=dev)
         mask = torch.cat([batch.mask, torch.ones((len(rows), 1), dtype=batch.mask.dtype, device=dev)], dim=1)
         T = batch.mask.shape[1]
-        out = self._forward([r.adapter for r in rows], input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch.cache,
-                            cache_position=torch.arange(T, T + 1, device=dev), use_cache=True)
+        out = self._forward(
+            [r.adapter for r in rows],
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=batch.cache,
+            cache_position=torch.arange(T, T + 1, device=dev),
+            use_cache=True,
+        )
         batch.cache, batch.mask = out.past_key_values, mask
         batch.n_cached = [p + 1 for p in batch.n_cached]
         self.steps += 1
@@ -412,8 +457,12 @@ class _Batch:
 
         layers = []
         for old, new in zip(self.cache.layers, cache.layers):
-            layers.append((torch.cat([lpad(old.keys, L, 2), lpad(new.keys, L, 2)], 0),
-                           torch.cat([lpad(old.values, L, 2), lpad(new.values, L, 2)], 0)))
+            layers.append(
+                (
+                    torch.cat([lpad(old.keys, L, 2), lpad(new.keys, L, 2)], 0),
+                    torch.cat([lpad(old.values, L, 2), lpad(new.values, L, 2)], 0),
+                )
+            )
         self.cache = DynamicCache(ddp_cache_data=layers)
         self.mask = torch.cat([lpad(self.mask, L, 1), lpad(mask, L, 1)], 0)
         self.rows += rows
@@ -453,7 +502,7 @@ class _SlotLayer:
     def update(self, key_states, value_states, *args, **kwargs):
         self.keys.index_copy_(2, self.pos, key_states)
         self.values.index_copy_(2, self.pos, value_states)
-        return self.keys[:, :, :self.width], self.values[:, :, :self.width]
+        return self.keys[:, :, : self.width], self.values[:, :, : self.width]
 
     def get_seq_length(self) -> int:
         return int(self.pos)
@@ -487,9 +536,14 @@ class _StaticBatch:
         hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.S, self.L, self.dev, self.dtype = slots, max_len, dev, dtype
         self.pos = torch.zeros(1, dtype=torch.long, device=dev)
-        self.layers = [_SlotLayer(torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev),
-                                  torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev), self.pos)
-                       for _ in range(cfg.num_hidden_layers)]
+        self.layers = [
+            _SlotLayer(
+                torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev),
+                torch.zeros(slots, heads, max_len, hd, dtype=dtype, device=dev),
+                self.pos,
+            )
+            for _ in range(cfg.num_hidden_layers)
+        ]
         self.cache = Cache(layers=self.layers)
         self.valid = torch.zeros(slots, max_len, dtype=torch.bool, device=dev)
         self.mask4d = torch.zeros(slots, 1, 1, max_len, dtype=dtype, device=dev)
@@ -525,12 +579,12 @@ class _StaticBatch:
             lo = max(0, -delta)
             for layer in self.layers:
                 for buf in (layer.keys, layer.values):
-                    buf[:, :, lo + delta:T + delta].copy_(buf[:, :, lo:T].clone())
-            self.valid[:, lo + delta:T + delta] = self.valid[:, lo:T].clone()
+                    buf[:, :, lo + delta : T + delta].copy_(buf[:, :, lo:T].clone())
+            self.valid[:, lo + delta : T + delta] = self.valid[:, lo:T].clone()
             if delta > 0:
                 self.valid[:, :delta] = False
             else:
-                self.valid[:, T + delta:] = False
+                self.valid[:, T + delta :] = False
         self.T = T + delta
         self.starts = [x + delta for x in self.starts]
 
@@ -549,13 +603,13 @@ class _StaticBatch:
             self._shift(n - self.T)
         elif self.T + 1 > self.L:
             self._compact()
-        free = sorted(set(range(self.S)) - set(self.slot_of.values()))[:len(rows)]
+        free = sorted(set(range(self.S)) - set(self.slot_of.values()))[: len(rows)]
         sl = torch.tensor(free, device=self.dev)
         for layer, new in zip(self.layers, cache.layers):
-            layer.keys[sl, :, self.T - n:self.T] = new.keys.to(self.dtype)
-            layer.values[sl, :, self.T - n:self.T] = new.values.to(self.dtype)
+            layer.keys[sl, :, self.T - n : self.T] = new.keys.to(self.dtype)
+            layer.values[sl, :, self.T - n : self.T] = new.values.to(self.dtype)
         self.valid[sl] = False
-        self.valid[sl, self.T - n:self.T] = mask.bool()
+        self.valid[sl, self.T - n : self.T] = mask.bool()
         for r, s, c in zip(rows, free, n_cached):
             self.slot_of[r.id] = s
             self.rows.append(r)
@@ -623,14 +677,20 @@ class _StaticBatch:
         return logits[slots, -1, :]
 
     def _inputs(self, width: int) -> dict:
-        return dict(input_ids=self.ids, attention_mask=self.mask4d[..., :width], position_ids=self.pos_ids, past_key_values=self.cache,
-                    cache_position=self.pos, use_cache=True)
+        return dict(
+            input_ids=self.ids,
+            attention_mask=self.mask4d[..., :width],
+            position_ids=self.pos_ids,
+            past_key_values=self.cache,
+            cache_position=self.pos,
+            use_cache=True,
+        )
 
     def _base_forward(self, width: int):
         import contextlib
 
         pm = self.sched.bank.peft_model
-        with (pm.disable_adapter() if pm is not None else contextlib.nullcontext()):
+        with pm.disable_adapter() if pm is not None else contextlib.nullcontext():
             return self.sched.bank.base(**self._inputs(width)).logits
 
     def _base_step(self, width: int):
@@ -685,7 +745,9 @@ def sample_next(logits, rows: list[Request]) -> list[int]:
     sampled = [i for i in range(len(rows)) if i not in set(greedy)]
     if sampled:
         V = logits.shape[-1]
-        ks = [int(rows[i].sampling.top_k) if rows[i].sampling.top_k and rows[i].sampling.top_k > 0 else V for i in sampled]
+        ks = [
+            int(rows[i].sampling.top_k) if rows[i].sampling.top_k and rows[i].sampling.top_k > 0 else V for i in sampled
+        ]
         K = min(V, max(ks))
         temps = torch.tensor([float(rows[i].sampling.temperature) for i in sampled], device=logits.device)
         vals, idx = (logits[sampled] / temps[:, None]).topk(K, dim=-1)

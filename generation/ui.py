@@ -1,4 +1,5 @@
 """Generate tab: one tweet, several variants side by side, streamed. Wiring only; the work is in engine.py."""
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,35 @@ def build_generate_tab(ctx: AppContext) -> None:
         gr.Markdown(f"**Model:** {inert(ctx.model_banner())}", elem_id="model-banner")
         with gr.Row():
             with gr.Column(scale=3):
-                tweet = gr.Textbox(label="Tweet", lines=3, placeholder=f"Paste or type a tweet (up to {TWEET_LIMIT} characters)", elem_id="gen-tweet",
-                                   info=f"At most {TWEET_LIMIT} characters.")
+                tweet = gr.Textbox(
+                    label="Tweet",
+                    lines=3,
+                    placeholder=f"Paste or type a tweet (up to {TWEET_LIMIT} characters)",
+                    elem_id="gen-tweet",
+                    info=f"At most {TWEET_LIMIT} characters.",
+                )
                 counter = gr.Markdown(char_counter(""), elem_id="gen-counter")
                 ex = _examples(ctx.settings.heldout)
                 if ex:
                     gr.Examples(examples=[[t] for t in ex], inputs=[tweet], label="Example tweets (click one)")
             with gr.Column(scale=2):
                 choices = engine.variants() if engine else []
-                variants = gr.CheckboxGroup(choices=[(friendly_name(v), v) for v in choices], value=[v for v in choices if v in ("base", "rag")],
-                                            label="Variants", elem_id="gen-variants")
+                variants = gr.CheckboxGroup(
+                    choices=[(friendly_name(v), v) for v in choices],
+                    value=[v for v in choices if v in ("base", "rag")],
+                    label="Variants",
+                    elem_id="gen-variants",
+                )
                 refresh = gr.Button("Refresh adapter list", size="sm")
                 can_think = bool(engine and engine.supports_thinking)
-                thinking = gr.Checkbox(label="Thinking mode", value=False, interactive=can_think,
-                                       info="Qwen3 <think> reasoning, shown apart from the reply" if can_think else "This model's chat template has no thinking mode")
+                thinking = gr.Checkbox(
+                    label="Thinking mode",
+                    value=False,
+                    interactive=can_think,
+                    info="Qwen3 <think> reasoning, shown apart from the reply"
+                    if can_think
+                    else "This model's chat template has no thinking mode",
+                )
                 d = engine.default_sampling(False) if engine else SamplingConfig()
                 with gr.Accordion("Sampling (Qwen3 card defaults)", open=False):
                     temperature = gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)")
@@ -57,8 +73,13 @@ def build_generate_tab(ctx: AppContext) -> None:
                     min_p = gr.Slider(0.0, 0.5, value=d.min_p, step=0.01, label="min-p")
                     max_new = gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="max new tokens")
                     rep = gr.Slider(1.0, 2.0, value=d.repetition_penalty, step=0.05, label="repetition penalty")
-                    seed = gr.Textbox(value="", label="seed", placeholder="empty = random", elem_id="gen-seed",
-                                      info="A whole number repeats a reply exactly; leave empty for a fresh one each time.")
+                    seed = gr.Textbox(
+                        value="",
+                        label="seed",
+                        placeholder="empty = random",
+                        elem_id="gen-seed",
+                        info="A whole number repeats a reply exactly; leave empty for a fresh one each time.",
+                    )
         go = gr.Button("Generate", variant="primary", elem_id="gen-go", interactive=engine is not None)
         status = gr.Markdown("", elem_id="gen-status")
         slots = []
@@ -66,7 +87,14 @@ def build_generate_tab(ctx: AppContext) -> None:
             for i in range(MAX_SLOTS):
                 with gr.Column(visible=False, min_width=240) as col:
                     title = gr.Markdown(f"### slot {i}")
-                    reply = gr.Textbox(label="Reply", lines=4, interactive=False, buttons=["copy"], elem_id=f"gen-reply-{i}", elem_classes=["gen-reply"])
+                    reply = gr.Textbox(
+                        label="Reply",
+                        lines=4,
+                        interactive=False,
+                        buttons=["copy"],
+                        elem_id=f"gen-reply-{i}",
+                        elem_classes=["gen-reply"],
+                    )
                     stats = gr.Markdown("", elem_id=f"gen-stats-{i}")
                     with gr.Accordion("Thinking", open=False, visible=False) as think_acc:
                         think = gr.Markdown("")
@@ -111,12 +139,27 @@ def build_generate_tab(ctx: AppContext) -> None:
                 except RateLimited as exc:
                     yield keep + [gr.update(value=f"⚠️ {inert(str(exc))}")]
                     return
-            sampling = SamplingConfig(temperature=float(t), top_p=float(p), top_k=int(k), min_p=float(mp), max_new_tokens=int(mx),
-                                      repetition_penalty=float(rp), seed=seed_value)
+            sampling = SamplingConfig(
+                temperature=float(t),
+                top_p=float(p),
+                top_k=int(k),
+                min_p=float(mp),
+                max_new_tokens=int(mx),
+                repetition_penalty=float(rp),
+                seed=seed_value,
+            )
             state = [[gr.update(visible=False)] + [gr.update()] * 7 for _ in range(MAX_SLOTS)]
             for i, v in enumerate(chosen):
-                state[i] = [gr.update(visible=True), gr.update(value=f"### {inert(friendly_name(v))}"), gr.update(value=""),
-                            gr.update(value="waiting…"), gr.update(visible=False), gr.update(value=""), gr.update(visible=False), gr.update(value="")]
+                state[i] = [
+                    gr.update(visible=True),
+                    gr.update(value=f"### {inert(friendly_name(v))}"),
+                    gr.update(value=""),
+                    gr.update(value="waiting…"),
+                    gr.update(visible=False),
+                    gr.update(value=""),
+                    gr.update(visible=False),
+                    gr.update(value=""),
+                ]
             yield [x for s in state for x in s] + [gr.update(value="Generating…")]
             errors: dict[int, str] = {}
             shown = ["waiting…"] * len(chosen)  # the stats line as last sent: resent only when it changes
@@ -135,8 +178,13 @@ def build_generate_tab(ctx: AppContext) -> None:
                         st[2] = gr.update(value=ev.reply)
                         st[4] = gr.update(visible=bool(ev.thinking))
                         st[5] = gr.update(value=inert(ev.thinking))
-                        line = (stats_line(ev.result) if ev.done else
-                                f"waiting: position {ev.queued} in the queue…" if ev.queued else "generating…")
+                        line = (
+                            stats_line(ev.result)
+                            if ev.done
+                            else f"waiting: position {ev.queued} in the queue…"
+                            if ev.queued
+                            else "generating…"
+                        )
                         if line != shown[i]:
                             shown[i] = line
                             st[3] = gr.update(value=line)
@@ -156,5 +204,10 @@ def build_generate_tab(ctx: AppContext) -> None:
             done = "Done." if not errors else "Done with errors: " + "; ".join(inert(e) for e in errors.values())
             yield [x for s in state for x in s] + [gr.update(value=done)]
 
-        go.click(run, [tweet, variants, thinking, temperature, top_p, top_k, min_p, max_new, rep, seed], flat + [status],
-                 concurrency_limit=64, concurrency_id="model")  # the scheduler batches and bounds; see generation/scheduler.py
+        go.click(
+            run,
+            [tweet, variants, thinking, temperature, top_p, top_k, min_p, max_new, rep, seed],
+            flat + [status],
+            concurrency_limit=64,
+            concurrency_id="model",
+        )  # the scheduler batches and bounds; see generation/scheduler.py

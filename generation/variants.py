@@ -2,6 +2,7 @@
 
 One home for the prefix, so nothing slices "lora:" by hand.
 """
+
 from __future__ import annotations
 
 BASE = "base"
@@ -18,14 +19,13 @@ def is_lora(variant: str) -> bool:
 
 
 def adapter_name(variant: str) -> str | None:
-    """"lora:tone" -> "tone"; None for base, rag or anything that is not a LoRA variant."""
-    return variant[len(LORA_PREFIX):] if variant.startswith(LORA_PREFIX) else None
+    """ "lora:tone" -> "tone"; None for base, rag or anything that is not a LoRA variant."""
+    return variant[len(LORA_PREFIX) :] if variant.startswith(LORA_PREFIX) else None
 
 
 def lora_variant(name: str) -> str:
     """An adapter name (bare or already prefixed) as its variant name: "tone" -> "lora:tone"."""
     return name if name.startswith(LORA_PREFIX) else LORA_PREFIX + name
-
 
 
 def friendly_name(variant: str) -> str:

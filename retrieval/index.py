@@ -4,6 +4,7 @@ Examples are embedded on their TWEET: we look up tweets similar to the user's an
 the replies that did well on them. The index is persisted next to its dataset and
 rebuilt whenever the dataset bytes, the filter config or the model change.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,7 +98,6 @@ class Retrieved:
 def normalize_text(text: str) -> str:
     """Comparison form for de-duplication: whitespace collapsed, case folded."""
     return _WS_RE.sub(" ", text).strip().casefold()
-
 
 
 def _as_int(value: Any, default: int = 0) -> int:

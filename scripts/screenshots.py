@@ -5,6 +5,7 @@
 A throwaway data dir gets a few seeded votes (so the Leaderboard has something to say) and the sample pairs are
 imported through the Data tab. Takes a few minutes on a 2-core CPU (one reply, one battle).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,20 @@ def seed_votes(data_dir: Path) -> None:
         for (a, b), votes in VOTES.items():
             for v in votes:
                 k = next(n)
-                store.add_vote(VoteRecord(battle_id=f"seed{k}", tweet="seeded", contender_a=a, contender_b=b, reply_a="x",
-                                          reply_b="y", vote=code[v], session_hash=f"s{k}", client_hash=f"c{k}", app_version="screens"))
+                store.add_vote(
+                    VoteRecord(
+                        battle_id=f"seed{k}",
+                        tweet="seeded",
+                        contender_a=a,
+                        contender_b=b,
+                        reply_a="x",
+                        reply_b="y",
+                        vote=code[v],
+                        session_hash=f"s{k}",
+                        client_hash=f"c{k}",
+                        app_version="screens",
+                    )
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
             page.locator("#gen-tweet textarea").fill("Hot take: most meetings should have been an email.")
             page.locator("#gen-go").click()
-            page.wait_for_function("() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=300_000)
+            page.wait_for_function(
+                "() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=300_000
+            )
             shot("generate")
 
             page.get_by_role("tab", name="Arena").click()
@@ -68,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
             login(page)
             page.get_by_role("tab", name="Data (admin)").click()
-            page.locator("#data-server-path").locator("textarea, input").first.fill(str(ROOT / "assets" / "sample_pairs.jsonl"))
+            page.locator("#data-server-path").locator("textarea, input").first.fill(
+                str(ROOT / "assets" / "sample_pairs.jsonl")
+            )
             page.locator("#data-import").click()
             wait_text(page, "#data-import-status", "passed the filters", timeout=300_000)
             shot("data")

@@ -6,6 +6,7 @@ HF OAuth and must be on the ADMIN_USERS allow-list. Every admin handler calls `r
 cookie and the OAuth session from the request itself, so no handler can forget to pass the credential, and hiding
 tabs is never what protects them.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -60,7 +61,8 @@ class AdminGate:
         self.sessions = AdminSessions(self.db, self.session_ttl_s)
         self._failures = PersistentRateLimiter(self.db, "login-failure", [RateWindow(600.0, self.max_failures, "")])
         self._global_failures = PersistentRateLimiter(
-            self.db, "login-failure-all", [RateWindow(600.0, self.max_failures_global, "")])
+            self.db, "login-failure-all", [RateWindow(600.0, self.max_failures_global, "")]
+        )
 
     @property
     def enabled(self) -> bool:
@@ -80,8 +82,9 @@ class AdminGate:
             raise AdminRequired("Too many wrong admin passwords recently; logins are paused for 10 minutes.")
         if self._failures.check([address], now) is not None:
             raise AdminRequired("Too many wrong passwords from your address; wait 10 minutes.")
-        if not isinstance(password, str) or not hmac.compare_digest(password.encode("utf-8", "surrogatepass"),
-                                                                    self.password.encode("utf-8", "surrogatepass")):
+        if not isinstance(password, str) or not hmac.compare_digest(
+            password.encode("utf-8", "surrogatepass"), self.password.encode("utf-8", "surrogatepass")
+        ):
             self._failures.record([address], now)
             self._global_failures.record(["all"], now)
             raise AdminRequired("Wrong admin password.")
@@ -99,7 +102,9 @@ class AdminGate:
 
     def require(self, request=None, profile=None) -> None:
         if not self.is_admin(request, profile):
-            raise AdminRequired("This needs an admin: log in on the Admin panel first." if self.enabled else self.how_to_enable())
+            raise AdminRequired(
+                "This needs an admin: log in on the Admin panel first." if self.enabled else self.how_to_enable()
+            )
 
 
 __all__ = ["AdminGate", "AdminRequired", "RateLimited", "oauth_username"]

@@ -5,6 +5,7 @@ behind `proxy_hops` proxies (BEHIND_PROXY / --behind-proxy; 1 on a Hugging Face 
 address it saw, so the client is the entry the outermost trusted proxy appended: the `proxy_hops`-th from the right.
 Everything to its left was supplied by the client and is ignored.
 """
+
 from __future__ import annotations
 
 

@@ -8,6 +8,7 @@ Four contexts, one module:
 * ``prompt_data`` -- user text inside a judge prompt's delimiter tags: only &, < and > so it cannot close a tag.
 * ``hide_temp_paths`` -- error messages name the uploaded file, never the server's temp folders.
 """
+
 from __future__ import annotations
 
 import html

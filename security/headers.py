@@ -3,6 +3,7 @@
 `frame-ancestors` replaces X-Frame-Options: a Space is shown inside an iframe on huggingface.co, so that origin is
 allowed there and only the app itself elsewhere. `nosniff` stops a browser from running an uploaded file as script.
 """
+
 from __future__ import annotations
 
 LOCAL_FRAME_ANCESTORS = "'self'"

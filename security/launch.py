@@ -1,4 +1,5 @@
 """What the security layer adds to `Blocks.launch`: upload cap, login routes, security-headers middleware."""
+
 from __future__ import annotations
 
 from starlette.middleware import Middleware

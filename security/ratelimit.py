@@ -3,6 +3,7 @@
 `check` + `record` keep the interface of the in-memory limiter the arena used (the caller may hold its own lock
 across check -> write -> record); `hit` does both in one transaction for callers that have no lock of their own.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,9 @@ class PersistentRateLimiter:
     def _check_locked(self, keys: Iterable[str], now: float) -> str | None:
         for key in keys:
             for w in self.windows:
-                (n,) = self.db.conn.execute("SELECT COUNT(*) FROM rate_events WHERE key = ? AND ts > ?",
-                                            (self._k(key), now - w.seconds)).fetchone()
+                (n,) = self.db.conn.execute(
+                    "SELECT COUNT(*) FROM rate_events WHERE key = ? AND ts > ?", (self._k(key), now - w.seconds)
+                ).fetchone()
                 if n >= w.limit:
                     return w.message
         return None
@@ -49,8 +51,9 @@ class PersistentRateLimiter:
         self.db.conn.executemany("INSERT INTO rate_events (key, ts) VALUES (?, ?)", [(self._k(k), now) for k in keys])
         self._ops += 1
         if self._ops % 256 == 0:  # old events can never count again: drop them so the file stays small
-            self.db.conn.execute("DELETE FROM rate_events WHERE key LIKE ? AND ts <= ?",
-                                 (self.namespace + ":%", now - self._horizon))
+            self.db.conn.execute(
+                "DELETE FROM rate_events WHERE key LIKE ? AND ts <= ?", (self.namespace + ":%", now - self._horizon)
+            )
 
     def check(self, keys: Iterable[str], now: float | None = None) -> str | None:
         """Message of the first exceeded window for any key, or None if allowed."""
@@ -86,8 +89,9 @@ class PersistentRateLimiter:
     def count(self, key: str, seconds: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
         with self.db.lock:
-            return self.db.conn.execute("SELECT COUNT(*) FROM rate_events WHERE key = ? AND ts > ?",
-                                        (self._k(key), now - seconds)).fetchone()[0]
+            return self.db.conn.execute(
+                "SELECT COUNT(*) FROM rate_events WHERE key = ? AND ts > ?", (self._k(key), now - seconds)
+            ).fetchone()[0]
 
 
 @dataclass
@@ -98,14 +102,33 @@ class VisitorLimits:
     battle: PersistentRateLimiter
 
     @classmethod
-    def build(cls, db: SecurityDB, generate_per_minute: int, battles_per_minute: int,
-              generate_per_day: int | None = None, battles_per_day: int | None = None) -> "VisitorLimits":
+    def build(
+        cls,
+        db: SecurityDB,
+        generate_per_minute: int,
+        battles_per_minute: int,
+        generate_per_day: int | None = None,
+        battles_per_day: int | None = None,
+    ) -> "VisitorLimits":
         """Daily caps default to 30 minutes' worth of the per-minute rate."""
+
         def windows(per_min: int, per_day: int | None, what: str) -> list[RateWindow]:
             per_day = per_min * 30 if per_day is None else per_day
-            return [RateWindow(60.0, per_min, f"Too many {what} from your address (limit: {per_min} per minute); "
-                                              "please wait a minute and try again."),
-                    RateWindow(86400.0, per_day, f"Your address has reached today's limit of {per_day} {what}; "
-                                                 "please come back tomorrow.")]
-        return cls(PersistentRateLimiter(db, "generate", windows(generate_per_minute, generate_per_day, "generations")),
-                   PersistentRateLimiter(db, "battle", windows(battles_per_minute, battles_per_day, "battles")))
+            return [
+                RateWindow(
+                    60.0,
+                    per_min,
+                    f"Too many {what} from your address (limit: {per_min} per minute); "
+                    "please wait a minute and try again.",
+                ),
+                RateWindow(
+                    86400.0,
+                    per_day,
+                    f"Your address has reached today's limit of {per_day} {what}; please come back tomorrow.",
+                ),
+            ]
+
+        return cls(
+            PersistentRateLimiter(db, "generate", windows(generate_per_minute, generate_per_day, "generations")),
+            PersistentRateLimiter(db, "battle", windows(battles_per_minute, battles_per_day, "battles")),
+        )

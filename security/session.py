@@ -3,6 +3,7 @@
 Replaces keying admin rights on Gradio's `session_hash`, which the client chooses and which travels in URLs.
 Only sha256(token) is stored, so the database file holds no usable credential; sessions expire after `ttl_s`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,9 @@ class AdminSessions:
         token = secrets.token_urlsafe(32)
         with self.db.lock:
             self.db.conn.execute("DELETE FROM admin_sessions WHERE expires <= ?", (now,))
-            self.db.conn.execute("INSERT INTO admin_sessions VALUES (?, ?, ?, ?)", (_digest(token), who, now, now + self.ttl_s))
+            self.db.conn.execute(
+                "INSERT INTO admin_sessions VALUES (?, ?, ?, ?)", (_digest(token), who, now, now + self.ttl_s)
+            )
         return token
 
     def valid(self, token: str | None, now: float | None = None) -> bool:
@@ -37,7 +40,9 @@ class AdminSessions:
             return False
         now = time.time() if now is None else now
         with self.db.lock:
-            row = self.db.conn.execute("SELECT expires FROM admin_sessions WHERE token_sha256 = ?", (_digest(token),)).fetchone()
+            row = self.db.conn.execute(
+                "SELECT expires FROM admin_sessions WHERE token_sha256 = ?", (_digest(token),)
+            ).fetchone()
         return row is not None and row[0] > now
 
     def revoke(self, token: str | None) -> None:

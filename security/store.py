@@ -2,6 +2,7 @@
 
 Kept on disk so a restart neither logs admins out early nor hands every address a fresh allowance.
 """
+
 from __future__ import annotations
 
 import sqlite3

@@ -2,6 +2,7 @@
 
 The check that matters is AdminGate.require(request) in each admin handler; this panel only obtains the credential.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -5,6 +5,7 @@ button calls these routes from the browser (security/ui.py). Only JSON bodies ar
 form cannot send. The cookie is HttpOnly (page scripts cannot read it) and SameSite=Strict (no cross-site requests
 carry it); it is Secure whenever the page was served over https.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,14 +48,23 @@ def admin_routes(gate: AdminGate, proxy_hops: int) -> list[Route]:
             log.info("admin login refused: %s", exc)  # the message only: never the password
             return JSONResponse({"ok": False, "message": str(exc)}, status_code=403)
         resp = JSONResponse({"ok": True, "message": "Logged in as admin."})
-        resp.set_cookie(COOKIE_NAME, token, max_age=int(gate.session_ttl_s), path="/", httponly=True, samesite="strict",
-                        secure=_is_https(request, proxy_hops))
+        resp.set_cookie(
+            COOKIE_NAME,
+            token,
+            max_age=int(gate.session_ttl_s),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=_is_https(request, proxy_hops),
+        )
         return resp
 
     async def logout(request: Request) -> JSONResponse:
         gate.sessions.revoke(token_from_request(request))
         resp = JSONResponse({"ok": True, "message": "Logged out."})
-        resp.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_is_https(request, proxy_hops))
+        resp.delete_cookie(
+            COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=_is_https(request, proxy_hops)
+        )
         return resp
 
     return [Route("/admin/login", login, methods=["POST"]), Route("/admin/logout", logout, methods=["POST"])]

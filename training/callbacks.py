@@ -1,4 +1,5 @@
 """Trainer callbacks: the JSONL progress log the Training tab polls, status.json, graceful stop, injected failures."""
+
 from __future__ import annotations
 
 import os
@@ -101,7 +102,8 @@ class FailAtStep(TrainerCallback):
 class JsonlLogCallback(TrainerCallback):
     """One JSON object per trainer log event in <run_dir>/trainer_log.jsonl, plus progress in status.json.
 
-    Each record: event (begin/train/eval/summary/final_eval; the trainer appends end), step, max_steps, epoch, loss, eval_loss, lr, grad_norm,
+    Each record: event (begin/train/eval/summary/final_eval; the trainer appends end), step, max_steps, epoch, loss,
+    eval_loss, lr, grad_norm,
     tokens_per_s, elapsed, eta_s, status, time. Elapsed/ETA/throughput cover this session (after a resume, from
     the resume point).
     """
@@ -115,23 +117,39 @@ class JsonlLogCallback(TrainerCallback):
         self.start_step = 0
         self.tokens0 = 0
         self.last_status_write = 0.0
-        self.final = False  # set by the trainer before its closing evaluate(), so that eval is not counted as a periodic one
+        self.final = (
+            False  # set by the trainer before its closing evaluate(), so that eval is not counted as a periodic one
+        )
 
     def _timing(self, state) -> dict:
         elapsed = time.time() - self.t0
         done = state.global_step - self.start_step
         eta = (elapsed / done) * max(0, state.max_steps - state.global_step) if done > 0 else None
         toks = (state.num_input_tokens_seen or 0) - self.tokens0
-        return {"elapsed": round(elapsed, 2), "eta_s": None if eta is None else round(eta, 1),
-                "tokens_per_s": round(toks / elapsed, 1) if elapsed > 0 and toks > 0 else None}
+        return {
+            "elapsed": round(elapsed, 2),
+            "eta_s": None if eta is None else round(eta, 1),
+            "tokens_per_s": round(toks / elapsed, 1) if elapsed > 0 and toks > 0 else None,
+        }
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0 = time.time()
         self.start_step = state.global_step
         self.tokens0 = state.num_input_tokens_seen or 0
         if self.enabled:
-            append_jsonl(self.path, {"event": "begin", "step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
-                                     "status": "running", "time": time.time(), "elapsed": 0.0, "eta_s": None})
+            append_jsonl(
+                self.path,
+                {
+                    "event": "begin",
+                    "step": state.global_step,
+                    "max_steps": state.max_steps,
+                    "epoch": state.epoch,
+                    "status": "running",
+                    "time": time.time(),
+                    "elapsed": 0.0,
+                    "eta_s": None,
+                },
+            )
             self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
         return control
 
@@ -153,10 +171,19 @@ class JsonlLogCallback(TrainerCallback):
             event = "train"
         else:
             event = "log"
-        rec: dict[str, Any] = {"event": event, "step": state.global_step, "max_steps": state.max_steps,
-                               "epoch": round(state.epoch, 4) if state.epoch is not None else None,
-                               "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
-                               "grad_norm": logs.get("grad_norm"), "status": "running", "time": time.time(), **self._timing(state)}
+        rec: dict[str, Any] = {
+            "event": event,
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "epoch": round(state.epoch, 4) if state.epoch is not None else None,
+            "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"),
+            "lr": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "status": "running",
+            "time": time.time(),
+            **self._timing(state),
+        }
         for k in self.extra_keys:
             for name in (k, f"eval_{k}"):
                 if name in logs:

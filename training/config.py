@@ -3,6 +3,7 @@
 Everything here is checked before a model or dataset is loaded, so a bad value costs a second, not a GPU start-up.
 This module imports only the standard library and PyYAML (torch lazily, for the CUDA check), so the UI can use it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -154,17 +155,13 @@ class TrainConfig:
     max_steps: int = field(
         default=-1,
         metadata={
-            "help": (
-                "Optimizer steps to run; -1 = run the epochs (transformers' convention), > 0 caps the steps."
-            ),
+            "help": ("Optimizer steps to run; -1 = run the epochs (transformers' convention), > 0 caps the steps."),
         },
     )
     max_seq_len: int = field(
         default=512,
         metadata={
-            "help": (
-                "Tokens per example; longer ones are cut. Seed: 512 (a tweet prompt + reply is 48-192 tokens)."
-            ),
+            "help": ("Tokens per example; longer ones are cut. Seed: 512 (a tweet prompt + reply is 48-192 tokens)."),
         },
     )
     seed: int = field(
@@ -179,9 +176,7 @@ class TrainConfig:
     save_steps: int = field(
         default=50,
         metadata={
-            "help": (
-                "Save a checkpoint every N steps (a multiple of eval_steps when the best one is kept). Seed: 50."
-            ),
+            "help": ("Save a checkpoint every N steps (a multiple of eval_steps when the best one is kept). Seed: 50."),
         },
     )
     logging_steps: int = field(
@@ -279,8 +274,7 @@ class TrainConfig:
         default=1024,
         metadata={
             "help": (
-                "Tokens per packed row. Measured on an H100: 1024-token rows beat 4096 (less masked attention "
-                "work)."
+                "Tokens per packed row. Measured on an H100: 1024-token rows beat 4096 (less masked attention work)."
             ),
         },
     )
@@ -296,9 +290,7 @@ class TrainConfig:
     compile_layers: bool = field(
         default=True,
         metadata={
-            "help": (
-                "torch.compile each decoder layer on the bf16 CUDA fast path (~1 min compile, +10-25% speed)."
-            ),
+            "help": ("torch.compile each decoder layer on the bf16 CUDA fast path (~1 min compile, +10-25% speed)."),
         },
     )
     # ---- preference training (training/dpo.py; kind dpo/kto) -----------------------------------------------------
@@ -342,7 +334,9 @@ class TrainConfig:
         data = dict(data or {})
         unknown = sorted(set(data) - set(FIELD_TYPES))
         if unknown:
-            raise ValueError(f"Unknown config key(s): {', '.join(unknown)}; valid keys are: {', '.join(sorted(FIELD_TYPES))}.")
+            raise ValueError(
+                f"Unknown config key(s): {', '.join(unknown)}; valid keys are: {', '.join(sorted(FIELD_TYPES))}."
+            )
         start = dataclasses.replace(base) if base is not None else cls()
         values = {k: coerce(k, v) for k, v in data.items()}
         return dataclasses.replace(start, **values)
@@ -384,9 +378,12 @@ def field_default(name: str) -> Any:
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One `--<key> VALUE` flag per field, its help from the field's metadata (as TRL's parser builds SFTConfig's CLI).
 
-    Values stay strings here and are coerced by field type in from_dict, like `--set`; an absent flag leaves no attribute.
+    Values stay strings here and are coerced by field type in from_dict, like `--set`; an absent flag leaves no
+    attribute.
     """
-    group = parser.add_argument_group("config keys", "each sets one TrainConfig field over the preset or YAML (same as --set KEY=VALUE)")
+    group = parser.add_argument_group(
+        "config keys", "each sets one TrainConfig field over the preset or YAML (same as --set KEY=VALUE)"
+    )
     for f in fields(TrainConfig):
         text = f"{field_help(f.name)} (default: {field_default(f.name)!r})"
         group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar="VALUE", help=text.replace("%", "%%"))
@@ -396,6 +393,7 @@ def flag_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     """The config flags given on the command line (see add_config_flags)."""
     return {name: getattr(ns, name) for name in FIELD_TYPES if hasattr(ns, name)}
 
+
 # ---- presets ---------------------------------------------------------------------------------------------------
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed's recipe unchanged: Qwen3-8B, QLoRA NF4 double-quant, r16/a16, lr 2e-4, 2 epochs, batch 4x4.
@@ -404,9 +402,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lr 1e-3 so a short run visibly moves the model. LoRA only on the top 10 of 30 layers: the backward pass stops
     # there, measured 2.0-2.4 s/step vs 4.4 s/step for all layers (bf16, batch 8 x 115 tokens; fp32 all layers 6.6+ s).
     "cpu-demo": {
-        "base_model": EMBEDDED_BASE, "dataset": "", "load_in_4bit": False, "gradient_checkpointing": False,
-        "rank": 8, "alpha": 16, "learning_rate": 1e-3, "micro_batch_size": 8, "grad_accum": 1, "max_steps": 30,
-        "warmup_ratio": 0.1, "eval_steps": 10, "save_steps": 10, "logging_steps": 1, "max_seq_len": 256,
+        "base_model": EMBEDDED_BASE,
+        "dataset": "",
+        "load_in_4bit": False,
+        "gradient_checkpointing": False,
+        "rank": 8,
+        "alpha": 16,
+        "learning_rate": 1e-3,
+        "micro_batch_size": 8,
+        "grad_accum": 1,
+        "max_steps": 30,
+        "warmup_ratio": 0.1,
+        "eval_steps": 10,
+        "save_steps": 10,
+        "logging_steps": 1,
+        "max_seq_len": 256,
         "layers_to_transform": list(range(20, 30)),
     },
 }
@@ -515,6 +525,7 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
 
     `cuda` defaults to torch.cuda.is_available(); pass it explicitly to check a config for another machine.
     """
+
     def bad(msg: str) -> None:
         raise ValueError(msg)
 
@@ -527,7 +538,10 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
     if not cfg.target_modules:
         bad("target_modules is empty; name at least one module, e.g. q_proj,v_proj.")
     if cfg.layers_to_transform is not None and (not cfg.layers_to_transform or min(cfg.layers_to_transform) < 0):
-        bad(f"layers_to_transform must be non-negative layer indices or empty for all layers, got {cfg.layers_to_transform}.")
+        bad(
+            "layers_to_transform must be non-negative layer indices or empty for all layers, got "
+            f"{cfg.layers_to_transform}."
+        )
     if cfg.learning_rate <= 0:
         bad(f"Learning rate must be positive (the seed uses 2e-4), got {cfg.learning_rate}.")
     if cfg.epochs <= 0:
@@ -549,19 +563,28 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
     if cfg.eval_steps < 1 or cfg.save_steps < 1 or cfg.logging_steps < 1:
         bad("eval_steps, save_steps and logging_steps must each be at least 1.")
     if cfg.load_best_model_at_end and cfg.save_steps % cfg.eval_steps:
-        bad(f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) to keep the best checkpoint by eval loss.")
+        bad(
+            f"save_steps ({cfg.save_steps}) must be a multiple of eval_steps ({cfg.eval_steps}) to keep the best "
+            "checkpoint by eval loss."
+        )
     if cfg.save_total_limit < 1:
         bad(f"save_total_limit must be at least 1, got {cfg.save_total_limit}.")
     if cfg.early_stopping_patience < 0 or cfg.early_stopping_threshold < 0:
         bad("early_stopping_patience and early_stopping_threshold must be zero (off) or positive.")
     if not 0.0 < cfg.eval_fraction < 1.0:
-        bad(f"eval_fraction must be between 0 and 1 (exclusive), got {cfg.eval_fraction}; an empty eval split cannot pick the best checkpoint.")
+        bad(
+            f"eval_fraction must be between 0 and 1 (exclusive), got {cfg.eval_fraction}; an empty eval split cannot "
+            "pick the best checkpoint."
+        )
     if cfg.cpu_dtype not in _DTYPES or cfg.bnb_4bit_compute_dtype not in _DTYPES:
         bad(f"cpu_dtype and bnb_4bit_compute_dtype must be one of {', '.join(_DTYPES)}.")
     if cfg.bnb_4bit_quant_type not in ("nf4", "fp4"):
         bad(f"bnb_4bit_quant_type must be nf4 or fp4, got {cfg.bnb_4bit_quant_type!r}.")
     if cfg.run_name and not _RUN_NAME.match(cfg.run_name):
-        bad(f"run_name {cfg.run_name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder and the adapter's name).")
+        bad(
+            f"run_name {cfg.run_name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder and the "
+            "adapter's name)."
+        )
     if str(cfg.fast_path).lower() not in ("auto", "on", "off", "true", "false", "1", "0"):
         bad(f"fast_path must be auto, on or off, got {cfg.fast_path!r}.")
     if cfg.pack_tokens < 64 or cfg.pack_rows < 0:
@@ -571,20 +594,27 @@ def validate(cfg: TrainConfig, cuda: bool | None = None) -> list[str]:
     if cfg.distributed not in ("ddp", "fsdp"):
         bad(f"distributed must be ddp or fsdp, got {cfg.distributed!r}.")
     if cfg.distributed == "fsdp" and cfg.load_in_4bit:
-        bad("FSDP shards full-precision (bf16) weights and cannot shard a 4-bit QLoRA base; set load_in_4bit=false to use FSDP, "
-            "or distributed=ddp to train QLoRA on several GPUs.")
+        bad(
+            "FSDP shards full-precision (bf16) weights and cannot shard a 4-bit QLoRA base; set load_in_4bit=false to "
+            "use FSDP, "
+            "or distributed=ddp to train QLoRA on several GPUs."
+        )
     if cfg.kind not in KINDS:
         bad(f"kind must be one of {', '.join(KINDS)}, got {cfg.kind!r}.")
     if cfg.kind != "sft":
         _validate_preference_run(cfg)
     if cfg.dataset and not Path(cfg.dataset).expanduser().exists():
-        bad(f"Dataset {cfg.dataset} does not exist; export one from the Data tab or leave it empty for the sample data.")
+        bad(
+            f"Dataset {cfg.dataset} does not exist; export one from the Data tab or leave it empty for the sample data."
+        )
     warns: list[str] = []
     if cfg.distributed == "fsdp" and not (cfg.gpus and len(cfg.gpus) > 1):
         warns.append("distributed=fsdp applies only when gpus lists 2 or more GPUs; this run uses one process.")
     if cfg.load_in_4bit and not (cuda_available() if cuda is None else cuda):
-        warns.append("4-bit (QLoRA) needs a CUDA GPU with bitsandbytes; no GPU is visible, so the base model is trained "
-                     f"in {cfg.cpu_dtype} on the CPU instead.")
+        warns.append(
+            "4-bit (QLoRA) needs a CUDA GPU with bitsandbytes; no GPU is visible, so the base model is trained "
+            f"in {cfg.cpu_dtype} on the CPU instead."
+        )
     return warns
 
 
@@ -605,18 +635,24 @@ def check_parent_base(parent: Path, base_name: str) -> None:
     try:
         made_for = json.loads((parent / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     except (OSError, ValueError):
-        raise ValueError(f"Parent adapter {parent.name} has no readable adapter_config.json; pick an adapter trained in this app.") from None
+        raise ValueError(
+            f"Parent adapter {parent.name} has no readable adapter_config.json; pick an adapter trained in this app."
+        ) from None
     if made_for and base_name and _norm_model(made_for) != _norm_model(base_name):
-        raise ValueError(f"Parent adapter {parent.name} was trained for base model {made_for}, not {base_name}; "
-                         "pick an adapter trained on this base or change base_model.")
+        raise ValueError(
+            f"Parent adapter {parent.name} was trained for base model {made_for}, not {base_name}; "
+            "pick an adapter trained on this base or change base_model."
+        )
 
 
 def preference_pair_count(dataset: str | Path) -> int:
     """Train pairs in a preference dataset, from its provenance.json (no `datasets` import)."""
     prov = Path(dataset).expanduser() / PROVENANCE_FILE
     if not prov.is_file():
-        raise ValueError(f"{dataset} is not a preference dataset (no {PROVENANCE_FILE}); build one from the votes "
-                         "(python -m arena.preferences or the Training tab).")
+        raise ValueError(
+            f"{dataset} is not a preference dataset (no {PROVENANCE_FILE}); build one from the votes "
+            "(python -m arena.preferences or the Training tab)."
+        )
     return int(json.loads(prov.read_text()).get("n_train") or 0)
 
 
@@ -627,15 +663,21 @@ def _validate_preference_run(cfg: TrainConfig) -> None:
     if cfg.min_pairs < 1:
         raise ValueError(f"min_pairs must be at least 1, got {cfg.min_pairs}.")
     if not cfg.dataset:
-        raise ValueError(f"A {cfg.kind.upper()} run needs a preference dataset built from the votes; set dataset to its folder.")
+        raise ValueError(
+            f"A {cfg.kind.upper()} run needs a preference dataset built from the votes; set dataset to its folder."
+        )
     n = preference_pair_count(cfg.dataset)
     if n < cfg.min_pairs:
-        raise ValueError(f"Only {n} clean preference pairs to train on; a {cfg.kind.upper()} run needs at least {cfg.min_pairs} "
-                         "(collect more votes or lower min_pairs).")
+        raise ValueError(
+            f"Only {n} clean preference pairs to train on; a {cfg.kind.upper()} run needs at least {cfg.min_pairs} "
+            "(collect more votes or lower min_pairs)."
+        )
     parent = resolve_parent(cfg)
     if parent is not None:
         if not (parent / "adapter_config.json").is_file():
-            raise ValueError(f"Parent adapter {cfg.parent_adapter} was not found in {cfg.adapters_dir}; pick one the Arena lists.")
+            raise ValueError(
+                f"Parent adapter {cfg.parent_adapter} was not found in {cfg.adapters_dir}; pick one the Arena lists."
+            )
         if cfg.base_model:
             check_parent_base(parent, cfg.base_model)
 
@@ -650,4 +692,6 @@ def validate_targets(model: Any, targets: list[str] | None = None) -> None:
             have.add(name.split(".")[-1])
     missing = [t for t in (targets or DEFAULT_TARGETS) if t not in have]
     if missing:
-        raise ValueError(f"Target module(s) {', '.join(missing)} not found in the loaded model; it has: {', '.join(sorted(have))}.")
+        raise ValueError(
+            f"Target module(s) {', '.join(missing)} not found in the loaded model; it has: {', '.join(sorted(have))}."
+        )

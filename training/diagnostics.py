@@ -6,6 +6,7 @@ possible forgetting (memorising the replies) when train loss < 0.1; plateau when
 early-stopping threshold over the last N evaluations. "Train loss" is the mean of the last few logged values,
 because a single logged step on a micro-batch is noisy.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,9 +47,19 @@ def load_log(log: str | Path | Iterable[dict]) -> list[dict]:
 def summarize(log: str | Path | Iterable[dict]) -> dict[str, Any]:
     """Final (smoothed) train loss, final / best eval loss and the eval curve, from the JSONL records."""
     recs = load_log(log)
-    train = [(int(r.get("step") or 0), float(r["loss"])) for r in recs if r.get("loss") is not None and r.get("event", "train") == "train"]
-    evals = [(int(r.get("step") or 0), float(r["eval_loss"])) for r in recs if r.get("eval_loss") is not None and r.get("event", "eval") == "eval"]
-    final_eval = [float(r["eval_loss"]) for r in recs if r.get("event") == "final_eval" and r.get("eval_loss") is not None]
+    train = [
+        (int(r.get("step") or 0), float(r["loss"]))
+        for r in recs
+        if r.get("loss") is not None and r.get("event", "train") == "train"
+    ]
+    evals = [
+        (int(r.get("step") or 0), float(r["eval_loss"]))
+        for r in recs
+        if r.get("eval_loss") is not None and r.get("event", "eval") == "eval"
+    ]
+    final_eval = [
+        float(r["eval_loss"]) for r in recs if r.get("event") == "final_eval" and r.get("eval_loss") is not None
+    ]
     tail = [v for _, v in train[-SMOOTH:]]
     best = min(evals, key=lambda e: e[1]) if evals else None
     return {
@@ -90,8 +101,12 @@ def _rank(cfg: TrainConfig, new_rank: int) -> dict:
     return {"rank": new_rank, "alpha": max(1, int(round(cfg.alpha * new_rank / cfg.rank)))}
 
 
-def diagnose(log: str | Path | Iterable[dict], config: TrainConfig | dict | None = None, plateau_evals: int | None = None,
-             threshold: float | None = None) -> list[Finding]:
+def diagnose(
+    log: str | Path | Iterable[dict],
+    config: TrainConfig | dict | None = None,
+    plateau_evals: int | None = None,
+    threshold: float | None = None,
+) -> list[Finding]:
     """Findings for one run; `plateau_evals` / `threshold` default to the config's early-stopping patience / threshold."""
     cfg = _cfg(config)
     s = summarize(log)
@@ -102,23 +117,47 @@ def diagnose(log: str | Path | Iterable[dict], config: TrainConfig | dict | None
     out: list[Finding] = []
     underfit = tr is not None and tr > UNDERFIT_LOSS
     if not underfit and tr is not None and ev is not None and ev - tr > OVERFIT_GAP:
-        out.append(Finding(
-            "overfitting", f"Overfitting: eval loss {ev:.4g} is {ev - tr:.2f} above train loss {tr:.4g} (more than {OVERFIT_GAP}).",
-            {"train_loss": tr, "eval_loss": ev, "gap": ev - tr},
-            {**_fewer_epochs(cfg), "dropout": round(min(0.5, cfg.dropout + 0.05), 4), **_rank(cfg, max(4, cfg.rank // 2))},
-            ["Add more (diverse) training pairs; that is the most reliable fix for overfitting."]))
+        out.append(
+            Finding(
+                "overfitting",
+                f"Overfitting: eval loss {ev:.4g} is {ev - tr:.2f} above train loss {tr:.4g} (more than "
+                f"{OVERFIT_GAP}).",
+                {"train_loss": tr, "eval_loss": ev, "gap": ev - tr},
+                {
+                    **_fewer_epochs(cfg),
+                    "dropout": round(min(0.5, cfg.dropout + 0.05), 4),
+                    **_rank(cfg, max(4, cfg.rank // 2)),
+                },
+                ["Add more (diverse) training pairs; that is the most reliable fix for overfitting."],
+            )
+        )
     if tr is not None and tr < FORGET_LOSS:
-        out.append(Finding(
-            "forgetting", f"Possible forgetting: train loss {tr:.4g} is below {FORGET_LOSS}, so the adapter is memorising the replies and may lose general ability.",
-            {"train_loss": tr}, {"learning_rate": cfg.learning_rate / 2, **_fewer_epochs(cfg)},
-            ["Compare base and adapter on general tweets in the Arena before keeping this adapter."]))
+        out.append(
+            Finding(
+                "forgetting",
+                f"Possible forgetting: train loss {tr:.4g} is below {FORGET_LOSS}, so the adapter is memorising the "
+                "replies and may lose general ability.",
+                {"train_loss": tr},
+                {"learning_rate": cfg.learning_rate / 2, **_fewer_epochs(cfg)},
+                ["Compare base and adapter on general tweets in the Arena before keeping this adapter."],
+            )
+        )
     if underfit:
-        gap = (f" Eval loss {ev:.4g} is {ev - tr:.2f} higher still: check that the eval split looks like the training data."
-               if ev is not None and ev - tr > OVERFIT_GAP else "")
-        out.append(Finding(
-            "underfitting", f"Underfitting: train loss is still {tr:.4g} (above {UNDERFIT_LOSS}).{gap}",
-            {"train_loss": tr, "eval_loss": ev}, {"learning_rate": cfg.learning_rate * 1.5, **_more_epochs(cfg), **_rank(cfg, min(256, cfg.rank * 2))},
-            ["Check the data: replies that do not follow from their tweets cannot be learned."]))
+        gap = (
+            f" Eval loss {ev:.4g} is {ev - tr:.2f} higher still: check that the eval split looks like the training "
+            "data."
+            if ev is not None and ev - tr > OVERFIT_GAP
+            else ""
+        )
+        out.append(
+            Finding(
+                "underfitting",
+                f"Underfitting: train loss is still {tr:.4g} (above {UNDERFIT_LOSS}).{gap}",
+                {"train_loss": tr, "eval_loss": ev},
+                {"learning_rate": cfg.learning_rate * 1.5, **_more_epochs(cfg), **_rank(cfg, min(256, cfg.rank * 2))},
+                ["Check the data: replies that do not follow from their tweets cannot be learned."],
+            )
+        )
     evals = s["evals"]
     if len(evals) >= n + 1:
         before = evals[-n - 1][1]
@@ -128,10 +167,15 @@ def diagnose(log: str | Path | Iterable[dict], config: TrainConfig | dict | None
             best_step = s["best_eval_step"]
             if best_step and best_step < evals[-1][0]:
                 changes["max_steps"] = int(best_step)
-            out.append(Finding(
-                "plateau", f"Plateau: eval loss improved by {gain:.4f} over the last {n} evaluations (less than {thr}).",
-                {"evals_considered": [v for _, v in evals[-n - 1:]], "gain": gain, "best_eval_step": best_step}, changes,
-                ["Stop earlier (max_steps at the best evaluation) or lower the learning rate."]))
+            out.append(
+                Finding(
+                    "plateau",
+                    f"Plateau: eval loss improved by {gain:.4f} over the last {n} evaluations (less than {thr}).",
+                    {"evals_considered": [v for _, v in evals[-n - 1 :]], "gain": gain, "best_eval_step": best_step},
+                    changes,
+                    ["Stop earlier (max_steps at the best evaluation) or lower the learning rate."],
+                )
+            )
     return out
 
 
@@ -142,7 +186,9 @@ def _next_name(name: str) -> str:
     return f"{m.group(1)}-v{int(m.group(2)) + 1}" if m else f"{name}-v2"
 
 
-def suggest_v2(config: TrainConfig | dict | None, log: str | Path | Iterable[dict]) -> tuple[list[Finding], dict[str, Any]]:
+def suggest_v2(
+    config: TrainConfig | dict | None, log: str | Path | Iterable[dict]
+) -> tuple[list[Finding], dict[str, Any]]:
     """(findings, v2 config dict). Changes are applied in ORDER; a key already changed by an earlier finding is kept."""
     cfg = _cfg(config)
     findings = diagnose(log, cfg)
@@ -179,22 +225,39 @@ def compare_runs(runs: Iterable[dict]) -> list[dict]:
             kinds = []
         tr = s["train_loss"] if s["train_loss"] is not None else metrics.get("final_train_loss")
         ev = metrics.get("eval_loss") if metrics.get("eval_loss") is not None else s["eval_loss"]
-        rows.append({
-            "run": r.get("run_id") or cfg.get("run_name") or "?", "state": r.get("state"), "base_model": cfg.get("base_model") or "embedded",
-            "rank": cfg.get("rank"), "alpha": cfg.get("alpha"), "dropout": cfg.get("dropout"), "lr": cfg.get("learning_rate"),
-            "epochs": cfg.get("epochs"), "max_steps": cfg.get("max_steps"), "steps": metrics.get("global_step") or s["steps"],
-            "train_loss": tr, "eval_loss": ev, "best_eval_loss": metrics.get("best_eval_loss") or s["best_eval_loss"],
-            "gap": (ev - tr) if ev is not None and tr is not None else None, "findings": ", ".join(kinds),
-            "adapter": r.get("adapter_path"), "best": False,
-        })
+        rows.append(
+            {
+                "run": r.get("run_id") or cfg.get("run_name") or "?",
+                "state": r.get("state"),
+                "base_model": cfg.get("base_model") or "embedded",
+                "rank": cfg.get("rank"),
+                "alpha": cfg.get("alpha"),
+                "dropout": cfg.get("dropout"),
+                "lr": cfg.get("learning_rate"),
+                "epochs": cfg.get("epochs"),
+                "max_steps": cfg.get("max_steps"),
+                "steps": metrics.get("global_step") or s["steps"],
+                "train_loss": tr,
+                "eval_loss": ev,
+                "best_eval_loss": metrics.get("best_eval_loss") or s["best_eval_loss"],
+                "gap": (ev - tr) if ev is not None and tr is not None else None,
+                "findings": ", ".join(kinds),
+                "adapter": r.get("adapter_path"),
+                "best": False,
+            }
+        )
     scored = [x for x in rows if x["eval_loss"] is not None]
     if scored:
         min(scored, key=lambda x: x["eval_loss"])["best"] = True
     return rows
 
 
-VERDICTS = {"overfitting": "Overfitting", "forgetting": "Memorising (possible forgetting)", "underfitting": "Underfitting",
-            "plateau": "Plateau"}
+VERDICTS = {
+    "overfitting": "Overfitting",
+    "forgetting": "Memorising (possible forgetting)",
+    "underfitting": "Underfitting",
+    "plateau": "Plateau",
+}
 
 
 def verdict(findings: list[Finding]) -> str:
@@ -207,7 +270,9 @@ def verdict(findings: list[Finding]) -> str:
 def report(findings: list[Finding], new_config: dict, old_config: TrainConfig | dict | None = None) -> str:
     """Markdown for the Training tab: one verdict, the findings, and the diff between the run's config and the suggested v2."""
     if not findings:
-        return "**Verdict: Healthy.** No problems found: train and eval loss are close, and eval loss was still improving."
+        return (
+            "**Verdict: Healthy.** No problems found: train and eval loss are close, and eval loss was still improving."
+        )
     old = _cfg(old_config).to_dict()
     lines = [f"**Verdict: {verdict(findings)}.**", ""]
     lines += [f"- **{f.kind}**: {f.message}" + "".join(f" {a}" for a in f.advice) for f in findings]

@@ -19,6 +19,7 @@ run folder, lock, status.json, trainer_log.jsonl, stop and resume are the SFT tr
   (bench/results/gpu-dpo-bf16-nvidia-h200-2026-11-30-timeout.log), so it stays opt-in until a GPU run clears it.
   Packing and Liger's fused cross-entropy do not apply to TRL's chosen/rejected batches as they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,19 @@ from .train import (
 from .train import main as train_main
 
 log = logging.getLogger("training.dpo")
-PREF_LOG_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "kl")
-_COLUMNS = {"dpo": ("prompt", "chosen", "rejected", "chat_template_kwargs"),
-            "kto": ("prompt", "completion", "label", "chat_template_kwargs")}
+PREF_LOG_KEYS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "kl",
+)
+_COLUMNS = {
+    "dpo": ("prompt", "chosen", "rejected", "chat_template_kwargs"),
+    "kto": ("prompt", "completion", "label", "chat_template_kwargs"),
+}
 
 
 def load_preferences(cfg: TrainConfig) -> tuple[Any, Any, dict]:
@@ -88,8 +99,11 @@ def reply_logprob(model, tokenizer, tweet: str, reply: str, max_len: int = 512) 
 
 def preference_margins(model, tokenizer, pairs: list[dict], max_len: int = 512) -> list[float]:
     """log P(chosen) - log P(rejected) per pair (rows: tweet, chosen, rejected); > 0 = the model prefers the chosen reply."""
-    return [reply_logprob(model, tokenizer, p["tweet"], p["chosen"], max_len) - reply_logprob(model, tokenizer, p["tweet"], p["rejected"], max_len)
-            for p in pairs]
+    return [
+        reply_logprob(model, tokenizer, p["tweet"], p["chosen"], max_len)
+        - reply_logprob(model, tokenizer, p["tweet"], p["rejected"], max_len)
+        for p in pairs
+    ]
 
 
 def _trainer_classes(kind: str):
@@ -104,7 +118,9 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.kind not in _COLUMNS:
-        raise ValueError(f"training.dpo trains kind dpo or kto, not {cfg.kind!r}; SFT runs use python -m training.train.")
+        raise ValueError(
+            f"training.dpo trains kind dpo or kto, not {cfg.kind!r}; SFT runs use python -m training.train."
+        )
     t_start = time.time()
     stop = stop or StopFlag()
     run_dir = Path(run_dir)
@@ -113,8 +129,18 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     warnings = validate(cfg)  # also: enough clean pairs, the parent adapter exists (and fits a named base)
     for w in warnings:
         log.warning(w)
-    status.update(run_id=run_id, state="running", phase="loading data", pid=os.getpid(), run_dir=str(run_dir), error=None,
-                  started_at=t_start, warnings=warnings, adapter_path=None, kind=cfg.kind)
+    status.update(
+        run_id=run_id,
+        state="running",
+        phase="loading data",
+        pid=os.getpid(),
+        run_dir=str(run_dir),
+        error=None,
+        started_at=t_start,
+        warnings=warnings,
+        adapter_path=None,
+        kind=cfg.kind,
+    )
     ckpt = last_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         _truncate_log(run_dir, _checkpoint_step(ckpt))
@@ -139,34 +165,74 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     model.generation_config.eos_token_id = _generation_config(model, tok, eot).eos_token_id
     model.config.use_cache = False
     if use_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     if parent is not None:
         pm = PeftModel.from_pretrained(model, str(parent), is_trainable=True)  # TRL adds the frozen "ref" copy
     else:
-        pm = get_peft_model(model, LoraConfig(
-            r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-            layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None, bias="none", task_type="CAUSAL_LM"))
+        pm = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                target_modules=list(cfg.target_modules),
+                layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
 
     fast = fast_plan(cfg, on_cuda)
     report_to = "none"  # W&B goes through training.tracking, as for SFT runs (one W&B run per training run)
-    data_info = {"source": str(cfg.dataset), "kind": "preferences", "sha256": sha256_path(Path(cfg.dataset)),
-                 "n_train": len(train_ds), "n_eval": len(eval_ds) if eval_ds is not None else 0,
-                 "vote_set_sha256": prov.get("vote_set_sha256")}
+    data_info = {
+        "source": str(cfg.dataset),
+        "kind": "preferences",
+        "sha256": sha256_path(Path(cfg.dataset)),
+        "n_train": len(train_ds),
+        "n_eval": len(eval_ds) if eval_ds is not None else 0,
+        "vote_set_sha256": prov.get("vote_set_sha256"),
+    }
     tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info)
     wandb_dir = tracker.start().local_dir
     Config, Trainer = _trainer_classes(cfg.kind)
     args = Config(
-        output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.micro_batch_size, per_device_eval_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, num_train_epochs=float(cfg.epochs),
-        max_steps=cfg.max_steps, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch", eval_strategy="steps" if eval_ds is not None else "no",
-        eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True, bf16=on_cuda, use_cpu=not on_cuda,
-        gradient_checkpointing=cfg.gradient_checkpointing and on_cuda, gradient_checkpointing_kwargs={"use_reentrant": False},
-        dataloader_num_workers=0, disable_tqdm=True, beta=cfg.dpo_beta, max_length=cfg.max_seq_len,
-        precompute_ref_log_probs=str(cfg.fast_path).lower() in ("on", "true", "1"), disable_dropout=True,
+        output_dir=str(run_dir / CHECKPOINTS),
+        run_name=run_id,
+        report_to=report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=float(cfg.epochs),
+        max_steps=cfg.max_steps,
+        warmup_steps=float(cfg.warmup_ratio),
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch",
+        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        bf16=on_cuda,
+        use_cpu=not on_cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing and on_cuda,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        beta=cfg.dpo_beta,
+        max_length=cfg.max_seq_len,
+        precompute_ref_log_probs=str(cfg.fast_path).lower() in ("on", "true", "1"),
+        disable_dropout=True,
     )
     log_cb = JsonlLogCallback(run_dir, status, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
@@ -175,8 +241,12 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     if fail_at is not None:
         callbacks.append(FailAtStep(fail_at))
     status.update(phase="preparing pairs")
-    trainer = Trainer(model=pm, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, callbacks=callbacks)
-    status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else 0)
+    trainer = Trainer(
+        model=pm, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, callbacks=callbacks
+    )
+    status.update(
+        phase="training", wandb_dir=wandb_dir, n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else 0
+    )
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     state = trainer.state
     if stop_cb.stopped_at is not None and state.global_step < state.max_steps:
@@ -197,13 +267,25 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     events = read_jsonl(run_dir / LOG_FILE)
     first = next((e for e in events if e.get("event") == "train" and e.get("rewards/margins") is not None), {})
     metrics: dict[str, Any] = {
-        "run_id": run_id, "kind": cfg.kind, "base_model": loaded.name, "parent_adapter": parent.name if parent else "",
-        "device": device, "dtype": loaded.dtype, "quantized": loaded.quantized, "train_loss": out.training_loss,
-        "global_step": state.global_step, "max_steps": state.max_steps, "train_runtime_s": runtime,
-        "pairs_per_s": round(pairs_seen / runtime, 3) if runtime else None, "n_train": len(train_ds),
-        "n_eval": len(eval_ds) if eval_ds is not None else 0, "first_margin": first.get("rewards/margins"),
-        **{k: v for k, v in ev.items() if isinstance(v, (int, float))}, "vote_set_sha256": prov.get("vote_set_sha256"),
-        "precomputed_reference": bool(args.precompute_ref_log_probs), "wall_s": round(time.time() - t_start, 1),
+        "run_id": run_id,
+        "kind": cfg.kind,
+        "base_model": loaded.name,
+        "parent_adapter": parent.name if parent else "",
+        "device": device,
+        "dtype": loaded.dtype,
+        "quantized": loaded.quantized,
+        "train_loss": out.training_loss,
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "train_runtime_s": runtime,
+        "pairs_per_s": round(pairs_seen / runtime, 3) if runtime else None,
+        "n_train": len(train_ds),
+        "n_eval": len(eval_ds) if eval_ds is not None else 0,
+        "first_margin": first.get("rewards/margins"),
+        **{k: v for k, v in ev.items() if isinstance(v, (int, float))},
+        "vote_set_sha256": prov.get("vote_set_sha256"),
+        "precomputed_reference": bool(args.precompute_ref_log_probs),
+        "wall_s": round(time.time() - t_start, 1),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
     }
     status.update(phase="saving adapter")
@@ -211,17 +293,47 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     if "ref" in unwrapped.peft_config:
         unwrapped.delete_adapter("ref")  # the saved adapter is the policy only
     unwrapped.set_adapter("default")
-    lineage = lineage_record(kind=cfg.kind, parent_adapter=parent.name if parent else "", base_model=loaded.name, provenance=prov)
-    adapter_path = str(save_adapter(unwrapped, tok, cfg, run_id, data_info, metrics, eot, loaded.name,
-                                    extra_files={LINEAGE_FILE: json.dumps(lineage, indent=1),
-                                                 PROVENANCE_FILE: json.dumps(prov, indent=1)}))
+    lineage = lineage_record(
+        kind=cfg.kind, parent_adapter=parent.name if parent else "", base_model=loaded.name, provenance=prov
+    )
+    adapter_path = str(
+        save_adapter(
+            unwrapped,
+            tok,
+            cfg,
+            run_id,
+            data_info,
+            metrics,
+            eot,
+            loaded.name,
+            extra_files={LINEAGE_FILE: json.dumps(lineage, indent=1), PROVENANCE_FILE: json.dumps(prov, indent=1)},
+        )
+    )
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     tracker.finish(metrics)
-    append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
-                                      "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
-                                      "elapsed": round(time.time() - log_cb.t0, 2)})
-    done = dict(state="completed", phase="done", adapter_path=adapter_path, metrics=metrics, step=state.global_step,
-                max_steps=state.max_steps, eta_s=0.0, finished_at=time.time())
+    append_jsonl(
+        run_dir / LOG_FILE,
+        {
+            "event": "end",
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "status": "completed",
+            "eval_loss": ev.get("eval_loss"),
+            "time": time.time(),
+            "eta_s": 0.0,
+            "elapsed": round(time.time() - log_cb.t0, 2),
+        },
+    )
+    done = dict(
+        state="completed",
+        phase="done",
+        adapter_path=adapter_path,
+        metrics=metrics,
+        step=state.global_step,
+        max_steps=state.max_steps,
+        eta_s=0.0,
+        finished_at=time.time(),
+    )
     return status.update(**done) or done
 
 

@@ -7,6 +7,7 @@ NF4 layer is quantized and run on the GPU), peft, trl, transformers, accelerate,
 disk in the data dir. Versions are compared with requirements.txt's pins. Nothing is downloaded; the check takes a few
 seconds, most of it importing torch. The admin "System" tab shows the same report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,11 @@ class EnvReport:
             if c.fix:
                 lines.append(f"{'':8} {'':<{width}}  → fix: {c.fix}")
         bad = [c for c in self.checks if c.status != "ok"]
-        lines += ["", f"{len(self.checks) - len(bad)} of {len(self.checks)} checks ok" + (
-            f"; {len(bad)} need attention (see 'without it' and 'fix' above)." if bad else ".")]
+        lines += [
+            "",
+            f"{len(self.checks) - len(bad)} of {len(self.checks)} checks ok"
+            + (f"; {len(bad)} need attention (see 'without it' and 'fix' above)." if bad else "."),
+        ]
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -140,12 +144,25 @@ def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bi
 
     torch = None
     if importlib.util.find_spec("torch") is None:
-        add(Check("torch", "missing", "not installed", "everything with a model: Generate, Arena replies, training, evaluation",
-                  f"pip install torch=={pins.get('torch', '2.13.0')} (CPU) or the CUDA build on a GPU host"))
+        add(
+            Check(
+                "torch",
+                "missing",
+                "not installed",
+                "everything with a model: Generate, Arena replies, training, evaluation",
+                f"pip install torch=={pins.get('torch', '2.13.0')} (CPU) or the CUDA build on a GPU host",
+            )
+        )
     else:
         import torch
 
-        add(Check("torch", "ok", torch.__version__ + (f", CUDA build {torch.version.cuda}" if torch.version.cuda else ", CPU build")))
+        add(
+            Check(
+                "torch",
+                "ok",
+                torch.__version__ + (f", CUDA build {torch.version.cuda}" if torch.version.cuda else ", CPU build"),
+            )
+        )
     cuda = bool(torch is not None and torch.cuda.is_available())
     if torch is not None:
         if cuda:
@@ -156,55 +173,124 @@ def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bi
             rep.facts["gpus"] = gpus
             add(Check("CUDA GPU", "ok", f"{len(gpus)} GPU(s) — " + "; ".join(gpus)))
         else:
-            why = "this torch is a CPU build" if not torch.version.cuda else "torch has CUDA but sees no GPU (driver / CUDA_VISIBLE_DEVICES)"
-            add(Check("CUDA GPU", "warn", f"none ({why})",
-                      "QLoRA and training Qwen3-8B: here only the cpu-demo preset (embedded SmolLM2) and small models "
-                      "train, and replies are generated on the CPU",
-                      "run on a GPU host (NVIDIA driver, `nvidia-smi` lists the GPU) with a CUDA build of torch"))
+            why = (
+                "this torch is a CPU build"
+                if not torch.version.cuda
+                else "torch has CUDA but sees no GPU (driver / CUDA_VISIBLE_DEVICES)"
+            )
+            add(
+                Check(
+                    "CUDA GPU",
+                    "warn",
+                    f"none ({why})",
+                    "QLoRA and training Qwen3-8B: here only the cpu-demo preset (embedded SmolLM2) and small models "
+                    "train, and replies are generated on the CPU",
+                    "run on a GPU host (NVIDIA driver, `nvidia-smi` lists the GPU) with a CUDA build of torch",
+                )
+            )
 
-    bnb_check = _package("bitsandbytes", "bitsandbytes", pins,
-                         "QLoRA (load_in_4bit): Qwen3-8B needs ~16 GB of GPU memory in bf16 instead of ~6 GB in NF4")
+    bnb_check = _package(
+        "bitsandbytes",
+        "bitsandbytes",
+        pins,
+        "QLoRA (load_in_4bit): Qwen3-8B needs ~16 GB of GPU memory in bf16 instead of ~6 GB in NF4",
+    )
     add(bnb_check)
     if bnb_check.status == "ok" and probe_4bit:
         ok, detail = _four_bit_probe(cuda)
-        add(Check("4-bit loading", "ok" if ok else "warn", ("works: " if ok else "not here: ") + detail,
-                  "" if ok else ("load_in_4bit is ignored here: the model loads in cpu_dtype, so only small models fit"
-                                 if not cuda else "QLoRA (load_in_4bit) runs fail at model loading; use load_in_4bit=false"),
-                  "" if ok else ("a CUDA GPU" if not cuda else "a bitsandbytes build that matches this CUDA "
-                                 "(pip install -U bitsandbytes), then run this check again")))
+        add(
+            Check(
+                "4-bit loading",
+                "ok" if ok else "warn",
+                ("works: " if ok else "not here: ") + detail,
+                ""
+                if ok
+                else (
+                    "load_in_4bit is ignored here: the model loads in cpu_dtype, so only small models fit"
+                    if not cuda
+                    else "QLoRA (load_in_4bit) runs fail at model loading; use load_in_4bit=false"
+                ),
+                ""
+                if ok
+                else (
+                    "a CUDA GPU"
+                    if not cuda
+                    else "a bitsandbytes build that matches this CUDA "
+                    "(pip install -U bitsandbytes), then run this check again"
+                ),
+            )
+        )
     add(_package("transformers", "transformers", pins, "every model: loading, generation, training"))
     add(_package("peft", "peft", pins, "LoRA: training adapters and loading them in Generate / Arena / Evaluate"))
     add(_package("trl", "trl", pins, "DPO / KTO training from arena votes (the preference loop)"))
     add(_package("accelerate", "accelerate", pins, "multi-GPU training (accelerate launch) and device_map loading"))
-    add(_package("liger-kernel", "liger-kernel", pins,
-                 "Liger's fused kernels in the GPU fast path (more GPU memory on long sequences; training still works; "
-                 "nothing changes on a CPU box)", required=False))
+    add(
+        _package(
+            "liger-kernel",
+            "liger-kernel",
+            pins,
+            "Liger's fused kernels in the GPU fast path (more GPU memory on long sequences; training still works; "
+            "nothing changes on a CPU box)",
+            required=False,
+        )
+    )
 
     mode = wandb_mode(env)
     wb = _version("wandb")
     if wb is None:
-        add(Check("W&B", "warn", "wandb not installed", "W&B tracking (the local trainer_log.jsonl still records every run)",
-                  f"pip install wandb=={pins['wandb']}" if "wandb" in pins else "pip install wandb"))
+        add(
+            Check(
+                "W&B",
+                "warn",
+                "wandb not installed",
+                "W&B tracking (the local trainer_log.jsonl still records every run)",
+                f"pip install wandb=={pins['wandb']}" if "wandb" in pins else "pip install wandb",
+            )
+        )
     elif mode == "online":
         add(Check("W&B", "ok", f"wandb {wb}, online (WANDB_API_KEY is set)"))
     elif mode == "offline":
-        add(Check("W&B", "ok", f"wandb {wb}, offline: runs are saved under each run folder; upload later with `wandb sync`",
-                  "", "set WANDB_API_KEY to log online"))
+        add(
+            Check(
+                "W&B",
+                "ok",
+                f"wandb {wb}, offline: runs are saved under each run folder; upload later with `wandb sync`",
+                "",
+                "set WANDB_API_KEY to log online",
+            )
+        )
     else:
-        add(Check("W&B", "warn", f"wandb {wb}, disabled (WANDB_MODE=disabled)", "W&B tracking (the local log still records runs)",
-                  "unset WANDB_MODE"))
+        add(
+            Check(
+                "W&B",
+                "warn",
+                f"wandb {wb}, disabled (WANDB_MODE=disabled)",
+                "W&B tracking (the local log still records runs)",
+                "unset WANDB_MODE",
+            )
+        )
 
     where, free = _free_disk(Path(data_dir))
     rep.facts["free_disk_gb"] = round(free, 1)
     ok = free >= MIN_FREE_GB
-    add(Check("disk", "ok" if ok else "warn", f"{free:.1f} GB free at {where} (data dir {data_dir})",
-              "" if ok else f"room for Qwen3-8B (~16 GB) plus checkpoints; below {MIN_FREE_GB:.0f} GB a download or a save can fail",
-              "" if ok else "free space, or start the app with --data-dir on a bigger disk"))
+    add(
+        Check(
+            "disk",
+            "ok" if ok else "warn",
+            f"{free:.1f} GB free at {where} (data dir {data_dir})",
+            ""
+            if ok
+            else f"room for Qwen3-8B (~16 GB) plus checkpoints; below {MIN_FREE_GB:.0f} GB a download or a save can fail",
+            "" if ok else "free space, or start the app with --data-dir on a bigger disk",
+        )
+    )
     return rep
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.envcheck", description="What this machine can do for Reply Arena.")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.envcheck", description="What this machine can do for Reply Arena."
+    )
     ap.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--no-4bit-probe", action="store_true", help="skip running the NF4 test layer")

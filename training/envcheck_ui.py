@@ -1,4 +1,5 @@
 """System tab (admin): the environment check (training/envcheck.py) on demand, as a table in words."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,10 @@ log = logging.getLogger(__name__)
 
 def build_system_tab(ctx) -> None:
     with gr.Tab("System (admin)", id="system"):
-        gr.Markdown("What this machine can do: torch / CUDA / GPUs, the training packages, 4-bit loading, W&B, disk. "
-                    "Each missing piece says what it turns off and how to fix it. Same as `python -m training.envcheck`.")
+        gr.Markdown(
+            "What this machine can do: torch / CUDA / GPUs, the training packages, 4-bit loading, W&B, disk. "
+            "Each missing piece says what it turns off and how to fix it. Same as `python -m training.envcheck`."
+        )
         btn = gr.Button("Run the environment check", variant="primary", elem_id="system-check")
         out = gr.Markdown("", elem_id="system-report")
 

@@ -1,12 +1,15 @@
 """The CUDA fast path for LoRA training on tweet-length examples.
 
-Tweet + reply examples are 48-192 tokens; padded micro-batches waste most of the GPU on padding and tiny matmuls. We pack
+Tweet + reply examples are 48-192 tokens; padded micro-batches waste most of the GPU on padding and tiny matmuls. We
+pack
 whole examples into fixed-size rows (first-fit decreasing), restart position ids at each example, and pass no attention
-mask: transformers then builds a block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices),
+mask: transformers then builds a block-diagonal causal mask from the position ids
+(masking_utils.find_packed_sequence_indices),
 so examples never attend to each other and the loss equals the unpacked batch's loss. Rows have a fixed token budget,
 which also gives static shapes (good for kernels and torch.compile). Liger kernels (RMSNorm, RoPE, SwiGLU, fused linear
 cross-entropy, so the 151,936-wide logits are never materialized) are applied when the package is installed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +39,9 @@ def pack_examples(examples: Sequence[dict], pack_tokens: int, pad_token_id: int 
     """
     too_long = [i for i, e in enumerate(examples) if len(e["input_ids"]) > pack_tokens]
     if too_long:
-        raise ValueError(f"{len(too_long)} examples are longer than pack_tokens={pack_tokens}; raise pack_tokens or max_seq_len.")
+        raise ValueError(
+            f"{len(too_long)} examples are longer than pack_tokens={pack_tokens}; raise pack_tokens or max_seq_len."
+        )
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
     bins: list[list[int]] = []
     space: list[int] = []
@@ -75,7 +80,9 @@ class PackedCollator:
     def __call__(self, rows: Sequence[dict]) -> dict:
         import torch
 
-        return {k: torch.tensor([r[k] for r in rows], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")}
+        return {
+            k: torch.tensor([r[k] for r in rows], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")
+        }
 
 
 def prepare_for_packing(model) -> None:
@@ -101,7 +108,9 @@ def apply_liger(model) -> bool:
         return False
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True)
+    _apply_liger_kernel_to_instance(
+        model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True
+    )
     return True
 
 
@@ -128,8 +137,14 @@ def fast_plan(cfg, on_cuda: bool) -> FastPlan:
     enabled = mode in ("on", "true", "1") or (mode == "auto" and on_cuda)
     if not enabled:
         return FastPlan()
-    return FastPlan(True, int(cfg.pack_tokens), int(cfg.pack_rows), liger=on_cuda, fused_adamw=on_cuda,
-                    compile=on_cuda and bool(getattr(cfg, "compile_layers", False)))
+    return FastPlan(
+        True,
+        int(cfg.pack_tokens),
+        int(cfg.pack_rows),
+        liger=on_cuda,
+        fused_adamw=on_cuda,
+        compile=on_cuda and bool(getattr(cfg, "compile_layers", False)),
+    )
 
 
 def auto_rows(examples: Sequence[dict], cfg, pack_tokens: int) -> int:

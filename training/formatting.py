@@ -5,6 +5,7 @@ Qwen3-style template ends with the empty `<think>\\n\\n</think>\\n\\n` block) an
 engine tokenizes it. Only the reply and the end-of-turn token are trained: a model that never learns to emit
 <|im_end|> does not stop, and one trained on the prompt or the think block learns to echo it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,17 +47,25 @@ def turn_end(tokenizer, system_prompt: str = SYSTEM_PROMPT) -> TurnEnd:
     full = render_conversation(tokenizer, "x", _SENTINEL, system_prompt)
     head = prompt + _SENTINEL
     if not full.startswith(head):
-        raise ValueError("The chat template renders an assistant reply differently from its generation prompt followed by the reply; "
-                         "training would not match inference, so this template is not supported.")
-    suffix = full[len(head):]
-    specials = sorted({*getattr(tokenizer, "all_special_tokens", []), "<|im_end|>", "<|eot_id|>", "<|end|>"}, key=len, reverse=True)
+        raise ValueError(
+            "The chat template renders an assistant reply differently from its generation prompt followed by the "
+            "reply; "
+            "training would not match inference, so this template is not supported."
+        )
+    suffix = full[len(head) :]
+    specials = sorted(
+        {*getattr(tokenizer, "all_special_tokens", []), "<|im_end|>", "<|eot_id|>", "<|end|>"}, key=len, reverse=True
+    )
     hits = [(suffix.find(s), s) for s in specials if s and s in suffix]
     if hits:
         pos, tok = min(hits)
-        return TurnEnd(suffix[: pos + len(tok)], suffix[pos + len(tok):])
+        return TurnEnd(suffix[: pos + len(tok)], suffix[pos + len(tok) :])
     if tokenizer.eos_token:  # a template with no end-of-turn token: train the EOS so generation stops
         return TurnEnd(suffix + tokenizer.eos_token, "")
-    raise ValueError("The chat template has no end-of-turn token and the tokenizer has no EOS token; the model could not learn to stop.")
+    raise ValueError(
+        "The chat template has no end-of-turn token and the tokenizer has no EOS token; the model could not learn to "
+        "stop."
+    )
 
 
 def end_of_turn_token(tokenizer) -> str:
@@ -72,8 +81,9 @@ def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def format_example(tokenizer, tweet: str, reply: str, max_len: int, system_prompt: str = SYSTEM_PROMPT,
-                   end: TurnEnd | None = None) -> dict[str, list[int]] | None:
+def format_example(
+    tokenizer, tweet: str, reply: str, max_len: int, system_prompt: str = SYSTEM_PROMPT, end: TurnEnd | None = None
+) -> dict[str, list[int]] | None:
     """Tokens for one pair: prompt (labels -100) + reply + end-of-turn (trained) + trailing text (-100).
 
     Over-long examples lose tweet text, never reply text; None when the reply alone does not fit (the caller counts).
@@ -82,7 +92,9 @@ def format_example(tokenizer, tweet: str, reply: str, max_len: int, system_promp
     return _format(tokenizer, tweet, reply, max_len, system_prompt, end)[0]
 
 
-def _format(tokenizer, tweet: str, reply: str, max_len: int, system_prompt: str, end: TurnEnd | None) -> tuple[dict | None, bool]:
+def _format(
+    tokenizer, tweet: str, reply: str, max_len: int, system_prompt: str, end: TurnEnd | None
+) -> tuple[dict | None, bool]:
     end = end or turn_end(tokenizer, system_prompt)
     reply_ids = _ids(tokenizer, reply) + _ids(tokenizer, end.trained)
     tail_ids = _ids(tokenizer, end.trailing) if end.trailing else []
@@ -126,7 +138,9 @@ class FormatStats:
         return dict(self.__dict__)
 
 
-def format_examples(tokenizer, rows: Iterable[dict], max_len: int, system_prompt: str = SYSTEM_PROMPT) -> tuple[list[dict], FormatStats]:
+def format_examples(
+    tokenizer, rows: Iterable[dict], max_len: int, system_prompt: str = SYSTEM_PROMPT
+) -> tuple[list[dict], FormatStats]:
     """Format many rows (each with tweet and reply); returns the examples and counts of what was dropped or cut."""
     end = turn_end(tokenizer, system_prompt)
     out: list[dict] = []
@@ -169,5 +183,8 @@ class PadCollator:
             ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
             mask.append(list(f["attention_mask"]) + [0] * pad)
             labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
-        return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask, dtype=torch.long),
-                "labels": torch.tensor(labels, dtype=torch.long)}
+        return {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": torch.tensor(mask, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }

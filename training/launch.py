@@ -2,26 +2,32 @@
 
     1 GPU / CPU  ->  python -m training.train --config <run_dir>/run.yaml --run-dir <run_dir> [--resume]
     N > 1 GPUs   ->  python -m accelerate.commands.launch --num_processes N --num_machines 1 --mixed_precision bf16
-                     --dynamo_backend no --multi_gpu [--main_process_port P] -m training.train --config ... --run-dir ...
+                     --dynamo_backend no --multi_gpu [--main_process_port P] -m training.train --config ... --run-dir
+                     ...
     ... fsdp     ->  the same with --use_fsdp --fsdp_version 2 --fsdp_reshard_after_forward true (= FULL_SHARD)
                      --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --fsdp_transformer_layer_cls_to_wrap <decoder layer>
                      --fsdp_state_dict_type SHARDED_STATE_DICT ... in place of --multi_gpu (accelerate refuses both).
 
-FSDP version: FSDP2 (per-parameter sharding) by default. FSDP1 (--fsdp_sharding_strategy FULL_SHARD --fsdp_use_orig_params
-true, fsdp_version=1 below) failed on an H100 under accelerate 1.15 / torch 2.11 at world size 1 (its NO_SHARD fallback):
+FSDP version: FSDP2 (per-parameter sharding) by default. FSDP1 (--fsdp_sharding_strategy FULL_SHARD
+--fsdp_use_orig_params
+true, fsdp_version=1 below) failed on an H100 under accelerate 1.15 / torch 2.11 at world size 1 (its NO_SHARD
+fallback):
 an assertion at step 2 for tied embeddings, and a missing-key assertion when writing the checkpoint; FSDP2 completed
 the same runs (checkpoints, gathered adapter). FSDP2 and DDP ran on two H200s (2026-11-30; README, bench/results).
 
-accelerate (torch.distributed.run underneath) starts one `training.train` per GPU with RANK / LOCAL_RANK / WORLD_SIZE set;
+accelerate (torch.distributed.run underneath) starts one `training.train` per GPU with RANK / LOCAL_RANK / WORLD_SIZE
+set;
 transformers.Trainer reads them (DDP, or FSDP from accelerate's FSDP_* variables); nothing here distributes by hand.
 CUDA_VISIBLE_DEVICES is narrowed to cfg.gpus, so LOCAL_RANK i runs on the i-th listed GPU.
 
 Stopping: the runner SIGTERMs the launcher's process group; torch.distributed.run forwards SIGTERM to every worker
-(each in its own session) and waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds before SIGKILL, so every rank's StopFlag is set
+(each in its own session) and waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds before SIGKILL, so every rank's StopFlag is
+set
 and the ranks agree on the step to stop at (training/callbacks.py StopFlag.is_set_anywhere all-reduces the flag).
 
 Standard library only (the runner and the UI import it); torch is imported lazily, for the GPU count check alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,19 +39,57 @@ from typing import Mapping
 
 from .rundir import CONFIG_FILE
 
-CPU_PROCESSES_ENV = "REPLY_ARENA_CPU_PROCESSES"  # tests / dev boxes: N gloo processes on the CPU through the same launcher
+CPU_PROCESSES_ENV = (
+    "REPLY_ARENA_CPU_PROCESSES"  # tests / dev boxes: N gloo processes on the CPU through the same launcher
+)
 SHUTDOWN_GRACE_S = 60  # after SIGTERM (stop) or a failed rank, torch.distributed.run gives workers this long before SIGKILL (runner stop: 120 s)
 ACCELERATE = "accelerate.commands.launch"
 FSDP_VERSION = 2
-# FSDP2: reshard_after_forward=true is FULL_SHARD; each decoder layer is one shard group (PEFT's wrap policy adds the LoRA
+# FSDP2: reshard_after_forward=true is FULL_SHARD; each decoder layer is one shard group (PEFT's wrap policy adds the
+# LoRA
 # layers, transformers.Trainer does that); SHARDED_STATE_DICT: checkpoints are written shard by shard (the Trainer
 # resumes from them); the final adapter is gathered to rank 0 once (training/train.py).
-FSDP2_FLAGS = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_reshard_after_forward", "true", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
-FSDP2_TAIL = ["--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_offload_params", "false", "--fsdp_cpu_ram_efficient_loading", "false"]
+FSDP2_FLAGS = [
+    "--use_fsdp",
+    "--fsdp_version",
+    "2",
+    "--fsdp_reshard_after_forward",
+    "true",
+    "--fsdp_auto_wrap_policy",
+    "TRANSFORMER_BASED_WRAP",
+]
+FSDP2_TAIL = [
+    "--fsdp_state_dict_type",
+    "SHARDED_STATE_DICT",
+    "--fsdp_offload_params",
+    "false",
+    "--fsdp_cpu_ram_efficient_loading",
+    "false",
+]
 # FSDP1, as first specified (use_orig_params: frozen base + trainable LoRA weights in one flat parameter); see above.
-FSDP1_FLAGS = ["--use_fsdp", "--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"]
-FSDP1_TAIL = ["--fsdp_use_orig_params", "true", "--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_sync_module_states", "true",
-              "--fsdp_backward_prefetch", "BACKWARD_PRE", "--fsdp_offload_params", "false", "--fsdp_cpu_ram_efficient_loading", "false"]
+FSDP1_FLAGS = [
+    "--use_fsdp",
+    "--fsdp_version",
+    "1",
+    "--fsdp_sharding_strategy",
+    "FULL_SHARD",
+    "--fsdp_auto_wrap_policy",
+    "TRANSFORMER_BASED_WRAP",
+]
+FSDP1_TAIL = [
+    "--fsdp_use_orig_params",
+    "true",
+    "--fsdp_state_dict_type",
+    "SHARDED_STATE_DICT",
+    "--fsdp_sync_module_states",
+    "true",
+    "--fsdp_backward_prefetch",
+    "BACKWARD_PRE",
+    "--fsdp_offload_params",
+    "false",
+    "--fsdp_cpu_ram_efficient_loading",
+    "false",
+]
 
 
 def num_processes(cfg, cpu_processes: int = 0) -> int:
@@ -92,11 +136,28 @@ def decoder_layer_class(base_model: str) -> str | None:
     return f"{prefix}DecoderLayer" if prefix else None
 
 
-def accelerate_args(n: int, *, port: int | None = None, cpu: bool = False, fsdp_layer_cls: str | None = None,
-                    fsdp: bool = False, fsdp_version: int = FSDP_VERSION) -> list[str]:
+def accelerate_args(
+    n: int,
+    *,
+    port: int | None = None,
+    cpu: bool = False,
+    fsdp_layer_cls: str | None = None,
+    fsdp: bool = False,
+    fsdp_version: int = FSDP_VERSION,
+) -> list[str]:
     """`-m accelerate.commands.launch ...` flags for n processes on one machine (bench/gpu_train_ddp.py uses them too)."""
-    args = ["-m", ACCELERATE, "--num_processes", str(n), "--num_machines", "1",
-            "--mixed_precision", "no" if cpu else "bf16", "--dynamo_backend", "no"]
+    args = [
+        "-m",
+        ACCELERATE,
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no" if cpu else "bf16",
+        "--dynamo_backend",
+        "no",
+    ]
     if port:
         args += ["--main_process_port", str(port)]
     if fsdp:
@@ -109,11 +170,20 @@ def accelerate_args(n: int, *, port: int | None = None, cpu: bool = False, fsdp_
     return args
 
 
-def build_command(cfg, run_dir: str | Path, python: str | None = None, resume: bool = False, *, port: int | None = None,
-                  cpu_processes: int = 0) -> list[str]:
+def build_command(
+    cfg,
+    run_dir: str | Path,
+    python: str | None = None,
+    resume: bool = False,
+    *,
+    port: int | None = None,
+    cpu_processes: int = 0,
+) -> list[str]:
     """The argv that trains `cfg` in `run_dir` (whose run.yaml the runner has written)."""
     run_dir = Path(run_dir)
-    module = "training.dpo" if getattr(cfg, "kind", "sft") in ("dpo", "kto") else "training.train"  # preference runs: TRL
+    module = (
+        "training.dpo" if getattr(cfg, "kind", "sft") in ("dpo", "kto") else "training.train"
+    )  # preference runs: TRL
     train = ["-m", module, "--config", str(run_dir / CONFIG_FILE), "--run-dir", str(run_dir)]
     if resume:
         train.append("--resume")
@@ -123,8 +193,13 @@ def build_command(cfg, run_dir: str | Path, python: str | None = None, resume: b
         return [python, *train]
     cpu = bool(cpu_processes and cpu_processes > 1)
     fsdp = getattr(cfg, "distributed", "ddp") == "fsdp" and not cpu  # accelerate's FSDP needs CUDA: CPU tests run DDP
-    return [python, *accelerate_args(n, port=port, cpu=cpu, fsdp=fsdp,
-                                     fsdp_layer_cls=decoder_layer_class(cfg.base_model) if fsdp else None), *train]
+    return [
+        python,
+        *accelerate_args(
+            n, port=port, cpu=cpu, fsdp=fsdp, fsdp_layer_cls=decoder_layer_class(cfg.base_model) if fsdp else None
+        ),
+        *train,
+    ]
 
 
 def build_env(cfg, base: Mapping[str, str] | None = None, cpu_processes: int = 0) -> dict[str, str]:
@@ -142,8 +217,12 @@ def build_env(cfg, base: Mapping[str, str] | None = None, cpu_processes: int = 0
         ids = [parent[g] if parent and g < len(parent) else str(g) for g in cfg.gpus]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     if num_processes(cfg, cpu_processes) > 1:
-        env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(base.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT") or SHUTDOWN_GRACE_S))
-        env["OMP_NUM_THREADS"] = str(base.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // num_processes(cfg, cpu_processes)))
+        env.setdefault(
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(base.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT") or SHUTDOWN_GRACE_S)
+        )
+        env["OMP_NUM_THREADS"] = str(
+            base.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // num_processes(cfg, cpu_processes))
+        )
     return env
 
 
@@ -171,12 +250,15 @@ def check_gpus(cfg, visible: int | None = None) -> None:
     bad = [g for g in cfg.gpus if g >= visible]
     if len(cfg.gpus) > visible or bad:
         seen = "GPU 0" if visible == 1 else f"GPUs 0-{visible - 1}"
-        raise ValueError(f"This run asks for {len(cfg.gpus)} GPU(s) ({','.join(map(str, cfg.gpus))}), but this machine shows "
-                         f"{visible} ({seen}); pick GPUs from that list.")
+        raise ValueError(
+            f"This run asks for {len(cfg.gpus)} GPU(s) ({','.join(map(str, cfg.gpus))}), but this machine shows "
+            f"{visible} ({seen}); pick GPUs from that list."
+        )
 
 
-def launch_spec(cfg, run_dir: str | Path, python: str | None = None, resume: bool = False,
-                env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def launch_spec(
+    cfg, run_dir: str | Path, python: str | None = None, resume: bool = False, env: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str]]:
     """(argv, variables to add) for the runner. A free rendezvous port is picked for multi-process runs."""
     base = {**os.environ, **(env or {})}
     cpu = cpu_processes_from(base)

@@ -3,6 +3,7 @@
 "v(n+1)": the SFT adapter is v1 and every adapter trained on votes adds one, so the next DPO run is
 v(2 + number of adapters trained on votes so far).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -19,7 +20,13 @@ from .config import TrainConfig
 from .runner import RunHandle, RunManager
 
 # What a DPO run changes from the chosen preset (the parent adapter fixes the LoRA shape).
-DPO_OVERRIDES: dict[str, Any] = {"kind": "dpo", "learning_rate": 5e-5, "epochs": 1, "dpo_beta": 0.1, "warmup_ratio": 0.1}
+DPO_OVERRIDES: dict[str, Any] = {
+    "kind": "dpo",
+    "learning_rate": 5e-5,
+    "epochs": 1,
+    "dpo_beta": 0.1,
+    "warmup_ratio": 0.1,
+}
 PREFERENCES_DIR = "preferences"
 
 
@@ -57,11 +64,15 @@ def loop_state(data_dir: str | Path, adapters_dir: str | Path, cleaning: Cleanin
     return LoopState(n, funnel, 2 + len(runs), adapters_newest_first(adapters_dir), runs[-1][0] if runs else None)
 
 
-def next_config(base: TrainConfig, state: LoopState, parent: str, adapters_dir: str | Path, dataset: str = "") -> TrainConfig:
+def next_config(
+    base: TrainConfig, state: LoopState, parent: str, adapters_dir: str | Path, dataset: str = ""
+) -> TrainConfig:
     """The preset's config turned into the next DPO run: parent adapter as a folder path, the run named dpo-v{n}."""
     parent_path = str((Path(adapters_dir) / parent).resolve()) if parent else ""
-    return TrainConfig.from_dict({**DPO_OVERRIDES, "parent_adapter": parent_path, "dataset": dataset, "run_name": f"dpo-v{state.version}"},
-                                 base=base)
+    return TrainConfig.from_dict(
+        {**DPO_OVERRIDES, "parent_adapter": parent_path, "dataset": dataset, "run_name": f"dpo-v{state.version}"},
+        base=base,
+    )
 
 
 def describe(state: LoopState, parent: str, adapters_dir: str | Path) -> list[str]:
@@ -69,10 +80,13 @@ def describe(state: LoopState, parent: str, adapters_dir: str | Path) -> list[st
     lines = [state.headline()]
     if state.funnel:
         f = state.funnel
-        lines.append(f"Votes {f.get('votes', 0)} → flagged −{f.get('flagged', 0)}, duplicate −{f.get('duplicate', 0)}, "
-                     f"daily cap −{f.get('daily_cap', 0)}, unreliable voters −{f.get('unreliable', 0)}, ties −{f.get('tie', 0)}, "
-                     f"identical replies −{f.get('same_reply', 0)}, both bad (KTO only) {f.get('both_bad_votes', 0)}; "
-                     f"already used by earlier runs: {f.get('already_used', 0)}.")
+        lines.append(
+            f"Votes {f.get('votes', 0)} → flagged −{f.get('flagged', 0)}, duplicate −{f.get('duplicate', 0)}, "
+            f"daily cap −{f.get('daily_cap', 0)}, unreliable voters −{f.get('unreliable', 0)}, ties "
+            f"−{f.get('tie', 0)}, "
+            f"identical replies −{f.get('same_reply', 0)}, both bad (KTO only) {f.get('both_bad_votes', 0)}; "
+            f"already used by earlier runs: {f.get('already_used', 0)}."
+        )
     if parent:
         lines.append(f"Starts from: {lineage_string(adapters_dir, parent)}")
     else:
@@ -80,14 +94,17 @@ def describe(state: LoopState, parent: str, adapters_dir: str | Path) -> list[st
     return lines
 
 
-def start_next(rm: RunManager, data_dir: str | Path, base: TrainConfig, parent: str,
-               cleaning: CleaningConfig | None = None) -> tuple[RunHandle, TrainConfig, dict]:
+def start_next(
+    rm: RunManager, data_dir: str | Path, base: TrainConfig, parent: str, cleaning: CleaningConfig | None = None
+) -> tuple[RunHandle, TrainConfig, dict]:
     """Build the preference set from unused votes, then start the DPO run. Refusals are ValueError sentences; a
     dataset built for a refused run is removed again."""
     state = loop_state(data_dir, rm.adapters_dir, cleaning)
     if state.available == 0:
-        raise ValueError(f"No clean preference pairs are available since the last DPO run; collect more votes in the Arena "
-                         f"(at least {base.min_pairs} are needed).")
+        raise ValueError(
+            f"No clean preference pairs are available since the last DPO run; collect more votes in the Arena "
+            f"(at least {base.min_pairs} are needed)."
+        )
     out = Path(data_dir) / PREFERENCES_DIR / f"dpo-v{state.version}-{time.strftime('%Y%m%d-%H%M%S')}"
     with VoteStore(data_dir) as store:
         prov = build_from_store(store, out, cleaning, used_vote_ids(rm.adapters_dir))

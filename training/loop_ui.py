@@ -2,6 +2,7 @@
 
 A thin view over training/loop.py; every handler checks the admin credential itself.
 """
+
 from __future__ import annotations
 
 import gradio as gr
@@ -20,7 +21,9 @@ def build_loop_section(ctx, rm, gate, preset: gr.Dropdown, msg: gr.Markdown, run
     gr.Markdown("### Train on the Arena's votes (DPO)")
     info = gr.Markdown("", elem_id="loop-info")
     with gr.Row():
-        parent = gr.Dropdown(choices=[], value=None, label="Start from adapter (its copy is the DPO reference)", elem_id="loop-parent")
+        parent = gr.Dropdown(
+            choices=[], value=None, label="Start from adapter (its copy is the DPO reference)", elem_id="loop-parent"
+        )
         refresh = gr.Button("Count pairs", scale=0)
     preview = gr.Code(label="DPO config preview", language="yaml", elem_id="loop-preview")
     button = gr.Button("Train DPO v2 from votes", variant="primary", elem_id="loop-start")
@@ -40,8 +43,12 @@ def build_loop_section(ctx, rm, gate, preset: gr.Dropdown, msg: gr.Markdown, run
             return f"⚠️ {inert(str(exc))}", gr.update(), gr.update(), gr.update()
         head, *rest = describe(state, pick, adapters_dir)
         text = "\n\n".join([f"**{inert(head)}**", *(inert(x) for x in rest)])
-        return (text, gr.update(choices=state.parents, value=pick or None),
-                yaml.safe_dump(cfg.to_dict(), sort_keys=False), gr.update(value=f"Train DPO v{state.version} from votes"))
+        return (
+            text,
+            gr.update(choices=state.parents, value=pick or None),
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+            gr.update(value=f"Train DPO v{state.version} from votes"),
+        )
 
     def on_start(p, parent_name, request: gr.Request):
         try:
@@ -51,8 +58,10 @@ def build_loop_section(ctx, rm, gate, preset: gr.Dropdown, msg: gr.Markdown, run
             return f"⚠️ {inert(str(exc))}", gr.update()
         except Exception as exc:  # ValueError (too few pairs, foreign parent), RunError (a run is active): one sentence
             return f"⚠️ {inert(str(exc))}", gr.update()
-        return (f"Started **{inert(handle.run_id)}** on {prov['n_train']} pairs from {len(prov['vote_ids'])} votes.",
-                gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id))
+        return (
+            f"Started **{inert(handle.run_id)}** on {prov['n_train']} pairs from {len(prov['vote_ids'])} votes.",
+            gr.update(choices=[r["run_id"] for r in rm.runs()], value=handle.run_id),
+        )
 
     outs = [info, parent, preview, button]
     refresh.click(on_refresh, [preset, parent], outs)

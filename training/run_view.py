@@ -1,6 +1,7 @@
 """What the Training tab shows and does around a run, UI-free so it is unit-tested: which run the live view follows,
 what Stop acts on, when Resume is offered, losses to 4 significant digits, config YAML in and out, and a finished
 run's checkpoint promoted to an adapter the Generate and Arena tabs pick up."""
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,9 @@ def checkpoint_choices(run_dir: str | Path) -> list[tuple[str, str]]:
     return [(f"step {s}", str(p)) for s, p in sorted(out, reverse=True)]
 
 
-def promote_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, name: str, final_adapter: str | Path | None = None) -> Path:
+def promote_checkpoint(
+    checkpoint: str | Path, adapters_dir: str | Path, name: str, final_adapter: str | Path | None = None
+) -> Path:
     """Copy a checkpoint's adapter into ``adapters_dir/name`` (written aside, then renamed: never half an adapter).
 
     The run's final adapter, when there is one, gives the base-model name the app matches adapters on and the tokenizer
@@ -103,7 +106,9 @@ def promote_checkpoint(checkpoint: str | Path, adapters_dir: str | Path, name: s
     if not (ck / "adapter_config.json").is_file():
         raise ValueError(f"{ck.name} holds no adapter weights (no adapter_config.json).")
     if not _ADAPTER_NAME.match(name or ""):
-        raise ValueError("An adapter name is letters, digits, '.', '_' or '-' (up to 80), starting with a letter or digit.")
+        raise ValueError(
+            "An adapter name is letters, digits, '.', '_' or '-' (up to 80), starting with a letter or digit."
+        )
     root = Path(adapters_dir)
     dest = root / name
     if dest.exists():

@@ -5,6 +5,7 @@ so a refresh or an app restart shows the run again. The lock file sits beside th
 open descriptor to the child in ``LOCK_FD_ENV``. The trainer, its callbacks and the diagnostics import this module,
 never the runner. Standard library only.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,19 @@ import threading
 from pathlib import Path
 
 __all__ = [
-    "STATUS_FILE", "LOG_FILE", "TRAIN_LOG", "CONFIG_FILE", "METRICS_FILE", "LOCK_FILE", "LOCK_FD_ENV", "ACTIVE", "TERMINAL",
-    "write_json_atomic", "read_json", "append_jsonl", "read_jsonl",
+    "STATUS_FILE",
+    "LOG_FILE",
+    "TRAIN_LOG",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "LOCK_FILE",
+    "LOCK_FD_ENV",
+    "ACTIVE",
+    "TERMINAL",
+    "write_json_atomic",
+    "read_json",
+    "append_jsonl",
+    "read_jsonl",
 ]
 
 STATUS_FILE = "status.json"

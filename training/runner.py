@@ -2,11 +2,13 @@
 
 Each run is a subprocess (`python -m training.train --config <run_dir>/run.yaml --run-dir <run_dir>`, or with several
 GPUs `accelerate launch` of it, one process per GPU: training/launch.py builds the command) in its own session, writing
-status.json, trainer_log.jsonl and train.log into its run folder (rank 0 alone writes them). All state lives in those files
+status.json, trainer_log.jsonl and train.log into its run folder (rank 0 alone writes them). All state lives in those
+files
 and in a SQLite registry, so a browser refresh or an app restart shows the run again: refresh = call status() again.
 One run at a time: an flock on `<data_dir>/runs/.lock` is taken here and inherited by the child, so the kernel
 releases it when the child (and anything it spawned) exits, even after a crash or SIGKILL; no stale lock to clean.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -43,8 +45,22 @@ from .rundir import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_RESUME_FIXED = {"base_model", "rank", "alpha", "target_modules", "layers_to_transform", "load_in_4bit", "run_name", "dataset",
-                 "max_seq_len", "micro_batch_size", "grad_accum", "output_dir", "adapters_dir", "distributed"}
+_RESUME_FIXED = {
+    "base_model",
+    "rank",
+    "alpha",
+    "target_modules",
+    "layers_to_transform",
+    "load_in_4bit",
+    "run_name",
+    "dataset",
+    "max_seq_len",
+    "micro_batch_size",
+    "grad_accum",
+    "output_dir",
+    "adapters_dir",
+    "distributed",
+}
 
 
 class RunError(RuntimeError):
@@ -82,7 +98,12 @@ def pid_alive(pid: int | None) -> bool:
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
                 return False
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            return b"training.train" in cmd or b"training.dpo" in cmd or b"torch.distributed.run" in cmd or b"accelerate.commands.launch" in cmd
+            return (
+                b"training.train" in cmd
+                or b"training.dpo" in cmd
+                or b"torch.distributed.run" in cmd
+                or b"accelerate.commands.launch" in cmd
+            )
         except (OSError, IndexError):
             return False
     return True
@@ -103,7 +124,9 @@ class RunStatus:
     run_id: str
     state: str  # starting | running | stopping | completed | stopped | failed | unknown
     run_dir: str
-    phase: str | None = None  # what the child is doing: loading data / loading model / formatting / training / saving adapter
+    phase: str | None = (
+        None  # what the child is doing: loading data / loading model / formatting / training / saving adapter
+    )
     pid: int | None = None
     step: int = 0
     max_steps: int = 0
@@ -162,8 +185,14 @@ class Registry:
         return sqlite.connect(self.path)
 
     def upsert(self, run_id: str, **values: Any) -> None:
-        values = {k: (json.dumps(v, default=str) if k in ("config_json", "metrics_json") and not isinstance(v, str) and v is not None else v)
-                  for k, v in values.items()}
+        values = {
+            k: (
+                json.dumps(v, default=str)
+                if k in ("config_json", "metrics_json") and not isinstance(v, str) and v is not None
+                else v
+            )
+            for k, v in values.items()
+        }
         now = time.time()
         c = self._conn()
         try:
@@ -254,7 +283,10 @@ class RunManager:
                     time.sleep(0.1)
                     continue
                 os.close(fd)
-                raise RunError(f"Training run {holder or 'another run'} is already running; stop it or wait for it to finish before starting another.") from None
+                raise RunError(
+                    f"Training run {holder or 'another run'} is already running; stop it or wait for it to finish "
+                    "before starting another."
+                ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, run_id.encode(), 0)
         return fd
@@ -283,24 +315,40 @@ class RunManager:
             try:
                 run_dir = self.runs_dir / run_id
                 run_dir.mkdir(parents=True)
-                cfg = TrainConfig.from_dict({
-                    "run_name": run_id,
-                    "output_dir": str(self.runs_dir),
-                    "adapters_dir": str(self.adapters_dir),
-                    "dataset": str(Path(cfg.dataset).expanduser().resolve()) if cfg.dataset else "",
-                    "cache_dir": str(Path(cfg.cache_dir).expanduser().resolve()),
-                    "base_model": _abs_if_local(cfg.base_model),
-                }, base=cfg)
+                cfg = TrainConfig.from_dict(
+                    {
+                        "run_name": run_id,
+                        "output_dir": str(self.runs_dir),
+                        "adapters_dir": str(self.adapters_dir),
+                        "dataset": str(Path(cfg.dataset).expanduser().resolve()) if cfg.dataset else "",
+                        "cache_dir": str(Path(cfg.cache_dir).expanduser().resolve()),
+                        "base_model": _abs_if_local(cfg.base_model),
+                    },
+                    base=cfg,
+                )
                 cfg.to_yaml(run_dir / CONFIG_FILE)
-                write_json_atomic(run_dir / STATUS_FILE, {"run_id": run_id, "state": "starting", "pid": None, "run_dir": str(run_dir),
-                                                          "started_at": time.time(), "warnings": warnings})
-                self.registry.upsert(run_id, run_dir=str(run_dir), state="starting", config_json=cfg.to_dict(), created_at=time.time())
+                write_json_atomic(
+                    run_dir / STATUS_FILE,
+                    {
+                        "run_id": run_id,
+                        "state": "starting",
+                        "pid": None,
+                        "run_dir": str(run_dir),
+                        "started_at": time.time(),
+                        "warnings": warnings,
+                    },
+                )
+                self.registry.upsert(
+                    run_id, run_dir=str(run_dir), state="starting", config_json=cfg.to_dict(), created_at=time.time()
+                )
                 proc = self._launch(run_id, run_dir, cfg, fd, resume=False, env=env)
             finally:
                 os.close(fd)  # the child holds its inherited copy of the lock
         return RunHandle(run_id, run_dir, proc.pid, run_dir / TRAIN_LOG, cfg)
 
-    def resume(self, run_id: str, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> RunHandle:
+    def resume(
+        self, run_id: str, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> RunHandle:
         """Continue a stopped or crashed run from its last checkpoint in the same folder.
 
         `overrides` may change schedule keys (e.g. max_steps to train longer); the model and LoRA shape must stay.
@@ -315,7 +363,10 @@ class RunManager:
         if overrides:
             fixed = sorted(k for k in overrides if k in _RESUME_FIXED and overrides[k] != getattr(cfg, k))
             if fixed:
-                raise RunError(f"{', '.join(fixed)} cannot change on resume (the checkpoint was trained with them); start a new run instead.")
+                raise RunError(
+                    f"{', '.join(fixed)} cannot change on resume (the checkpoint was trained with them); start a new "
+                    "run instead."
+                )
             cfg = TrainConfig.from_dict(overrides, base=cfg)
             validate(cfg)
             check_gpus(cfg)
@@ -326,26 +377,42 @@ class RunManager:
             fd = self._take_lock(run_id)
             try:
                 prev = read_json(run_dir / STATUS_FILE) or {}
-                write_json_atomic(run_dir / STATUS_FILE, {**prev, "state": "starting", "pid": None, "error": None, "resuming": True})
+                write_json_atomic(
+                    run_dir / STATUS_FILE, {**prev, "state": "starting", "pid": None, "error": None, "resuming": True}
+                )
                 self.registry.upsert(run_id, state="starting", error=None, stop_requested=0)
                 proc = self._launch(run_id, run_dir, cfg, fd, resume=True, env=env)
             finally:
                 os.close(fd)
         return RunHandle(run_id, run_dir, proc.pid, run_dir / TRAIN_LOG, cfg)
 
-    def _launch(self, run_id: str, run_dir: Path, cfg: TrainConfig, fd: int, resume: bool, env: dict[str, str] | None) -> subprocess.Popen:
+    def _launch(
+        self, run_id: str, run_dir: Path, cfg: TrainConfig, fd: int, resume: bool, env: dict[str, str] | None
+    ) -> subprocess.Popen:
         child_env = {**os.environ, **(env or {})}
         child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [child_env.get("PYTHONPATH")])])
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env[LOCK_FD_ENV] = str(fd)
-        # 1 GPU / CPU: python -m training.train; several GPUs: accelerate launch, one process per GPU (training/launch.py)
+        # 1 GPU / CPU: python -m training.train; several GPUs: accelerate launch, one process per GPU
+        # (training/launch.py)
         cmd, extra = launch_spec(cfg, run_dir, self.python, resume, env=child_env)
         child_env.update(extra)
         with open(run_dir / TRAIN_LOG, "ab") as log:
-            log.write(f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
+            log.write(
+                f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode()
+            )
             log.flush()
-            proc = subprocess.Popen(cmd, cwd=str(ROOT), env=child_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, pass_fds=(fd,), close_fds=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=str(ROOT),
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(fd,),
+                close_fds=True,
+            )
         self._procs[run_id] = proc
         self.registry.upsert(run_id, pid=proc.pid)
         return proc
@@ -389,8 +456,15 @@ class RunManager:
                 if row.get("stop_requested"):
                     state, err = "stopped", st.get("error") or "Stopped before a checkpoint could be written."
                 else:
-                    how = f"exit code {rc}" if rc is not None and rc >= 0 else (f"signal {-rc}" if rc is not None else "no exit status")
-                    state, err = "failed", st.get("error") or f"The training process ended unexpectedly ({how}); see the log below."
+                    how = (
+                        f"exit code {rc}"
+                        if rc is not None and rc >= 0
+                        else (f"signal {-rc}" if rc is not None else "no exit status")
+                    )
+                    state, err = (
+                        "failed",
+                        st.get("error") or f"The training process ended unexpectedly ({how}); see the log below.",
+                    )
                 st = {**st, "state": state, "error": err, "finished_at": time.time()}
                 write_json_atomic(run_dir / STATUS_FILE, st)
         train = [e for e in events if e.get("loss") is not None]
@@ -406,19 +480,37 @@ class RunManager:
             "tokens_per_s": next((e["tokens_per_s"] for e in reversed(events) if e.get("tokens_per_s")), None),
         }
         rs = RunStatus(
-            run_id=run_id, state=state, run_dir=str(run_dir), phase=st.get("phase"), pid=pid, step=step, max_steps=max_steps,
+            run_id=run_id,
+            state=state,
+            run_dir=str(run_dir),
+            phase=st.get("phase"),
+            pid=pid,
+            step=step,
+            max_steps=max_steps,
             progress=1.0 if state == "completed" else (min(1.0, step / max_steps) if max_steps else 0.0),
-            eta_s=0.0 if state in TERMINAL else last_ev.get("eta_s"), elapsed_s=last_ev.get("elapsed"), last=last, history=events,
-            error=st.get("error"), adapter_path=st.get("adapter_path"), metrics=st.get("metrics") or {}, warnings=st.get("warnings") or [],
-            log_tail=tail_lines(run_dir / TRAIN_LOG, tail) if tail else "", wandb_dir=st.get("wandb_dir"),
+            eta_s=0.0 if state in TERMINAL else last_ev.get("eta_s"),
+            elapsed_s=last_ev.get("elapsed"),
+            last=last,
+            history=events,
+            error=st.get("error"),
+            adapter_path=st.get("adapter_path"),
+            metrics=st.get("metrics") or {},
+            warnings=st.get("warnings") or [],
+            log_tail=tail_lines(run_dir / TRAIN_LOG, tail) if tail else "",
+            wandb_dir=st.get("wandb_dir"),
         )
         self._sync_registry(run_id, rs, row)
         return rs
 
     def _sync_registry(self, run_id: str, rs: RunStatus, row: dict) -> None:
         changes: dict[str, Any] = {}
-        for key, val in (("state", rs.state), ("adapter_path", rs.adapter_path), ("error", rs.error), ("wandb_dir", rs.wandb_dir),
-                         ("pid", rs.pid)):
+        for key, val in (
+            ("state", rs.state),
+            ("adapter_path", rs.adapter_path),
+            ("error", rs.error),
+            ("wandb_dir", rs.wandb_dir),
+            ("pid", rs.pid),
+        ):
             if row.get(key) != val:
                 changes[key] = val
         if rs.metrics and row.get("metrics_json") != json.dumps(rs.metrics, default=str):
@@ -430,7 +522,8 @@ class RunManager:
     def stop(self, run_id: str, timeout: float = 120.0) -> RunStatus:
         """SIGTERM the run's process group (the child checkpoints and exits), SIGKILL after `timeout` seconds.
 
-        Multi-GPU: the group leader is accelerate's launcher, which forwards SIGTERM to every worker; all ranks then stop
+        Multi-GPU: the group leader is accelerate's launcher, which forwards SIGTERM to every worker; all ranks then
+        stop
         at the same step (the stop flag is all-reduced) and rank 0 records the state.
         """
         run_dir = self._run_dir(run_id)
@@ -468,8 +561,16 @@ class RunManager:
                     time.sleep(0.1)
             cur = read_json(run_dir / STATUS_FILE) or st
             if cur.get("state") in ACTIVE:
-                write_json_atomic(run_dir / STATUS_FILE, {**cur, "state": "stopped", "finished_at": time.time(),
-                                                          "error": f"Did not stop within {timeout:.0f} s and was killed; resume starts from the last periodic checkpoint."})
+                write_json_atomic(
+                    run_dir / STATUS_FILE,
+                    {
+                        **cur,
+                        "state": "stopped",
+                        "finished_at": time.time(),
+                        "error": f"Did not stop within {timeout:.0f} s and was killed; resume starts from the last "
+                        "periodic checkpoint.",
+                    },
+                )
         return self.status(run_id)
 
     # -- history --
@@ -483,12 +584,20 @@ class RunManager:
                 except RunError:
                     pass
                 row = self.registry.get(row["run_id"]) or row
-            out.append({
-                "run_id": row["run_id"], "state": row["state"], "created_at": row["created_at"], "updated_at": row["updated_at"],
-                "run_dir": row["run_dir"], "config": json.loads(row["config_json"] or "{}"),
-                "metrics": json.loads(row["metrics_json"]) if row.get("metrics_json") else {},
-                "adapter_path": row["adapter_path"], "wandb_dir": row["wandb_dir"], "error": row["error"],
-            })
+            out.append(
+                {
+                    "run_id": row["run_id"],
+                    "state": row["state"],
+                    "created_at": row["created_at"],
+                    "updated_at": row["updated_at"],
+                    "run_dir": row["run_dir"],
+                    "config": json.loads(row["config_json"] or "{}"),
+                    "metrics": json.loads(row["metrics_json"]) if row.get("metrics_json") else {},
+                    "adapter_path": row["adapter_path"],
+                    "wandb_dir": row["wandb_dir"],
+                    "error": row["error"],
+                }
+            )
         return out
 
     def log_events(self, run_id: str) -> list[dict]:

@@ -1,4 +1,5 @@
 """UI-free glue for the Training tab: one RunManager per app, config from form fields, curves and progress as data."""
+
 from __future__ import annotations
 
 import html
@@ -49,13 +50,20 @@ def progress_html(status) -> str:
     eta = f" · ETA {int(status.eta_s // 60)} min {int(status.eta_s % 60)} s" if status.eta_s else ""
     tps = status.last.get("tokens_per_s") if status.last else None
     speed = f" · {tps:,.0f} tokens/s" if tps else ""
-    return (f"<div style='border:1px solid #ccc;border-radius:6px;height:18px;overflow:hidden'>"
-            f"<div style='background:#2563eb;height:100%;width:{pct:.1f}%'></div></div>"
-            f"<div id='train-progress-text'>{html.escape(status.state)} · step {status.step}/{status.max_steps or '?'} ({pct:.0f}%){eta}{speed}</div>")
+    return (
+        f"<div style='border:1px solid #ccc;border-radius:6px;height:18px;overflow:hidden'>"
+        f"<div style='background:#2563eb;height:100%;width:{pct:.1f}%'></div></div>"
+        f"<div id='train-progress-text'>{html.escape(status.state)} · step {status.step}/{status.max_steps or '?'} "
+        f"({pct:.0f}%){eta}{speed}</div>"
+    )
 
 
-PREFERENCE_CURVES = (("rewards/chosen", "#16a34a"), ("rewards/rejected", "#dc2626"), ("rewards/margins", "#7c3aed"),
-                     ("rewards/accuracies", "#0891b2"))
+PREFERENCE_CURVES = (
+    ("rewards/chosen", "#16a34a"),
+    ("rewards/rejected", "#dc2626"),
+    ("rewards/margins", "#7c3aed"),
+    ("rewards/accuracies", "#0891b2"),
+)
 
 
 def loss_figure(history: list[dict]):
@@ -90,10 +98,35 @@ def history_rows(runs: list[dict]) -> list[list]:
     rows = []
     for r in runs:
         m, c = r.get("metrics") or {}, r.get("config") or {}
-        rows.append([r["run_id"], r["state"], c.get("base_model") or "embedded", c.get("rank"), c.get("learning_rate"), c.get("epochs"),
-                     sig4(m.get("train_loss")), sig4(m.get("eval_loss")), r.get("adapter_path") or "", r.get("wandb_dir") or "", (r.get("error") or "")[:120]])
+        rows.append(
+            [
+                r["run_id"],
+                r["state"],
+                c.get("base_model") or "embedded",
+                c.get("rank"),
+                c.get("learning_rate"),
+                c.get("epochs"),
+                sig4(m.get("train_loss")),
+                sig4(m.get("eval_loss")),
+                r.get("adapter_path") or "",
+                r.get("wandb_dir") or "",
+                (r.get("error") or "")[:120],
+            ]
+        )
     return rows
 
 
-HISTORY_COLUMNS = ["run", "state", "base", "rank", "lr", "epochs", "train loss", "eval loss", "adapter", "W&B dir", "error"]
+HISTORY_COLUMNS = [
+    "run",
+    "state",
+    "base",
+    "rank",
+    "lr",
+    "epochs",
+    "train loss",
+    "eval loss",
+    "adapter",
+    "W&B dir",
+    "error",
+]
 PRESET_NAMES = list(PRESETS)

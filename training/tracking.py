@@ -7,6 +7,7 @@ the data counts, tokens/s of this session or where the run lives; and the tab ne
 plus the ``wandb sync`` command), which this module writes to ``<run_dir>/tracking.json`` for the UI.
 A tracking failure (no network, bad key) is a warning in the log, never a failed training run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,10 @@ def tracking_markdown(info: TrackingInfo | None) -> str:
     if info.mode == "online" and info.url and info.url.startswith("https://"):
         return f"W&B: [{inert(info.run_name)}]({info.url.replace(')', '%29')}) in project {_code(info.project)}."
     if info.mode == "offline":
-        return (f"W&B (offline): the run is in {_code(info.local_dir)}; upload it with {_code(info.sync_command)} "
-                "after `wandb login` (or set WANDB_API_KEY before training to log online).")
+        return (
+            f"W&B (offline): the run is in {_code(info.local_dir)}; upload it with {_code(info.sync_command)} "
+            "after `wandb login` (or set WANDB_API_KEY before training to log online)."
+        )
     if info.mode == "disabled":
         return "W&B: disabled (WANDB_MODE=disabled); the local log below is the only record."
     return f"W&B: not tracked ({inert(info.note or 'wandb could not start')}); the local log below is complete."
@@ -77,8 +80,10 @@ def _gpu_memory() -> dict[str, float]:
     torch = sys.modules.get("torch")  # the trainer has loaded it; the UI reading tracking.json need not
     try:
         if torch is not None and torch.cuda.is_available():
-            return {"gpu/max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
-                    "gpu/max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
+            return {
+                "gpu/max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                "gpu/max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
+            }
     except Exception:  # noqa: BLE001 - a memory probe must not break a log call
         pass
     return {}
@@ -94,8 +99,15 @@ def _run_id(name: str, run_dir: Path) -> str:
 class WandbTracker(TrainerCallback):
     """Starts the W&B run at train begin, logs every trainer log event, finishes with the final metrics."""
 
-    def __init__(self, run_dir: str | Path, project: str | None, run_name: str, config: dict[str, Any],
-                 data_info: dict[str, Any] | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        project: str | None,
+        run_name: str,
+        config: dict[str, Any],
+        data_info: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.project = project or ""
         self.run_name = run_name
@@ -106,8 +118,12 @@ class WandbTracker(TrainerCallback):
         self.t0 = time.time()
         self.tokens0 = 0
         mode = wandb_mode() if self.project else "disabled"
-        self.info = TrackingInfo(mode=mode, project=self.project, run_name=run_name,
-                                 note=None if self.project else "no wandb_project in the config")
+        self.info = TrackingInfo(
+            mode=mode,
+            project=self.project,
+            run_name=run_name,
+            note=None if self.project else "no wandb_project in the config",
+        )
 
     def start(self) -> TrackingInfo:
         """Create the W&B run (idempotent). Writes tracking.json either way, so the tab can say what happened."""
@@ -120,16 +136,25 @@ class WandbTracker(TrainerCallback):
                     raise ImportError("wandb is not installed (pip install wandb)")
                 os.environ.setdefault("WANDB_SILENT", "true")
                 self.run = wandb.init(
-                    project=self.project, name=self.run_name, id=_run_id(self.run_name, self.run_dir), resume="allow",
-                    dir=str(self.run_dir), mode=self.info.mode, job_type="train",
+                    project=self.project,
+                    name=self.run_name,
+                    id=_run_id(self.run_name, self.run_dir),
+                    resume="allow",
+                    dir=str(self.run_dir),
+                    mode=self.info.mode,
+                    job_type="train",
                     config={**self.config, "dataset": self.data_info},
-                    settings=wandb.Settings(silent=True, console="off"))
+                    settings=wandb.Settings(silent=True, console="off"),
+                )
                 self.run.summary["dataset_sha256"] = self.data_info.get("sha256")
                 self.info.run_id = self.run.id
                 self.info.url = self.run.url if self.info.mode == "online" else None
                 self.info.local_dir = str(Path(self.run.dir).parent)
             except Exception as exc:  # noqa: BLE001 - no network, bad key, broken install: train anyway
-                log.warning("W&B tracking is off for this run: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                log.warning(
+                    "W&B tracking is off for this run: %s",
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                )
                 self.info.mode, self.info.note, self.run = "failed", f"{type(exc).__name__}: {str(exc)[:160]}", None
         self._write()
         return self.info

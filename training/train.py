@@ -1,8 +1,10 @@
 """LoRA / QLoRA fine-tuning with transformers.Trainer + PEFT, as a CLI the Training tab runs in a subprocess.
 
     python -m training.train --preset cpu-demo
-    python -m training.train --config run.yaml --run-dir data/runs/my-run [--resume] [--set rank=8 --set learning_rate=1e-3]
-    python -m training.train --preset cpu-demo --rank 8 --max_steps 10     # every TrainConfig field is a flag; --help lists them
+    python -m training.train --config run.yaml --run-dir data/runs/my-run [--resume] [--set rank=8 --set
+    learning_rate=1e-3]
+    python -m training.train --preset cpu-demo --rank 8 --max_steps 10     # every TrainConfig field is a flag; --help
+    lists them
 
 Precision by hardware: CUDA + load_in_4bit -> QLoRA (NF4 base, bf16 compute, prepare_model_for_kbit_training);
 CUDA otherwise -> bf16 base + bf16 autocast; CPU -> `cpu_dtype` base (bf16 by default: about 2x faster than fp32 on the
@@ -11,6 +13,7 @@ Loss is on the reply and <|im_end|> only (training/formatting.py). Progress goes
 status.json (the UI polls them) and to W&B when installed; the adapter, tokenizer, config, dataset hash and final
 metrics land in <adapters_dir>/<run_name>/, where the app discovers adapters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +77,9 @@ def sha256_path(path: Path) -> str:
     """sha256 of a file, or of every file in a folder (relative names + bytes, sorted), so any change shows."""
     h = hashlib.sha256()
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    )
     for f in files:
         if path.is_dir():
             h.update(str(f.relative_to(path)).encode() + b"\0")
@@ -109,7 +114,9 @@ def _from_split_rows(rows: list[dict], cfg: TrainConfig, source: str) -> tuple[l
         train = [r for r in rows if r.get("split") == "train"]
         evl = [r for r in rows if r.get("split") in EVAL_SPLITS]
         if not evl:
-            raise ValueError(f"The eval split of {source} is empty; export the dataset again with an eval fraction above 0.")
+            raise ValueError(
+                f"The eval split of {source} is empty; export the dataset again with an eval fraction above 0."
+            )
         return train, evl
     return split_pairs(rows, cfg.eval_fraction, cfg.seed, key=row_group_key)
 
@@ -122,7 +129,9 @@ def _load_dataset_dict(path: Path) -> dict[str, list[dict]]:
         if (path / "pairs.jsonl").is_file():
             rows = _read_jsonl_rows(path / "pairs.jsonl")
             return {s: [r for r in rows if r.get("split") == s] for s in {r.get("split") for r in rows}}
-        raise ValueError(f"Reading the DatasetDict at {path} needs the `datasets` package; install it or pass the export's JSONL.") from None
+        raise ValueError(
+            f"Reading the DatasetDict at {path} needs the `datasets` package; install it or pass the export's JSONL."
+        ) from None
     dd = load_from_disk(str(path))
     return {name: [dict(r) for r in dd[name]] for name in dd.keys()}
 
@@ -140,7 +149,10 @@ def load_pairs(cfg: TrainConfig) -> PairData:
     else:
         src = Path(cfg.dataset).expanduser()
         if not src.exists():
-            raise ValueError(f"Dataset {src} does not exist; export one from the Data tab or leave dataset empty for the sample data.")
+            raise ValueError(
+                f"Dataset {src} does not exist; export one from the Data tab or leave dataset empty for the sample "
+                "data."
+            )
         if src.is_dir() and (src / "dataset_dict.json").is_file():
             splits = _load_dataset_dict(src)
             if "train" not in splits:
@@ -160,15 +172,26 @@ def load_pairs(cfg: TrainConfig) -> PairData:
             kind = "jsonl"
         else:
             raise ValueError(f"Dataset {src} is neither a JSONL file nor a saved DatasetDict folder.")
-    clean = lambda rs: [{"tweet": str(r.get("tweet") or "").strip(), "reply": str(r.get("reply") or "").strip()} for r in rs  # noqa: E731
-                        if str(r.get("tweet") or "").strip() and str(r.get("reply") or "").strip()]
+    clean = lambda rs: [
+        {"tweet": str(r.get("tweet") or "").strip(), "reply": str(r.get("reply") or "").strip()}
+        for r in rs  # noqa: E731
+        if str(r.get("tweet") or "").strip() and str(r.get("reply") or "").strip()
+    ]
     train, evl = clean(train), clean(evl)
     if not evl:
-        raise ValueError(f"The eval split of {src} is empty; it is needed to pick the best checkpoint and to stop early.")
+        raise ValueError(
+            f"The eval split of {src} is empty; it is needed to pick the best checkpoint and to stop early."
+        )
     if not train:
         raise ValueError(f"The train split of {src} is empty; there is nothing to train on.")
-    info = {"source": str(src), "kind": kind, "sha256": sha256_path(src), "rows_sha256": _rows_sha256(train, evl),
-            "n_train": len(train), "n_eval": len(evl)}
+    info = {
+        "source": str(src),
+        "kind": kind,
+        "sha256": sha256_path(src),
+        "rows_sha256": _rows_sha256(train, evl),
+        "n_train": len(train),
+        "n_eval": len(evl),
+    }
     return PairData(train, evl, info)
 
 
@@ -185,8 +208,14 @@ def load_model(cfg: TrainConfig, device: str, warnings: list[str]):
     from generation.loader import LoadedModel, load_base
 
     use_4bit = cfg.load_in_4bit and device.startswith("cuda")
-    mc = ModelConfig(base_model=cfg.base_model, load_in_4bit=False, device=device, cpu_dtype=cfg.cpu_dtype,
-                     cache_dir=Path(cfg.cache_dir), adapters_dir=Path(cfg.adapters_dir))
+    mc = ModelConfig(
+        base_model=cfg.base_model,
+        load_in_4bit=False,
+        device=device,
+        cpu_dtype=cfg.cpu_dtype,
+        cache_dir=Path(cfg.cache_dir),
+        adapters_dir=Path(cfg.adapters_dir),
+    )
     if not use_4bit:
         return load_base(mc), False
     import torch
@@ -195,18 +224,40 @@ def load_model(cfg: TrainConfig, device: str, warnings: list[str]):
     from generation.loader import resolve_source  # path resolution (embedded / local / hub) shared with the app
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("QLoRA (load_in_4bit) needs bitsandbytes on the GPU host; `pip install bitsandbytes` or set load_in_4bit=false.")
+        raise ValueError(
+            "QLoRA (load_in_4bit) needs bitsandbytes on the GPU host; `pip install bitsandbytes` or set "
+            "load_in_4bit=false."
+        )
     t0 = time.perf_counter()
     path, name, embedded = resolve_source(mc)
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
-                           bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=_dtype(cfg.bnb_4bit_compute_dtype))
+    q = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=_dtype(cfg.bnb_4bit_compute_dtype),
+    )
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q, dtype=torch.bfloat16, attn_implementation="sdpa",
-                                                 device_map={"": device if ":" in device else "cuda:0"})
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        quantization_config=q,
+        dtype=torch.bfloat16,
+        attn_implementation="sdpa",
+        device_map={"": device if ":" in device else "cuda:0"},
+    )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    lm = LoadedModel(model, tok, name, device, "bfloat16", f"{cfg.bnb_4bit_quant_type} 4-bit", int(model.get_memory_footprint()),
-                     time.perf_counter() - t0, embedded, warnings)
+    lm = LoadedModel(
+        model,
+        tok,
+        name,
+        device,
+        "bfloat16",
+        f"{cfg.bnb_4bit_quant_type} 4-bit",
+        int(model.get_memory_footprint()),
+        time.perf_counter() - t0,
+        embedded,
+        warnings,
+    )
     return lm, True
 
 
@@ -259,8 +310,18 @@ def _generation_config(model, tokenizer, eot_token: str):
     return gc
 
 
-def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info: dict, metrics: dict, eot_token: str,
-                 base_name: str, state_dict: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
+def save_adapter(
+    peft_model,
+    tokenizer,
+    cfg: TrainConfig,
+    run_id: str,
+    data_info: dict,
+    metrics: dict,
+    eot_token: str,
+    base_name: str,
+    state_dict: dict | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Write into a hidden temp folder, then rename: the app never discovers half an adapter.
 
     `state_dict`: the full (gathered) weights when the model is sharded (FSDP); None = read them from `peft_model`.
@@ -277,7 +338,9 @@ def save_adapter(peft_model, tokenizer, cfg: TrainConfig, run_id: str, data_info
     if tmp.exists():
         shutil.rmtree(tmp)
     peft_model.peft_config["default"].base_model_name_or_path = base_name
-    peft_model.save_pretrained(str(tmp), save_embedding_layers=False, state_dict=state_dict)  # embeddings are frozen: no Hub lookup
+    peft_model.save_pretrained(
+        str(tmp), save_embedding_layers=False, state_dict=state_dict
+    )  # embeddings are frozen: no Hub lookup
     tokenizer.save_pretrained(str(tmp))
     _generation_config(peft_model.get_base_model(), tokenizer, eot_token).save_pretrained(str(tmp))
     cfg.to_yaml(tmp / "training_config.yaml")
@@ -402,7 +465,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     from .formatting import PadCollator, end_of_turn_token, format_examples
 
     if cfg.kind != "sft":
-        raise ValueError(f"A {cfg.kind} run is trained by `python -m training.dpo` (the runner picks it from the config's kind).")
+        raise ValueError(
+            f"A {cfg.kind} run is trained by `python -m training.dpo` (the runner picks it from the config's kind)."
+        )
     t_start = time.time()
     stop = stop or StopFlag()
     run_dir = Path(run_dir)
@@ -414,8 +479,17 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     warnings = validate(cfg)
     for w in warnings:
         log.warning(w)
-    status.update(run_id=run_id, state="running", phase="loading data", pid=os.getpid(), run_dir=str(run_dir), error=None,
-                  started_at=t_start, warnings=warnings, adapter_path=None)
+    status.update(
+        run_id=run_id,
+        state="running",
+        phase="loading data",
+        pid=os.getpid(),
+        run_dir=str(run_dir),
+        error=None,
+        started_at=t_start,
+        warnings=warnings,
+        adapter_path=None,
+    )
 
     ckpt = last_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
@@ -429,11 +503,20 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     data = load_pairs(cfg)  # before the model: a data problem costs a second, not a model load
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    status.update(phase="loading model", device=device, world_size=world, distributed=("fsdp" if fsdp else "ddp") if world > 1 else None)
-    torch.manual_seed(cfg.seed)  # same seed on every rank: identical LoRA init (DDP/FSDP also broadcast rank 0's weights)
+    status.update(
+        phase="loading model",
+        device=device,
+        world_size=world,
+        distributed=("fsdp" if fsdp else "ddp") if world > 1 else None,
+    )
+    torch.manual_seed(
+        cfg.seed
+    )  # same seed on every rank: identical LoRA init (DDP/FSDP also broadcast rank 0's weights)
     if fsdp:  # FSDP shards from host memory: load the bf16 base on the CPU, the wrap moves each rank's shard to its GPU
         loaded, use_4bit = load_model(TrainConfig.from_dict({"cpu_dtype": "bfloat16"}, base=cfg), "cpu", warnings)
-        loaded.model.set_attn_implementation("sdpa")  # the loader picks eager for CPU inference; these layers train on GPUs
+        loaded.model.set_attn_implementation(
+            "sdpa"
+        )  # the loader picks eager for CPU inference; these layers train on GPUs
     else:
         loaded, use_4bit = load_model(cfg, device, warnings)
     model, tok = loaded.model, loaded.tokenizer
@@ -441,7 +524,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     validate_targets(model, cfg.target_modules)
     n_layers = _layer_count(model)
     if cfg.layers_to_transform and n_layers is not None and max(cfg.layers_to_transform) >= n_layers:
-        raise ValueError(f"layers_to_transform names layer {max(cfg.layers_to_transform)}, but {loaded.name} has {n_layers} layers (0-{n_layers - 1}).")
+        raise ValueError(
+            f"layers_to_transform names layer {max(cfg.layers_to_transform)}, but {loaded.name} has {n_layers} layers "
+            f"(0-{n_layers - 1})."
+        )
     if stop.is_set() and world == 1:  # several ranks decide together below, once the process group exists
         return _finish_stopped(status, "Stopped while loading; nothing was trained.")
 
@@ -451,25 +537,39 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     on_cuda = device.startswith("cuda")
     fast = fast_plan(cfg, on_cuda)
     if fsdp:  # seen on an H100 (FSDP2, untied lm_head): Liger's fused linear cross-entropy mixes the unsharded head
-        fast.compile = False  # weight with DTensors ("aten.mm.out got mixed torch.Tensor and DTensor"); compile: untested
+        fast.compile = (
+            False  # weight with DTensors ("aten.mm.out got mixed torch.Tensor and DTensor"); compile: untested
+        )
         fast.liger = False
     if use_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
         if fast.enabled:
             keep_bf16(model)
     if fast.liger:
         fast.liger = apply_liger(model)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-                      layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None,
-                      bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        layers_to_transform=list(cfg.layers_to_transform) if cfg.layers_to_transform else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     pm = get_peft_model(model, lora)
 
     status.update(phase="formatting")
     train_ex, train_stats = format_examples(tok, data.train, cfg.max_seq_len)
     eval_ex, eval_stats = format_examples(tok, data.eval, cfg.max_seq_len)
     if not train_ex or not eval_ex:
-        raise ValueError(f"No {'train' if not train_ex else 'eval'} example fits in max_seq_len={cfg.max_seq_len} tokens; raise max_seq_len.")
+        raise ValueError(
+            f"No {'train' if not train_ex else 'eval'} example fits in max_seq_len={cfg.max_seq_len} tokens; raise "
+            "max_seq_len."
+        )
     fmt = {"train": train_stats.to_dict(), "eval": eval_stats.to_dict()}
     micro_batch, grad_accum, collator = cfg.micro_batch_size, cfg.grad_accum, PadCollator(tok.pad_token_id)
     grad_accum, _ = _split_for_ranks(grad_accum, None, world)
@@ -480,36 +580,92 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         train_ex = pack_examples(train_ex, fast.pack_tokens, tok.pad_token_id)
         eval_ex = pack_examples(eval_ex, fast.pack_tokens, tok.pad_token_id)
         micro_batch, grad_accum, collator = rows, 1, PackedCollator()
-        fmt["packing"] = {"pack_tokens": fast.pack_tokens, "rows_per_step": rows * world, "rows_per_rank": rows, "train_rows": len(train_ex),
-                          "efficiency": round(packing_efficiency(train_ex), 3), "liger": fast.liger, "compile_layers": fast.compile}
-        log.info("Fast path: %d packed rows of %d tokens (%.0f%% real tokens), %d rows per step, Liger %s.", len(train_ex),
-                 fast.pack_tokens, 100 * packing_efficiency(train_ex), rows, fast.liger)
+        fmt["packing"] = {
+            "pack_tokens": fast.pack_tokens,
+            "rows_per_step": rows * world,
+            "rows_per_rank": rows,
+            "train_rows": len(train_ex),
+            "efficiency": round(packing_efficiency(train_ex), 3),
+            "liger": fast.liger,
+            "compile_layers": fast.compile,
+        }
+        log.info(
+            "Fast path: %d packed rows of %d tokens (%.0f%% real tokens), %d rows per step, Liger %s.",
+            len(train_ex),
+            fast.pack_tokens,
+            100 * packing_efficiency(train_ex),
+            rows,
+            fast.liger,
+        )
         if fast.compile and not use_4bit:
             for layer in _decoder_layers(pm):
                 layer.compile(dynamic=False)
-    log.info("Formatted %d train / %d eval examples (%d + %d dropped as too long).", len(train_ex), len(eval_ex),
-             train_stats.dropped_too_long, eval_stats.dropped_too_long)
+    log.info(
+        "Formatted %d train / %d eval examples (%d + %d dropped as too long).",
+        len(train_ex),
+        len(eval_ex),
+        train_stats.dropped_too_long,
+        eval_stats.dropped_too_long,
+    )
     if world > 1:
-        fmt["distributed"] = {"world_size": world, "mode": "fsdp" if fsdp else "ddp", "per_rank_batch": micro_batch,
-                              "grad_accum": grad_accum, "examples_or_rows_per_step": micro_batch * grad_accum * world}
-        log.info("Rank %d of %d (%s): %d x %d per rank per optimizer step.", _rank(), world, "FSDP" if fsdp else "DDP",
-                 micro_batch, grad_accum)
+        fmt["distributed"] = {
+            "world_size": world,
+            "mode": "fsdp" if fsdp else "ddp",
+            "per_rank_batch": micro_batch,
+            "grad_accum": grad_accum,
+            "examples_or_rows_per_step": micro_batch * grad_accum * world,
+        }
+        log.info(
+            "Rank %d of %d (%s): %d x %d per rank per optimizer step.",
+            _rank(),
+            world,
+            "FSDP" if fsdp else "DDP",
+            micro_batch,
+            grad_accum,
+        )
 
-    report_to = "none"  # W&B goes through training.tracking: config, dataset hash, tokens/s, GPU memory, where the run lives
+    report_to = (
+        "none"  # W&B goes through training.tracking: config, dataset hash, tokens/s, GPU memory, where the run lives
+    )
     tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main)
     wandb_dir = tracker.start().local_dir
     args = TrainingArguments(
-        output_dir=str(run_dir / CHECKPOINTS), run_name=run_id, report_to=report_to, seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=micro_batch, per_device_eval_batch_size=micro_batch,
-        gradient_accumulation_steps=grad_accum, optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch", learning_rate=cfg.learning_rate, num_train_epochs=float(cfg.epochs),
-        max_steps=cfg.max_steps, warmup_steps=float(cfg.warmup_ratio), weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        eval_strategy="steps", eval_steps=cfg.eval_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, load_best_model_at_end=cfg.load_best_model_at_end,
-        metric_for_best_model="eval_loss", greater_is_better=False, logging_strategy="steps", logging_steps=cfg.logging_steps,
-        logging_first_step=True, eval_on_start=not ckpt, bf16=on_cuda, use_cpu=not on_cuda,
+        output_dir=str(run_dir / CHECKPOINTS),
+        run_name=run_id,
+        report_to=report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=micro_batch,
+        per_device_eval_batch_size=micro_batch,
+        gradient_accumulation_steps=grad_accum,
+        optim="adamw_torch_fused" if fast.fused_adamw else "adamw_torch",
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=float(cfg.epochs),
+        max_steps=cfg.max_steps,
+        warmup_steps=float(cfg.warmup_ratio),
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.load_best_model_at_end,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_on_start=not ckpt,
+        bf16=on_cuda,
+        use_cpu=not on_cuda,
         gradient_checkpointing=cfg.gradient_checkpointing and on_cuda and not use_4bit,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     if world > 1 and stop.is_set_anywhere(args.device):  # TrainingArguments set up the process group: decide together
@@ -523,22 +679,44 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if fail_at is not None:
         log.warning("%s=%d: this run will fail on purpose.", FAIL_ENV, fail_at)
         callbacks.append(FailAtStep(fail_at))
-    trainer = Trainer(model=pm, args=args, data_collator=collator, train_dataset=train_ex, eval_dataset=eval_ex,
-                      processing_class=tok, callbacks=callbacks)
+    trainer = Trainer(
+        model=pm,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_ex,
+        eval_dataset=eval_ex,
+        processing_class=tok,
+        callbacks=callbacks,
+    )
     status.update(phase="training", wandb_dir=wandb_dir, n_train=len(train_ex), n_eval=len(eval_ex), formatting=fmt)
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     state = trainer.state
     peaks = _peak_gpu_gib(device, world)  # collective on several GPUs: every rank calls it here
     if peaks:
-        log.info("Rank %d of %d: peak GPU memory %.2f GiB allocated.", _rank(), world, peaks[_rank()] if len(peaks) > _rank() else peaks[0])
+        log.info(
+            "Rank %d of %d: peak GPU memory %.2f GiB allocated.",
+            _rank(),
+            world,
+            peaks[_rank()] if len(peaks) > _rank() else peaks[0],
+        )
     if world > 1:  # every rank says where it ended and whether its own SIGTERM handler fired (tests/test_multigpu.py)
-        log.info("Rank %d of %d finished training at step %d (stop requested: %s; own stop signal: %s).", _rank(), world,
-                 state.global_step, stop_cb.stopped_at is not None, stop.is_set())
+        log.info(
+            "Rank %d of %d finished training at step %d (stop requested: %s; own stop signal: %s).",
+            _rank(),
+            world,
+            state.global_step,
+            stop_cb.stopped_at is not None,
+            stop.is_set(),
+        )
 
-    if stop_cb.stopped_at is not None and state.global_step < state.max_steps:  # a stop after the last step just finishes
+    if (
+        stop_cb.stopped_at is not None and state.global_step < state.max_steps
+    ):  # a stop after the last step just finishes
         ck = last_checkpoint(run_dir)
         tracker.finish({"global_step": state.global_step}, state="stopped")
-        return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True)
+        return _finish_stopped(
+            status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True
+        )
 
     # The saved adapter's eval loss: the best checkpoint's (already measured, now loaded) or a fresh evaluation.
     last_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
@@ -556,19 +734,38 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         ev = trainer.evaluate()
     events = read_jsonl(run_dir / LOG_FILE) if is_main else []
     train_losses = [e["loss"] for e in events if e.get("event") == "train" and e.get("loss") is not None]
-    base_eval = [e["eval_loss"] for e in events if e.get("event") == "eval" and e.get("step") == 0 and e.get("eval_loss") is not None]
+    base_eval = [
+        e["eval_loss"]
+        for e in events
+        if e.get("event") == "eval" and e.get("step") == 0 and e.get("eval_loss") is not None
+    ]
     tps = [e["tokens_per_s"] for e in events if e.get("tokens_per_s")]
     metrics: dict[str, Any] = {
-        "run_id": run_id, "base_model": loaded.name, "device": device, "dtype": loaded.dtype, "quantized": loaded.quantized,
-        "train_loss": out.training_loss, "final_train_loss": train_losses[-1] if train_losses else None,
-        "first_train_loss": train_losses[0] if train_losses else None, "eval_loss": ev.get("eval_loss"),
-        "best_eval_loss": state.best_metric, "base_eval_loss": base_eval[0] if base_eval else None,
-        "best_checkpoint": state.best_model_checkpoint, "global_step": state.global_step, "max_steps": state.max_steps,
-        "epochs_done": state.epoch, "early_stopped": state.global_step < state.max_steps,
-        "train_runtime_s": out.metrics.get("train_runtime"), "tokens_per_s": tps[-1] if tps else None,
-        "n_train": len(train_ex), "n_eval": len(eval_ex), "formatting": fmt, "dataset_sha256": data.info["sha256"],
+        "run_id": run_id,
+        "base_model": loaded.name,
+        "device": device,
+        "dtype": loaded.dtype,
+        "quantized": loaded.quantized,
+        "train_loss": out.training_loss,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "eval_loss": ev.get("eval_loss"),
+        "best_eval_loss": state.best_metric,
+        "base_eval_loss": base_eval[0] if base_eval else None,
+        "best_checkpoint": state.best_model_checkpoint,
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs_done": state.epoch,
+        "early_stopped": state.global_step < state.max_steps,
+        "train_runtime_s": out.metrics.get("train_runtime"),
+        "tokens_per_s": tps[-1] if tps else None,
+        "n_train": len(train_ex),
+        "n_eval": len(eval_ex),
+        "formatting": fmt,
+        "dataset_sha256": data.info["sha256"],
         "wall_s": round(time.time() - t_start, 1),
-        "peak_gpu_gib": max(peaks) if peaks else None, "peak_gpu_gib_per_rank": peaks,
+        "peak_gpu_gib": max(peaks) if peaks else None,
+        "peak_gpu_gib_per_rank": peaks,
     }
     adapter_path = None
     full_state = None
@@ -577,22 +774,53 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         full_state = trainer.accelerator.get_state_dict(trainer.model)
     if is_main:
         status.update(phase="saving adapter")
-        adapter_path = str(save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state))
+        adapter_path = str(
+            save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state)
+        )
         write_json_atomic(run_dir / METRICS_FILE, metrics)
         tracker.log({"eval/loss": ev.get("eval_loss")}, step=state.global_step)
         tracker.finish(metrics)
-        append_jsonl(run_dir / LOG_FILE, {"event": "end", "step": state.global_step, "max_steps": state.max_steps, "status": "completed",
-                                          "eval_loss": ev.get("eval_loss"), "time": time.time(), "eta_s": 0.0,
-                                          "elapsed": round(time.time() - log_cb.t0, 2)})
-    done = dict(state="completed", phase="done", adapter_path=adapter_path, metrics=metrics, step=state.global_step,
-                max_steps=state.max_steps, eta_s=0.0, finished_at=time.time())
+        append_jsonl(
+            run_dir / LOG_FILE,
+            {
+                "event": "end",
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "status": "completed",
+                "eval_loss": ev.get("eval_loss"),
+                "time": time.time(),
+                "eta_s": 0.0,
+                "elapsed": round(time.time() - log_cb.t0, 2),
+            },
+        )
+    done = dict(
+        state="completed",
+        phase="done",
+        adapter_path=adapter_path,
+        metrics=metrics,
+        step=state.global_step,
+        max_steps=state.max_steps,
+        eta_s=0.0,
+        finished_at=time.time(),
+    )
     return status.update(**done) or {**done, "rank": _rank()}  # ranks > 0 write nothing and return what they know
 
 
-def _finish_stopped(status: StatusFile, note: str | None, step: int | None = None, checkpoint: str | None = None,
-                    rank_result: bool = False) -> dict:
-    values: dict[str, Any] = {"state": "stopped", "phase": "stopped", "finished_at": time.time(), "checkpoint": checkpoint,
-                              "eta_s": None, "error": note}
+def _finish_stopped(
+    status: StatusFile,
+    note: str | None,
+    step: int | None = None,
+    checkpoint: str | None = None,
+    rank_result: bool = False,
+) -> dict:
+    values: dict[str, Any] = {
+        "state": "stopped",
+        "phase": "stopped",
+        "finished_at": time.time(),
+        "checkpoint": checkpoint,
+        "eta_s": None,
+        "error": note,
+    }
     if step is not None:
         values["step"] = step
     return status.update(**values) or ({**values, "rank": _rank()} if rank_result else {})
@@ -600,12 +828,18 @@ def _finish_stopped(status: StatusFile, note: str | None, step: int | None = Non
 
 # ---- CLI -------------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description="Fine-tune a LoRA/QLoRA adapter for tweet replies.",
-                                allow_abbrev=False, usage="python -m training.train [--config YAML | --preset NAME] [--run-dir DIR] "
-                                "[--resume] [--set KEY=VALUE ...] [--KEY VALUE ...]")
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Fine-tune a LoRA/QLoRA adapter for tweet replies.",
+        allow_abbrev=False,
+        usage="python -m training.train [--config YAML | --preset NAME] [--run-dir DIR] "
+        "[--resume] [--set KEY=VALUE ...] [--KEY VALUE ...]",
+    )
     p.add_argument("--config", help="YAML config file (keys = training/config.py TrainConfig fields)")
     p.add_argument("--preset", help="start from a preset: qwen3-8b-qlora or cpu-demo")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)"
+    )
     p.add_argument("--run-dir", help="run folder (default <output_dir>/<run_name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     add_config_flags(p)
@@ -614,7 +848,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_config(ns: argparse.Namespace) -> TrainConfig:
     if ns.config and ns.preset:
-        raise ValueError("Pass either --config or --preset, not both (put `preset: NAME` inside the YAML to combine them).")
+        raise ValueError(
+            "Pass either --config or --preset, not both (put `preset: NAME` inside the YAML to combine them)."
+        )
     if ns.config:
         base = TrainConfig.from_yaml(ns.config)
     elif ns.resume and ns.run_dir and (Path(ns.run_dir) / CONFIG_FILE).is_file():
@@ -632,7 +868,11 @@ def main(argv: list[str] | None = None, train_fn=None) -> int:
     """The CLI; `train_fn` (default: SFT `train`) lets training/dpo.py reuse the same run-folder, lock and status handling."""
     stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
     _follow_launcher()
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if _world_size() == 1 else f"%(asctime)s %(levelname)s [rank {_rank()}] %(name)s: %(message)s"
+    fmt = (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if _world_size() == 1
+        else f"%(asctime)s %(levelname)s [rank {_rank()}] %(name)s: %(message)s"
+    )
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
     ns = _parser().parse_args(argv)
     run_dir: Path | None = None
@@ -652,9 +892,18 @@ def main(argv: list[str] | None = None, train_fn=None) -> int:
             if not (ns.resume and (run_dir / CONFIG_FILE).exists()):
                 cfg.to_yaml(run_dir / CONFIG_FILE)
         final = (train_fn or train)(cfg, run_dir, resume=ns.resume, stop=stop)
-        print(json.dumps({"state": final.get("state"), "adapter_path": final.get("adapter_path"), "run_dir": str(run_dir),
-                          "eval_loss": (final.get("metrics") or {}).get("eval_loss"),
-                          **({"rank": _rank(), "step": final.get("step")} if _world_size() > 1 else {})}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "state": final.get("state"),
+                    "adapter_path": final.get("adapter_path"),
+                    "run_dir": str(run_dir),
+                    "eval_loss": (final.get("metrics") or {}).get("eval_loss"),
+                    **({"rank": _rank(), "step": final.get("step")} if _world_size() > 1 else {}),
+                }
+            ),
+            flush=True,
+        )
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure must land in status.json for the UI
         msg = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__

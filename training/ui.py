@@ -1,9 +1,11 @@
 """Training tab (admin): start a background LoRA run, watch it live, stop or resume it, read diagnostics, train v2,
 save/load the config as YAML, and turn a checkpoint into an adapter.
 
-State lives in files under --data-dir (rundir.py / runner.py), so a refresh or a second browser shows the same run. The view rules
+State lives in files under --data-dir (rundir.py / runner.py), so a refresh or a second browser shows the same run. The
+view rules
 (which run is shown, what Stop acts on, when Resume is offered) are in run_view.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,29 +52,51 @@ def build_training_tab(ctx) -> None:
         msg = gr.Markdown("", elem_id="train-msg")
         with gr.Row():
             with gr.Column(scale=2):
-                preset = gr.Dropdown(PRESET_NAMES, value="cpu-demo", label="Preset", info="qwen3-8b-qlora = the seed's recipe; cpu-demo = embedded model, minutes on a CPU")
-                dataset = gr.Dropdown(choices=[], value="", label="Dataset (exported in the Data tab)", allow_custom_value=True,
-                                      info=field_help("dataset"))
-                # Field info is the TrainConfig field's help metadata: the same text as `python -m training.train --help`.
+                preset = gr.Dropdown(
+                    PRESET_NAMES,
+                    value="cpu-demo",
+                    label="Preset",
+                    info="qwen3-8b-qlora = the seed's recipe; cpu-demo = embedded model, minutes on a CPU",
+                )
+                dataset = gr.Dropdown(
+                    choices=[],
+                    value="",
+                    label="Dataset (exported in the Data tab)",
+                    allow_custom_value=True,
+                    info=field_help("dataset"),
+                )
+                # Field info is the TrainConfig field's help metadata: the same text as `python -m training.train
+                # --help`.
                 with gr.Row():
                     rank = gr.Number(label="rank", precision=0, elem_id="train-rank", info=field_help("rank"))
                     alpha = gr.Number(label="alpha", precision=0, info=field_help("alpha"))
                     lr = gr.Number(label="learning rate", info=field_help("learning_rate"))
                 with gr.Row():
                     epochs = gr.Number(label="epochs", info=field_help("epochs"))
-                    max_steps = gr.Number(label="max steps (-1 = epochs)", precision=0, elem_id="train-max-steps",
-                                          info=field_help("max_steps"))
+                    max_steps = gr.Number(
+                        label="max steps (-1 = epochs)",
+                        precision=0,
+                        elem_id="train-max-steps",
+                        info=field_help("max_steps"),
+                    )
                     mb = gr.Number(label="micro-batch", precision=0, info=field_help("micro_batch_size"))
                 with gr.Row():
-                    run_name = gr.Textbox(label="run name (empty = generated)", elem_id="train-run-name", info=field_help("run_name"))
+                    run_name = gr.Textbox(
+                        label="run name (empty = generated)", elem_id="train-run-name", info=field_help("run_name")
+                    )
                     gpus = gr.Textbox(label="GPUs (e.g. 0,1)", info=field_help("gpus"))
                 with gr.Row():
                     preview_btn = gr.Button("Preview config")
                     start_btn = gr.Button("Start run", variant="primary", elem_id="train-start")
                 with gr.Row():
                     save_yaml_btn = gr.Button("Save config as YAML", size="sm", elem_id="train-save-yaml")
-                    load_yaml_btn = gr.UploadButton("Load config YAML", file_types=[".yaml", ".yml"], type="filepath", size="sm",
-                                                    elem_id="train-load-yaml")
+                    load_yaml_btn = gr.UploadButton(
+                        "Load config YAML",
+                        file_types=[".yaml", ".yml"],
+                        type="filepath",
+                        size="sm",
+                        elem_id="train-load-yaml",
+                    )
                 yaml_file = gr.File(label="config.yaml", interactive=False, visible=False, elem_id="train-yaml-file")
             with gr.Column(scale=2):
                 config_view = gr.Code(label="Resolved config", language="yaml", elem_id="train-config")
@@ -133,8 +157,11 @@ def build_training_tab(ctx) -> None:
             handle = rm.start(_cfg(p, ds, [v1, v2, v3, v4, v5, v6, v7, v8], base))
         except Exception as exc:  # AdminRequired, RunError (one run at a time), ValueError (bad config): one sentence
             return f"⚠️ {inert(str(exc))}", gr.update(), gr.update()
-        return (f"Started **{inert(handle.run_id)}** (pid {handle.pid}); the live view follows it.",
-                gr.update(choices=ids_now(), value=handle.run_id), None)
+        return (
+            f"Started **{inert(handle.run_id)}** (pid {handle.pid}); the live view follows it.",
+            gr.update(choices=ids_now(), value=handle.run_id),
+            None,
+        )
 
     def on_poll(run_id, pin, ckpt, ds_done, request: gr.Request):
         if not gate.is_admin(request):
@@ -148,8 +175,20 @@ def build_training_tab(ctx) -> None:
             ds_up, ds_done = gr.update(choices=ch, value=ch[0][1]), True
         run_id = shown_run(pin, active, run_id, ids)
         if not run_id:
-            return [gr.update(choices=ids), "<div id='train-progress-text'>no runs yet</div>", None, "",
-                    gr.update(value=history_rows(runs)), "", gr.update(visible=False), gr.update(), gr.update(), ds_up, ds_done, ""]
+            return [
+                gr.update(choices=ids),
+                "<div id='train-progress-text'>no runs yet</div>",
+                None,
+                "",
+                gr.update(value=history_rows(runs)),
+                "",
+                gr.update(visible=False),
+                gr.update(),
+                gr.update(),
+                ds_up,
+                ds_done,
+                "",
+            ]
         st = rm.status(run_id, tail=30)
         shown = live_state(st.state, bool((rm.registry.get(run_id) or {}).get("stop_requested")))
         tail = st.log_tail + (f"\n\nERROR: {st.error}" if st.error else "")
@@ -164,10 +203,25 @@ def build_training_tab(ctx) -> None:
         if not st.active and not ckpt:
             ck = gr.update(choices=checkpoint_choices(st.run_dir), value=None)
         stopping_now = shown == "stopping…"
-        stop_label = gr.update(value="Stopping…", interactive=False) if stopping_now else gr.update(value="Stop", interactive=True)
-        return [gr.update(choices=ids, value=run_id), progress_html(dataclasses.replace(st, state=shown)), loss_figure(st.history), tail, gr.update(value=history_rows(runs)),
-                diag_md, gr.update(visible=resume_offered(st.state, active)), ck, stop_label, ds_up, ds_done,
-                tracking_markdown(read_tracking(st.run_dir))]
+        stop_label = (
+            gr.update(value="Stopping…", interactive=False)
+            if stopping_now
+            else gr.update(value="Stop", interactive=True)
+        )
+        return [
+            gr.update(choices=ids, value=run_id),
+            progress_html(dataclasses.replace(st, state=shown)),
+            loss_figure(st.history),
+            tail,
+            gr.update(value=history_rows(runs)),
+            diag_md,
+            gr.update(visible=resume_offered(st.state, active)),
+            ck,
+            stop_label,
+            ds_up,
+            ds_done,
+            tracking_markdown(read_tracking(st.run_dir)),
+        ]
 
     def on_stop_begin(request: gr.Request):
         """Stop acts on the run that is running, whatever run is on screen; the message stays 'stopping…' until it is gone."""
@@ -176,8 +230,11 @@ def build_training_tab(ctx) -> None:
         active = rm.active_run()
         if not active:
             return NOTHING_RUNNING, None, gr.update()
-        return (f"Stopping **{inert(active)}**… (it saves a checkpoint, then the process ends)", active,
-                gr.update(value="Stopping…", interactive=False))
+        return (
+            f"Stopping **{inert(active)}**… (it saves a checkpoint, then the process ends)",
+            active,
+            gr.update(value="Stopping…", interactive=False),
+        )
 
     def on_stop_finish(target, request: gr.Request):
         if not target:
@@ -187,7 +244,9 @@ def build_training_tab(ctx) -> None:
             st = rm.stop(target)
         except Exception as exc:
             return f"⚠️ {inert(str(exc))}", gr.update(value="Stop", interactive=True)
-        return stop_result(inert(target), st.state, inert(st.error) if st.error else None), gr.update(value="Stop", interactive=True)
+        return stop_result(inert(target), st.state, inert(st.error) if st.error else None), gr.update(
+            value="Stop", interactive=True
+        )
 
     def on_resume(run_id, request: gr.Request):
         try:
@@ -216,8 +275,11 @@ def build_training_tab(ctx) -> None:
             handle = rm.start(TrainConfig.from_dict(new))
         except Exception as exc:
             return f"⚠️ {inert(str(exc))}", gr.update(), gr.update()
-        return (f"Started v2 run **{inert(handle.run_id)}**; the live view follows it.",
-                gr.update(choices=ids_now(), value=handle.run_id), None)
+        return (
+            f"Started v2 run **{inert(handle.run_id)}**; the live view follows it.",
+            gr.update(choices=ids_now(), value=handle.run_id),
+            None,
+        )
 
     def on_save_yaml(p, ds, v1, v2, v3, v4, v5, v6, v7, v8, base, request: gr.Request):
         try:
@@ -227,7 +289,11 @@ def build_training_tab(ctx) -> None:
             return f"⚠️ {inert(str(exc))}", gr.update(), gr.update()
         path = Path(tempfile.mkdtemp(prefix="train-config-")) / f"{cfg.run_name or 'run'}.yaml"
         path.write_text(config_yaml(cfg), encoding="utf-8")
-        return "Saved the config below as YAML: download it from the file box.", gr.update(visible=True, value=str(path)), config_yaml(cfg)
+        return (
+            "Saved the config below as YAML: download it from the file box.",
+            gr.update(visible=True, value=str(path)),
+            config_yaml(cfg),
+        )
 
     def on_load_yaml(path, request: gr.Request):
         keep = [gr.update()] * 9
@@ -237,10 +303,25 @@ def build_training_tab(ctx) -> None:
         except (AdminRequired, ValueError, OSError, UnicodeDecodeError) as exc:
             return [f"⚠️ {inert(Path(str(path)).name)}: {inert(str(exc))}", gr.update(), gr.update()] + keep
         c = cfg.to_dict()
-        form = [c["rank"], c["alpha"], c["learning_rate"], c["epochs"], c["max_steps"], c["micro_batch_size"], c["run_name"],
-                ",".join(str(g) for g in c["gpus"] or [])]
-        return [f"Loaded **{inert(Path(str(path)).name)}**: Start uses it (the form shows its main values).", c, config_yaml(cfg)] + form + [
-            gr.update(value=c.get("dataset") or "") if c.get("dataset") else gr.update()]
+        form = [
+            c["rank"],
+            c["alpha"],
+            c["learning_rate"],
+            c["epochs"],
+            c["max_steps"],
+            c["micro_batch_size"],
+            c["run_name"],
+            ",".join(str(g) for g in c["gpus"] or []),
+        ]
+        return (
+            [
+                f"Loaded **{inert(Path(str(path)).name)}**: Start uses it (the form shows its main values).",
+                c,
+                config_yaml(cfg),
+            ]
+            + form
+            + [gr.update(value=c.get("dataset") or "") if c.get("dataset") else gr.update()]
+        )
 
     def on_promote(run_id, ckpt, name, request: gr.Request):
         try:
@@ -249,12 +330,19 @@ def build_training_tab(ctx) -> None:
                 raise ValueError("Pick a run and one of its checkpoints first.")
             row = rm.registry.get(run_id) or {}
             step = Path(ckpt).name.rsplit("-", 1)[-1]
-            dest = promote_checkpoint(ckpt, ctx.settings.adapters_dir, (name or "").strip() or f"{run_id}-step{step}",
-                                      final_adapter=row.get("adapter_path"))
+            dest = promote_checkpoint(
+                ckpt,
+                ctx.settings.adapters_dir,
+                (name or "").strip() or f"{run_id}-step{step}",
+                final_adapter=row.get("adapter_path"),
+            )
         except Exception as exc:
             return f"⚠️ {inert(str(exc))}"
-        return (f"Adapter **{inert(dest.name)}** is ready: pick *LoRA: {inert(dest.name)}* in Generate (Refresh adapter list); "
-                "the Arena uses it from the next battle.")
+        return (
+            f"Adapter **{inert(dest.name)}** is ready: pick *LoRA: {inert(dest.name)}* in Generate (Refresh adapter "
+            "list); "
+            "the Arena uses it from the next battle."
+        )
 
     def preset_values(p, request: gr.Request):
         """The form shows the preset's own values, so an untouched field keeps the preset's setting."""
@@ -265,32 +353,54 @@ def build_training_tab(ctx) -> None:
 
     def on_tab(request: gr.Request):
         if not gate.is_admin(request):
-            return (gr.update(choices=[("log in as admin first", "")], value=""),
-                    (gate.how_to_enable() if not gate.enabled else "Log in as admin (top of the page) to use this tab."),
-                    gr.Timer(active=True), False)  # ticking: a login shows the running run without re-opening the tab
+            return (
+                gr.update(choices=[("log in as admin first", "")], value=""),
+                (gate.how_to_enable() if not gate.enabled else "Log in as admin (top of the page) to use this tab."),
+                gr.Timer(active=True),
+                False,
+            )  # ticking: a login shows the running run without re-opening the tab
         ch = dataset_choices(ctx.settings.data_dir)
         return gr.update(choices=ch, value=ch[0][1]), "", gr.Timer(active=True), True
 
     form_in = [preset, dataset] + overrides + [loaded]
     poll_in = [run_pick, pinned, ckpt_pick, ds_loaded]
-    poll_out = [run_pick, progress, curve, log_tail, history, diag, resume_btn, ckpt_pick, stop_btn, dataset, ds_loaded, tracking]
+    poll_out = [
+        run_pick,
+        progress,
+        curve,
+        log_tail,
+        history,
+        diag,
+        resume_btn,
+        ckpt_pick,
+        stop_btn,
+        dataset,
+        ds_loaded,
+        tracking,
+    ]
     preview_btn.click(on_preview, form_in, [msg, config_view])
     start_btn.click(on_start, form_in, [msg, run_pick, pinned]).then(on_poll, poll_in, poll_out)
-    stop_btn.click(on_stop_begin, None, [msg, stopping, stop_btn]).then(on_stop_finish, [stopping], [msg, stop_btn]).then(
-        on_poll, poll_in, poll_out)
+    stop_btn.click(on_stop_begin, None, [msg, stopping, stop_btn]).then(
+        on_stop_finish, [stopping], [msg, stop_btn]
+    ).then(on_poll, poll_in, poll_out)
     resume_btn.click(on_resume, [run_pick], [msg, run_pick, pinned]).then(on_poll, poll_in, poll_out)
     tab.select(loop_refresh, loop_in, loop_out)
     refresh_btn.click(on_poll, poll_in, poll_out)
     timer.tick(on_poll, poll_in, poll_out, show_progress="hidden")
-    run_pick.input(lambda r: r, [run_pick], [pinned]).then(lambda: None, None, [ckpt_pick]).then(on_poll, poll_in, poll_out)
+    run_pick.input(lambda r: r, [run_pick], [pinned]).then(lambda: None, None, [ckpt_pick]).then(
+        on_poll, poll_in, poll_out
+    )
     run_pick.change(on_v2_preview, [run_pick], [v2_view])
     v2_btn.click(on_v2_start, [run_pick], [msg, run_pick, pinned]).then(on_poll, poll_in, poll_out)
     save_yaml_btn.click(on_save_yaml, form_in, [msg, yaml_file, config_view])
     load_yaml_btn.upload(on_load_yaml, [load_yaml_btn], [msg, loaded, config_view] + overrides + [dataset])
     ckpt_btn.click(on_promote, [run_pick, ckpt_pick, ckpt_name], [msg])
     tab.select(on_tab, None, [dataset, msg, timer, ds_loaded]).then(on_poll, poll_in, poll_out)
-    numeric = overrides[:6] + [loaded]  # run name and GPUs are the user's own, never reset by a preset; a preset drops a loaded YAML
+    numeric = overrides[:6] + [
+        loaded
+    ]  # run name and GPUs are the user's own, never reset by a preset; a preset drops a loaded YAML
     preset.input(preset_values, [preset], numeric)
+
     def on_tab_preset(p, base, r, request: gr.Request):
         """Fill the form from the preset only when it is empty: re-opening the tab must not wipe the admin's edits."""
         vals = preset_values(p, request) if not base and r in (None, "", 0) else [gr.update()] * 7

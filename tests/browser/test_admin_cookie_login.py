@@ -1,5 +1,6 @@
 """Real browser: the Admin panel's login gets an HttpOnly cookie page scripts cannot read, the admin tabs answer,
 and Log out makes the server refuse again."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ if not chromium_available():
 
 
 def _wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function("([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout)
+    page.wait_for_function(
+        "([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout
+    )
 
 
 def test_login_cookie_is_httponly_and_logout_revokes(tmp_path):
@@ -39,7 +42,10 @@ def test_login_cookie_is_httponly_and_logout_revokes(tmp_path):
         page.get_by_role("tab", name="Evaluate (admin)").click()
         page.wait_for_timeout(1500)
         assert "needs an admin" not in page.locator("#eval-admin-msg").inner_text()
-        assert "ANTHROPIC_API_KEY" in page.locator("#eval-key-status").inner_text() or "judge" in page.locator("#eval-key-status").inner_text().lower()
+        assert (
+            "ANTHROPIC_API_KEY" in page.locator("#eval-key-status").inner_text()
+            or "judge" in page.locator("#eval-key-status").inner_text().lower()
+        )
 
         page.locator("#admin-logout").click()
         _wait_text(page, "#admin-msg", "Logged out")

@@ -1,5 +1,6 @@
 """Arena in a real browser: the reveal names each reply in plain words, votes by keyboard, one "Next battle" button that
 starts the next battle, and a refused (rate-limited) vote keeps the battle so the visitor can vote on it later."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,12 @@ def test_arena_reveal_keys_next_and_refused_vote(tmp_path):
         wait_text(page, "#arena-reveal", "vote again in a moment")
         page.wait_for_function("() => !document.querySelector('#vote-b')?.disabled", timeout=30_000)
         assert not page.locator("#arena-next").is_visible()
-        page.locator("#vote-tie").click()  # voting again on the same battle is refused for the rate, not "unknown battle"
-        page.wait_for_function("() => /vote again in a moment/.test(document.querySelector('#arena-reveal')?.innerText || '')"
-                               " && !document.querySelector('#vote-tie')?.disabled", timeout=30_000)
+        page.locator(
+            "#vote-tie"
+        ).click()  # voting again on the same battle is refused for the rate, not "unknown battle"
+        page.wait_for_function(
+            "() => /vote again in a moment/.test(document.querySelector('#arena-reveal')?.innerText || '')"
+            " && !document.querySelector('#vote-tie')?.disabled",
+            timeout=30_000,
+        )
         assert "unknown" not in page.locator("#arena-reveal").inner_text()

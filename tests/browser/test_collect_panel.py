@@ -1,6 +1,7 @@
 """Real-browser test of the Data tab's collect panel and the System tab: the app (a subprocess) collects from a local
 server that speaks the X API v2 (tests/x_api_server.py, reached through X_API_BASE_URL), the file lands in the import
 panel and imports; the min_faves check; the admin-only System report."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,11 @@ if not chromium_available():
 
 def test_collect_import_min_faves_and_system_tab(tmp_path):
     conv = make_conversation(100, 250)
-    with XApiServer({"100": conv}, token="browser-token") as srv, \
-            running_app(tmp_path, extra_env={"X_API_BASE_URL": srv.url, "X_BEARER_TOKEN": "browser-token"}) as url, \
-            browser_page() as page:
+    with (
+        XApiServer({"100": conv}, token="browser-token") as srv,
+        running_app(tmp_path, extra_env={"X_API_BASE_URL": srv.url, "X_BEARER_TOKEN": "browser-token"}) as url,
+        browser_page() as page,
+    ):
         open_app(page, url)
         _open_data_tab(page)
         page.locator("#collect-panel").get_by_text("0 · Collect from the X API or Apify").first.click()
@@ -53,8 +56,11 @@ def test_collect_import_min_faves_and_system_tab(tmp_path):
         assert f"{expected_pairs(conv)} pairs" in status and "pairs per 100 posts" in status
         out = tmp_path / "data" / "collect" / "conv100.jsonl"
         assert out.is_file() and "browser-token" not in out.read_text()
-        page.wait_for_function("(p) => document.querySelector('#data-server-path textarea, #data-server-path input')?.value === p",
-                               arg=str(out), timeout=30_000)
+        page.wait_for_function(
+            "(p) => document.querySelector('#data-server-path textarea, #data-server-path input')?.value === p",
+            arg=str(out),
+            timeout=30_000,
+        )
         page.locator("#data-import").click()
         _text_has(page, "#data-import-status", rf"Imported {expected_pairs(conv)} pairs", timeout=240_000)
         assert "x_api_v2" in page.locator("#data-format").inner_text()
@@ -62,7 +68,9 @@ def test_collect_import_min_faves_and_system_tab(tmp_path):
         page.locator("#collect-min-faves input").fill("10")
         page.locator("#collect-mf").click()
         n_with = sum(1 for r in conv["replies"] if r["public_metrics"]["like_count"] >= 10)
-        _text_has(page, "#collect-status", rf"min_faves:10 reduced the posts read from 250 to {n_with}", timeout=120_000)
+        _text_has(
+            page, "#collect-status", rf"min_faves:10 reduced the posts read from 250 to {n_with}", timeout=120_000
+        )
 
         page.get_by_role("tab", name="System (admin)").click()
         page.locator("#system-check").click()

@@ -1,5 +1,6 @@
 """Real-browser test of the Data tab: admin refusal, import + funnel, review (buttons and keyboard), resume after a
 reload, export. Debian's Chromium driven by Playwright against the real app (ADMIN_PASSWORD=test-admin-pw)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,6 @@ from tests.support.ux_helpers import text_matches as _text_has  # noqa: E402
 
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 EDITED = "Specific and short: this edit was saved by the browser test."
-
-
 
 
 def _position(page) -> str:
@@ -115,7 +114,9 @@ def test_data_tab_import_review_resume_export(tmp_path):
 
         # 6. a malformed upload: clear error naming the line, nothing stored
         bad = tmp_path / "broken.jsonl"
-        bad.write_text(SAMPLE.read_text(encoding="utf-8").splitlines()[0] + '\n{"pair_id": "x", "tweet": \n', encoding="utf-8")
+        bad.write_text(
+            SAMPLE.read_text(encoding="utf-8").splitlines()[0] + '\n{"pair_id": "x", "tweet": \n', encoding="utf-8"
+        )
         page.locator("#data-files input[type=file]").set_input_files(str(bad))
         page.locator("#data-files").get_by_text("broken.jsonl").first.wait_for(timeout=30_000)
         page.locator("#data-dataset-name").locator("textarea, input").first.fill("broken")

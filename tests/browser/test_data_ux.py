@@ -1,5 +1,6 @@
 """Data tab in a real browser: a CSV without timestamps is not dropped as "too early" (the funnel counts it), no ✅ when
 nothing passes, file names instead of upload paths, a warning on a tiny export and a download for it."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,11 @@ def _csv(path, n: int, reply_len_ok: bool = True) -> None:
         w.writerow(["tweet", "reply", "likes", "author_followers"])
         for i in range(n):
             t = f"{TOPICS[i % 10]} {i}"
-            reply = (f"Honestly the best part about {t} is how it changes the whole week for everyone involved, number {i}."
-                     if reply_len_ok else "ok")
+            reply = (
+                f"Honestly the best part about {t} is how it changes the whole week for everyone involved, number {i}."
+                if reply_len_ok
+                else "ok"
+            )
             w.writerow([f"What do you all think about {t} these days?", reply, 20 + i, 2000 + i])
 
 

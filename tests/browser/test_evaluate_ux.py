@@ -1,6 +1,7 @@
 """Evaluate in a real browser: the duration is estimated before starting, the local judge says plainly it is unavailable
 on the embedded model (instead of minutes of unparsed answers), the empty ranking is hidden, and no "Phase 0/4" or
 "(seed 5.3)" jargon is on screen."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Real-browser tests: Debian's Chromium driven by Playwright against the real app on the embedded model."""
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,14 @@ def test_generate_base_and_rag_in_browser(app_url, tmp_path):
         open_app(page, app_url)
         page.locator("#gen-tweet textarea").fill("Coffee before code or code before coffee? Asking for a friend.")
         page.locator("#gen-go").click()
-        page.wait_for_function("() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000)
+        page.wait_for_function(
+            "() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000
+        )
         # the condition the assertions read: both stats lines final (the status and the stats are separate components)
-        page.wait_for_function("() => [0, 1].every(i => /tok\\/s/.test(document.querySelector('#gen-stats-' + i)?.innerText || ''))",
-                               timeout=30_000)
+        page.wait_for_function(
+            "() => [0, 1].every(i => /tok\\/s/.test(document.querySelector('#gen-stats-' + i)?.innerText || ''))",
+            timeout=30_000,
+        )
         replies = [page.locator(f"#gen-reply-{i} textarea").input_value() for i in range(2)]
         stats = [page.locator(f"#gen-stats-{i}").inner_text() for i in range(2)]
         page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
@@ -58,26 +63,35 @@ def test_arena_battle_vote_reveal_and_leaderboard(app_url, tmp_path):
     with browser_page() as page:
         open_app(page, app_url)
         page.get_by_role("tab", name="Leaderboard").click()
-        page.wait_for_function("() => /votes in the store/.test(document.querySelector('#lb-counts')?.innerText || '')", timeout=60_000)
+        page.wait_for_function(
+            "() => /votes in the store/.test(document.querySelector('#lb-counts')?.innerText || '')", timeout=60_000
+        )
         before = _vote_count(page)
 
         page.get_by_role("tab", name="Arena").click()
         page.locator("#arena-tweet textarea").fill("Pineapple on pizza: yes or no?")
         page.locator("#arena-start").click()
-        page.wait_for_function("() => !document.querySelector('#vote-a')?.disabled && document.querySelector('#arena-a textarea')?.value.length > 0",
-                               timeout=240_000)
+        page.wait_for_function(
+            "() => !document.querySelector('#vote-a')?.disabled && document.querySelector('#arena-a "
+            "textarea')?.value.length > 0",
+            timeout=240_000,
+        )
         a = page.locator("#arena-a textarea").input_value()
         b = page.locator("#arena-b textarea").input_value()
         assert a.strip() and b.strip()
         assert "was **" not in page.locator("#arena-reveal").inner_text()  # names hidden before the vote
         page.locator("#vote-a").click()
-        page.wait_for_function("() => /A was/.test(document.querySelector('#arena-reveal')?.innerText || '')", timeout=60_000)
+        page.wait_for_function(
+            "() => /A was/.test(document.querySelector('#arena-reveal')?.innerText || '')", timeout=60_000
+        )
         reveal = page.locator("#arena-reveal").inner_text()
         assert re.search(r"A was (Base|RAG few-shot|LoRA: \S+)", reveal), reveal
         assert page.locator("#vote-b").is_disabled()  # buttons lock after the vote
         page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
 
         page.get_by_role("tab", name="Leaderboard").click()
-        page.wait_for_function(f"() => /{before + 1} votes in the store/.test(document.querySelector('#lb-counts')?.innerText || '')",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"() => /{before + 1} votes in the store/.test(document.querySelector('#lb-counts')?.innerText || '')",
+            timeout=60_000,
+        )
         assert _vote_count(page) == before + 1

@@ -1,5 +1,6 @@
 """Generate in a real browser: the seed field is empty (random) by default, a live n/280 counter, and a refused tweet shows
 its message once while earlier replies stay and the status does not claim "Done."."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,9 @@ def test_generate_seed_counter_and_refusal_keeps_replies(tmp_path):
         box.fill("Hot take: meetings should be emails.")
         wait_text(page, "#gen-counter", "36/280")
         page.locator("#gen-go").click()
-        page.wait_for_function("() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000)
+        page.wait_for_function(
+            "() => document.querySelector('#gen-status')?.innerText.includes('Done')", timeout=240_000
+        )
         replies = [page.locator(f"#gen-reply-{i} textarea").input_value() for i in range(2)]
         assert all(r.strip() for r in replies)
 
@@ -31,6 +34,8 @@ def test_generate_seed_counter_and_refusal_keeps_replies(tmp_path):
         wait_text(page, "#gen-status", "A tweet is at most 280 characters")
         status = page.locator("#gen-status").inner_text()
         assert "Done" not in status
-        assert page.get_by_text("A tweet is at most 280 characters").count() == 1  # once: no toast, no per-output copies
+        assert (
+            page.get_by_text("A tweet is at most 280 characters").count() == 1
+        )  # once: no toast, no per-output copies
         assert [page.locator(f"#gen-reply-{i} textarea").input_value() for i in range(2)] == replies  # nothing wiped
         assert page.locator(".error").count() == 0  # no red "Error" pills over the outputs

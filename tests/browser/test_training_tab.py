@@ -1,5 +1,6 @@
 """Real browser: the Training tab refuses visitors, runs a short cpu-demo training for an admin with live progress,
 and the finished adapter shows up in the Generate tab without a restart."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def test_training_tab_runs_and_adapter_appears(tmp_path):
         page.get_by_role("tab", name="Generate").click()
         page.get_by_role("tab", name="Training (admin)").click()
         # the form is filled with the preset's values when the tab opens; edit after that lands
-        page.wait_for_function("() => !['', '0'].includes(document.querySelector('#train-max-steps input')?.value ?? '')", timeout=30_000)
+        page.wait_for_function(
+            "() => !['', '0'].includes(document.querySelector('#train-max-steps input')?.value ?? '')", timeout=30_000
+        )
         page.locator("#train-max-steps input").fill("4")
         page.locator("#train-run-name").locator("input, textarea").first.fill("ui-run")
         page.locator("#train-start").click()

@@ -1,6 +1,7 @@
 """Training tab in a real browser: a login shows the tab without re-opening it; Stop with nothing running says so; Stop
 acts on the running run even when another is on screen, says "stopping…" until the process is gone, and offers Resume;
 Start makes the view follow the new run; a checkpoint becomes an adapter; the config round-trips through YAML."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def test_training_follow_stop_resume_yaml_and_checkpoint(tmp_path, no_leftover_r
         wait_text(page, "#train-msg", "Log in as admin")
         login(page)  # no re-selecting the tab: the next tick shows it
         wait_text(page, "#train-progress-text", "no runs yet", timeout=30_000)
-        page.wait_for_function("() => !['', '0'].includes(document.querySelector('#train-max-steps input')?.value ?? '')", timeout=30_000)
+        page.wait_for_function(
+            "() => !['', '0'].includes(document.querySelector('#train-max-steps input')?.value ?? '')", timeout=30_000
+        )
 
         page.locator("#train-stop").click()
         wait_text(page, "#train-msg", "Nothing is running.")
@@ -70,7 +73,9 @@ def test_training_follow_stop_resume_yaml_and_checkpoint(tmp_path, no_leftover_r
 
         _start(page, "first", 400)
         wait_text(page, "#train-progress-text", "running · step", timeout=400_000)
-        page.wait_for_function("() => /step [1-9]/.test(document.querySelector('#train-progress-text')?.innerText || '')", timeout=400_000)
+        page.wait_for_function(
+            "() => /step [1-9]/.test(document.querySelector('#train-progress-text')?.innerText || '')", timeout=400_000
+        )
         page.locator("#train-stop").click()
         wait_text(page, "#train-msg", "Stopping first…", timeout=10_000)
         wait_text(page, "#train-msg", "Stopped first", timeout=200_000)
@@ -85,7 +90,8 @@ def test_training_follow_stop_resume_yaml_and_checkpoint(tmp_path, no_leftover_r
         wait_text(page, "#train-msg", "is ready", timeout=30_000)
         assert any(p.name.startswith("first-step") for p in (tmp_path / "adapters").iterdir())
 
-        # Resume, then Start another while the first is on screen: refused (one at a time); stop it, then a new run is followed
+        # Resume, then Start another while the first is on screen: refused (one at a time); stop it, then a new run is
+        # followed
         page.locator("#train-resume").click()
         wait_text(page, "#train-msg", "Resumed first", timeout=30_000)
         wait_text(page, "#train-progress-text", "running", timeout=400_000)

@@ -1,5 +1,6 @@
 """Real browser: the Training tab's vote loop shows the clean pairs available since the last DPO run, previews the next
 DPO config, refuses a run with too few pairs (count and minimum), and the refusal needs an admin first."""
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,26 @@ if not chromium_available():
 
 
 def _wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function("([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout)
+    page.wait_for_function(
+        "([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout
+    )
 
 
 def test_loop_section_counts_previews_and_refuses(tmp_path):
     with VoteStore(tmp_path / "data") as store:
         synthetic_votes(store, n_voters=1)  # 24 clean pairs: below the default minimum of 50
     (tmp_path / "adapters" / "sft-v1").mkdir(parents=True)
-    (tmp_path / "adapters" / "sft-v1" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "r": 8}))
+    (tmp_path / "adapters" / "sft-v1" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "x", "r": 8})
+    )
     with running_app(tmp_path) as url, browser_page() as page:
         open_app(page, url)
         page.get_by_role("tab", name="Training (admin)").click()
         page.locator("#loop-start").click()
         _wait_text(page, "#train-msg", "needs an admin")
-        page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click() if not page.locator("#admin-password").is_visible() else None
+        page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click() if not page.locator(
+            "#admin-password"
+        ).is_visible() else None
         page.locator("#admin-password input").fill("test-admin-pw")
         page.locator("#admin-login").click()
         _wait_text(page, "#admin-msg", "Logged in as admin")
@@ -49,5 +56,7 @@ def test_loop_section_counts_previews_and_refuses(tmp_path):
         _wait_text(page, "#train-msg", "a DPO run needs at least 50")
         page.screenshot(path=str(tmp_path / "loop.png"), full_page=True)
     runs = tmp_path / "data" / "runs"
-    assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]  # no run folder: refused before the runner made one
+    assert not runs.exists() or not [
+        p for p in runs.iterdir() if p.is_dir()
+    ]  # no run folder: refused before the runner made one
     assert not any((tmp_path / "data" / "preferences").iterdir())  # the refused run's dataset was removed

@@ -1,6 +1,7 @@
 """Arena generation on the scheduler (tiny random Qwen3, real PEFT adapters, real SQLite vote store): a live battle's two
 replies decode in the same batch and stream as they grow; pool battles are served without the GPU, never repeat a
 (tweet, pair) to a voter, never leak names, and pick up a new adapter."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,13 @@ import time
 from dataclasses import asdict
 from types import SimpleNamespace
 
+from context import Settings, build_battle_manager
+
 import pytest
 import torch
 
 from arena.pool import BattlePool
 from arena.store import VoteStore
-from context import Settings, build_battle_manager
 from generation import Engine, ModelConfig, SamplingConfig, load_base
 from generation.scheduler import SchedulerConfig
 from security import SecurityDB
@@ -32,8 +34,12 @@ def _adapter(tiny_dir, out_dir, seed):
 
     scratch = load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32"))
     torch.manual_seed(seed)
-    pm = get_peft_model(scratch.model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                                                  task_type="CAUSAL_LM"))
+    pm = get_peft_model(
+        scratch.model,
+        LoraConfig(
+            r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
+    )
     pm.save_pretrained(str(out_dir))
     f = out_dir / "adapter_config.json"
     f.write_text(json.dumps({**json.loads(f.read_text()), "base_model_name_or_path": str(tiny_dir)}))
@@ -46,12 +52,19 @@ def setup(tiny_dir, tmp_path, monkeypatch):
     _adapter(tiny_dir, adapters / "alpha", 1)
     heldout = tmp_path / "heldout.jsonl"
     heldout.write_text("".join(json.dumps({"tweet_id": f"t{i}", "tweet": t}) + "\n" for i, t in enumerate(TWEETS)))
-    engine = Engine(load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32")), adapters,
-                    scheduler=SchedulerConfig(max_batch=8))
-    engine.default_sampling = lambda thinking=False: SamplingConfig(max_new_tokens=24)  # short replies keep the test fast
+    engine = Engine(
+        load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32")),
+        adapters,
+        scheduler=SchedulerConfig(max_batch=8),
+    )
+    engine.default_sampling = lambda thinking=False: SamplingConfig(
+        max_new_tokens=24
+    )  # short replies keep the test fast
     settings = Settings(data_dir=tmp_path / "data", heldout=heldout)
     manager = build_battle_manager(settings, engine, VoteStore(settings.data_dir), SecurityDB(None))
-    yield SimpleNamespace(manager=manager, engine=engine, adapters=adapters, heldout=heldout, tiny_dir=tiny_dir, tmp=tmp_path)
+    yield SimpleNamespace(
+        manager=manager, engine=engine, adapters=adapters, heldout=heldout, tiny_dir=tiny_dir, tmp=tmp_path
+    )
     engine.close()
 
 

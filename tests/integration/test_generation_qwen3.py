@@ -1,4 +1,5 @@
 """The Qwen3 path on a tiny random Qwen3: thinking switch, no think leakage, adapter switching on one base copy."""
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,9 @@ def _make_adapter(base, out_dir, base_name: str, seed: int = 0):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+    )
     pm = get_peft_model(base, cfg)
     pm.save_pretrained(str(out_dir))
     cfg_file = out_dir / "adapter_config.json"

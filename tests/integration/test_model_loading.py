@@ -1,4 +1,5 @@
 """Bad model input gets one clear sentence; the embedded default loads offline and really replies."""
+
 from __future__ import annotations
 
 from context import Settings

@@ -2,6 +2,7 @@
 and the login throttle are still in force. The app runs behind one trusted proxy (--behind-proxy 1), so the
 address is the X-Forwarded-For entry the proxy appended (the last one); what the client wrote before it is ignored.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -16,7 +17,12 @@ from tests.support.probe_support import ADMIN_PW, GradioHTTP, running_app
 pytestmark = pytest.mark.slow
 
 # The daily window (not the per-minute one) so the limit cannot simply slide past during the restart.
-ENV = {"REPLY_ARENA_MAX_NEW_TOKENS": "16", "GENERATE_PER_MINUTE": "10", "GENERATE_PER_DAY": "2", "BATTLES_PER_MINUTE": "5"}
+ENV = {
+    "REPLY_ARENA_MAX_NEW_TOKENS": "16",
+    "GENERATE_PER_MINUTE": "10",
+    "GENERATE_PER_DAY": "2",
+    "BATTLES_PER_MINUTE": "5",
+}
 VISITOR = "198.51.100.7"  # what "the proxy" appends
 
 
@@ -35,19 +41,37 @@ def test_pending_battle_expires_and_limits_survive_restart(tmp_path):
     session = secrets.token_hex(8)
     with running_app(tmp_path, extra_env=ENV, args=["--behind-proxy", "1"]) as url:
         with GradioHTTP(url) as g:
-            start = next(d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"])
+            start = next(
+                d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"]
+            )
             assert g.call(start["id"], ["Is it going to rain?"], session_hash=session, headers=_xff(0)).success
             results = [_generate(g, i) for i in range(1, 4)]
-            assert [r.success for r in results] == [True, True, False]  # one proxy-seen address, whatever the client wrote
+            assert [r.success for r in results] == [
+                True,
+                True,
+                False,
+            ]  # one proxy-seen address, whatever the client wrote
             assert "reached today's limit of 2 generations" in results[2].error
-            other = g.call(g.dependency_for("gen-go")["id"], [ "Coffee?", ["base"], *g.default_inputs(g.dependency_for("gen-go"))[2:]],
-                           headers={"X-Forwarded-For": "10.9.9.9, 192.0.2.44"})
+            other = g.call(
+                g.dependency_for("gen-go")["id"],
+                ["Coffee?", ["base"], *g.default_inputs(g.dependency_for("gen-go"))[2:]],
+                headers={"X-Forwarded-For": "10.9.9.9, 192.0.2.44"},
+            )
             assert other.success  # a different visitor behind the same proxy has its own budget
         # rotating addresses behind the proxy: never 5 from one, so only the global throttle can stop the guessing
-        codes = [httpx.post(url + "/admin/login", json={"password": "guess"}, headers={"X-Forwarded-For": f"192.0.2.{i}"},
-                            timeout=30).status_code for i in range(30)]
+        codes = [
+            httpx.post(
+                url + "/admin/login",
+                json={"password": "guess"},
+                headers={"X-Forwarded-For": f"192.0.2.{i}"},
+                timeout=30,
+            ).status_code
+            for i in range(30)
+        ]
         assert codes == [403] * 30
-        r = httpx.post(url + "/admin/login", json={"password": ADMIN_PW}, headers={"X-Forwarded-For": "192.0.2.200"}, timeout=30)
+        r = httpx.post(
+            url + "/admin/login", json={"password": ADMIN_PW}, headers={"X-Forwarded-For": "192.0.2.200"}, timeout=30
+        )
         assert r.status_code == 403 and "paused" in r.json()["message"]
 
     with running_app(tmp_path, extra_env=ENV, args=["--behind-proxy", "1"]) as url:  # same data dir: a restart
@@ -57,7 +81,9 @@ def test_pending_battle_expires_and_limits_survive_restart(tmp_path):
             assert res.success and res.data[1].replace("\\", "") == f"⚠️ {EXPIRED_MESSAGE}"
             limited = _generate(g, 6)
             assert not limited.success and "reached today's limit of 2 generations" in limited.error
-        r = httpx.post(url + "/admin/login", json={"password": ADMIN_PW}, headers={"X-Forwarded-For": "192.0.2.201"}, timeout=30)
+        r = httpx.post(
+            url + "/admin/login", json={"password": ADMIN_PW}, headers={"X-Forwarded-For": "192.0.2.201"}, timeout=30
+        )
         assert r.status_code == 403 and "paused" in r.json()["message"]
     with VoteStore(tmp_path / "data") as store:
         assert store.count(include_excluded=True) == 0  # the expired battle stored nothing

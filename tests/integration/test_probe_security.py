@@ -5,6 +5,7 @@ without the server-issued cookie; a client-chosen session_hash or X-Forwarded-Fo
 on Generate, battle starts and votes; one sentence for broken Unicode and no traceback in the log; security
 headers; upload cap; the public page does not say whether a judge key is set.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,7 +85,9 @@ def test_admin_is_the_cookie_not_the_session_hash(app):
         ok = admin.call(ledger["id"], [], session_hash=shared_hash)
         assert ok.success and ok.data[0] == ""  # admin: no refusal message
         data_open = next(d for d in admin_dependencies(admin) if d.get("api_name") == "on_open_1")
-        assert SECRET in json.dumps(admin.call(data_open["id"], admin.default_inputs(data_open)).data)  # the planted data is reachable
+        assert SECRET in json.dumps(
+            admin.call(data_open["id"], admin.default_inputs(data_open)).data
+        )  # the planted data is reachable
         stolen = thief.call(ledger["id"], [], session_hash=shared_hash)  # before: same hash = admin
         assert refused(stolen) and "admin" in stolen.data[0]
         forged = GradioHTTP(url, cookies={"reply_arena_admin": token[:-2] + "xx"})
@@ -110,7 +113,9 @@ def test_broken_unicode_is_one_sentence_without_traceback(app):
         data[0] = "coffee \ud800 or tea"
         res = g.call(gen["id"], data)
         assert not res.success and res.error == INVALID_UNICODE_MESSAGE
-        start = next(d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"])
+        start = next(
+            d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"]
+        )
         res = g.call(start["id"], ["rain \udfff today?"])
         assert not res.success and res.error == INVALID_UNICODE_MESSAGE  # before: an empty error
     assert (tmp / "app.log").read_text().count("Traceback") == before
@@ -139,7 +144,9 @@ def test_rotating_forwarded_for_does_not_dodge_limits(app):
         assert [r.success for r in results] == [True, True, True, False]
         assert "Too many generations from your address" in results[3].error
 
-        start = next(d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"])
+        start = next(
+            d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"]
+        )
         vote = g.dependency_for("vote-a")
         voted = []
         for i in range(4):

@@ -2,6 +2,7 @@
 continuous batching gives the same greedy tokens as one-at-a-time `generate`, mixed-adapter rows equal per-adapter
 outputs, callers that leave free their rows (issue 12.1), the queue is bounded, and sampling never uses the global RNG
 (issue 12.2)."""
+
 from __future__ import annotations
 
 import threading
@@ -17,9 +18,16 @@ from tests.support.tiny_qwen3 import save_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parent.parent
 GREEDY = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=24)
-TWEETS = ["Coffee before code?", "Just shipped my first app to production on a Friday. What could go wrong?",
-          "Tabs or spaces, final answer?", "hot take: meetings should be emails", "What is the best way to learn Rust in 2026?",
-          "ok", "Remote work is here to stay, change my mind.", "Why does every startup need a dashboard?"]
+TWEETS = [
+    "Coffee before code?",
+    "Just shipped my first app to production on a Friday. What could go wrong?",
+    "Tabs or spaces, final answer?",
+    "hot take: meetings should be emails",
+    "What is the best way to learn Rust in 2026?",
+    "ok",
+    "Remote work is here to stay, change my mind.",
+    "Why does every startup need a dashboard?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,13 @@ def _make_adapter(base, out_dir, base_name: str, seed: int):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     pm = get_peft_model(base, cfg)
     with torch.no_grad():
         for n, p in pm.named_parameters():
@@ -54,12 +68,21 @@ def _make_adapter(base, out_dir, base_name: str, seed: int):
 def _reference(model, prompt_ids: list[int], eos: list[int], n: int, pad: int) -> list[int]:
     """Plain transformers greedy decoding of one prompt alone: the ground truth."""
     with torch.inference_mode():
-        out = model.generate(input_ids=torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-                             max_new_tokens=n, do_sample=False, temperature=None, top_p=None, top_k=None, eos_token_id=eos, pad_token_id=pad)
-    gen = out[0, len(prompt_ids):].tolist()
+        out = model.generate(
+            input_ids=torch.tensor([prompt_ids]),
+            attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+    gen = out[0, len(prompt_ids) :].tolist()
     for i, t in enumerate(gen):
         if t in eos:
-            return gen[:i + 1]
+            return gen[: i + 1]
     return gen
 
 
@@ -72,7 +95,12 @@ def _staggered(engine: Engine, variants: list[str], max_new: int) -> list[Reques
         for r in wave:
             tickets.append(engine.scheduler.submit(r))
         deadline = time.time() + 30
-        while tickets and len(tickets[0].request.generated) < 3 and not tickets[0].request.finished.is_set() and time.time() < deadline:
+        while (
+            tickets
+            and len(tickets[0].request.generated) < 3
+            and not tickets[0].request.finished.is_set()
+            and time.time() < deadline
+        ):
             time.sleep(0.005)
     for t in tickets:
         for _ in t.events():
@@ -80,11 +108,22 @@ def _staggered(engine: Engine, variants: list[str], max_new: int) -> list[Reques
     return reqs
 
 
-@pytest.mark.parametrize("which,kv", [("tiny", "dynamic"), ("tiny", "static"), pytest.param("embedded", "dynamic", marks=pytest.mark.slow),
-                                      pytest.param("embedded", "static", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "which,kv",
+    [
+        ("tiny", "dynamic"),
+        ("tiny", "static"),
+        pytest.param("embedded", "dynamic", marks=pytest.mark.slow),
+        pytest.param("embedded", "static", marks=pytest.mark.slow),
+    ],
+)
 def test_batched_greedy_equals_unbatched(which, kv, tiny, tmp_path):
     """Both KV layouts: dynamic (the CPU default) and static slots (the CUDA default, here without the CUDA graph)."""
-    loaded = tiny if which == "tiny" else load_base(ModelConfig(base_model="", device="cpu", cache_dir=ROOT / ".cache", cpu_dtype="float32"))
+    loaded = (
+        tiny
+        if which == "tiny"
+        else load_base(ModelConfig(base_model="", device="cpu", cache_dir=ROOT / ".cache", cpu_dtype="float32"))
+    )
     cfg = SchedulerConfig(max_batch=5, kv=kv)  # 8 requests > 5 rows: some wait, join later
     engine = Engine(loaded, tmp_path, scheduler=cfg)
     longest = max(len(engine._request(t, "base", GREEDY, False)[0].prompt_ids) for t in TWEETS)
@@ -105,7 +144,9 @@ def test_batched_greedy_equals_unbatched(which, kv, tiny, tmp_path):
 
 def test_static_kv_attention_width_buckets_keep_greedy_equal(tiny, tmp_path):
     """Static slots with several attention widths (256, 512, 600 columns) and dead-column compaction while rows run."""
-    engine = Engine(tiny, tmp_path, scheduler=SchedulerConfig(max_batch=5, kv="static", max_len=600, long_reply_chars=10**6))
+    engine = Engine(
+        tiny, tmp_path, scheduler=SchedulerConfig(max_batch=5, kv="static", max_len=600, long_reply_chars=10**6)
+    )
     try:
         reqs = _staggered(engine, ["base"] * len(TWEETS), 110)
         st = engine.scheduler._static
@@ -146,7 +187,10 @@ def test_mixed_adapter_batch_equals_per_adapter(kv, tiny_dir, tmp_path):
         # an adapter first loaded by the worker (inside its inference mode) still toggles normally afterwards
         _make_adapter(scratch.model, adapters / "gamma", str(tiny_dir), seed=3)
         assert engine.generate(TWEETS[0], "lora:gamma", GREEDY).new_tokens > 0
-        with engine.bank.activate("gamma"), engine.bank.activate(None):  # PEFT sets requires_grad on gamma's weights here
+        with (
+            engine.bank.activate("gamma"),
+            engine.bank.activate(None),
+        ):  # PEFT sets requires_grad on gamma's weights here
             pass
     finally:
         engine.close()
@@ -193,7 +237,11 @@ def test_disconnecting_visitors_free_their_rows(tiny):
     deadline = time.time() + 1.0  # the worker drops finished rows right after emitting their last token
     while engine.scheduler.load() != {"waiting": 0, "running": 0, "max_batch": 8} and time.time() < deadline:
         time.sleep(0.01)
-    assert engine.scheduler.load() == {"waiting": 0, "running": 0, "max_batch": 8}  # the 3 closed streams freed their rows
+    assert engine.scheduler.load() == {
+        "waiting": 0,
+        "running": 0,
+        "max_batch": 8,
+    }  # the 3 closed streams freed their rows
     t0 = time.perf_counter()
     first = next(ev for ev in engine.stream("Next visitor here", "base", GREEDY) if ev.reply)
     assert first.reply and time.perf_counter() - t0 < 1.0
@@ -258,7 +306,10 @@ def test_public_seed_never_touches_global_rng_nor_reproduces_arena(tiny):
     two = engine.generate("Coffee before code?", "base", hot).raw
     assert one == two  # a public seed is reproducible for its own caller...
     assert torch.equal(torch.get_rng_state(), state)  # ...and never seeds or draws from the process-wide RNG
-    arena = [[e.result.raw for e in list(engine.stream_many("Coffee before code?", ["base", "base"], hot, private=True))[-1]] for _ in range(3)]
+    arena = [
+        [e.result.raw for e in list(engine.stream_many("Coffee before code?", ["base", "base"], hot, private=True))[-1]]
+        for _ in range(3)
+    ]
     flat = [r for pair in arena for r in pair]
     assert one not in flat  # the Arena's replies are not what seed 123 gives
     assert len(set(flat)) == len(flat)  # and each Arena reply has its own OS-seeded generator
@@ -289,7 +340,9 @@ def test_background_work_never_makes_visitors_wait(tiny):
     for _ in range(6):
         r = Request(ids, None, long, [])
         r.background = True
-        bg.append(engine.scheduler.submit(r))  # beyond max_waiting, yet never 'busy': background work is not in the bound
+        bg.append(
+            engine.scheduler.submit(r)
+        )  # beyond max_waiting, yet never 'busy': background work is not in the bound
     deadline = time.time() + 30
     while sum(t.request.started is not None for t in bg) < 3 and time.time() < deadline:
         time.sleep(0.005)
@@ -299,7 +352,9 @@ def test_background_work_never_makes_visitors_wait(tiny):
     visitor = engine.scheduler.submit(engine._request("a visitor", "base", GREEDY, False)[0])
     assert list(visitor.events())[-1].kind == "done"
     assert visitor.request.started - t0 < 1.0
-    assert all(not t.request.finished.is_set() for t in bg[:3]), "the visitor finished while the background rows still ran"
+    assert all(not t.request.finished.is_set() for t in bg[:3]), (
+        "the visitor finished while the background rows still ran"
+    )
     for t in bg:
         t.cancel()
     engine.close()

@@ -1,4 +1,5 @@
 """Start the real app in a subprocess on a free port, and a real Chromium (Debian's) driven by Playwright."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def free_port() -> int:
@@ -26,10 +36,25 @@ def free_port() -> int:
 @contextmanager
 def running_app(tmp: Path, extra_env: dict | None = None, args: list[str] | None = None, timeout: float = 240):
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "REPLY_ARENA_MAX_NEW_TOKENS": "32",
-           "ADMIN_PASSWORD": "test-admin-pw", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "REPLY_ARENA_MAX_NEW_TOKENS": "32",
+        "ADMIN_PASSWORD": "test-admin-pw",
+        **(extra_env or {}),
+    }
     log = open(tmp / "app.log", "w")
-    cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", str(tmp / "data"), "--adapters-dir", str(tmp / "adapters")]
+    cmd = [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp / "data"),
+        "--adapters-dir",
+        str(tmp / "adapters"),
+    ]
     proc = subprocess.Popen(cmd + (args or []), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

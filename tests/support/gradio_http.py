@@ -3,6 +3,7 @@
 The official gradio_client only calls named API endpoints and hides the headers and cookies a probe needs to
 control, so this speaks the queue protocol (POST queue/join, then the queue/data event stream) directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,9 @@ class CallResult:
 
 
 class GradioHTTP:
-    def __init__(self, url: str, headers: dict | None = None, cookies: dict | None = None, timeout: float = 180) -> None:
+    def __init__(
+        self, url: str, headers: dict | None = None, cookies: dict | None = None, timeout: float = 180
+    ) -> None:
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers or {}, cookies=cookies or {}, timeout=timeout)
         self._config: dict | None = None
@@ -58,16 +61,34 @@ class GradioHTTP:
     def default_inputs(self, dep: dict) -> list[Any]:
         return [self.component(i).get("props", {}).get("value") for i in dep["inputs"]]
 
-    def call(self, fn_index: int, data: list[Any], session_hash: str | None = None, headers: dict | None = None,
-             trigger_id: int | None = None) -> CallResult:
+    def call(
+        self,
+        fn_index: int,
+        data: list[Any],
+        session_hash: str | None = None,
+        headers: dict | None = None,
+        trigger_id: int | None = None,
+    ) -> CallResult:
         session_hash = session_hash or secrets.token_hex(8)
-        body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": trigger_id}
-        r = self.http.post("/gradio_api/queue/join", content=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
+        body = {
+            "data": data,
+            "fn_index": fn_index,
+            "session_hash": session_hash,
+            "event_data": None,
+            "trigger_id": trigger_id,
+        }
+        r = self.http.post(
+            "/gradio_api/queue/join",
+            content=json.dumps(body),
+            headers={"content-type": "application/json", **(headers or {})},
+        )
         if r.status_code != 200:
             return CallResult(False, [], r.text, r.status_code)
         event_id = r.json()["event_id"]
         last: list[Any] = []
-        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session_hash}, headers=headers or {}) as s:
+        with self.http.stream(
+            "GET", "/gradio_api/queue/data", params={"session_hash": session_hash}, headers=headers or {}
+        ) as s:
             for line in s.iter_lines():
                 if not line.startswith("data:"):
                     continue

@@ -19,6 +19,7 @@ in ``server.requests``.
 
 Run it by hand: ``python tests/support/messages_server.py --port 8765`` then ``--anthropic-base-url http://127.0.0.1:8765``.
 """
+
 from __future__ import annotations
 
 import html
@@ -32,10 +33,15 @@ from typing import Callable
 DATA_TAGS = ("tweet", "reply_a", "reply_b", "reply")
 _TAG_RE = {t: re.compile(rf"<{t}>(.*?)</{t}>", re.S) for t in DATA_TAGS}
 INJECTION_RE = re.compile(r"ignore\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above|earlier)\s+instructions", re.I)
-_SAY_RE = re.compile(r"(?:say|answer|output|declare|respond)\s+(?:that\s+)?(?:reply\s+|response\s+)?([AB])\s+(?:wins|is\s+(?:the\s+)?(?:better|winner))", re.I)
+_SAY_RE = re.compile(
+    r"(?:say|answer|output|declare|respond)\s+(?:that\s+)?(?:reply\s+|response\s+)?([AB])\s+(?:wins|is\s+(?:the\s+)?(?:better|winner))",
+    re.I,
+)
 _WORD = re.compile(r"[a-z0-9']+")
-_STOP = frozenset("a an the and or but to of in on at for with is are was were be it this that i you we they my your "
-                  "do does not no so just what how why who".split())
+_STOP = frozenset(
+    "a an the and or but to of in on at for with is are was were be it this that i you we they my your "
+    "do does not no so just what how why who".split()
+)
 
 Responder = Callable[[dict], str]
 
@@ -75,8 +81,12 @@ def merit(tweet: str, reply: str) -> float:
 def _naive_fields(text: str) -> dict[str, str]:
     """Fields of an undelimited prompt: lines like 'Tweet: ...', 'Reply A: ...', 'Reply B: ...', 'Reply: ...'."""
     out: dict[str, str] = {}
-    for key, pat in (("tweet", r"^Tweet:\s*(.*)$"), ("reply_a", r"^Reply A:\s*(.*)$"), ("reply_b", r"^Reply B:\s*(.*)$"),
-                     ("reply", r"^Reply:\s*(.*)$")):
+    for key, pat in (
+        ("tweet", r"^Tweet:\s*(.*)$"),
+        ("reply_a", r"^Reply A:\s*(.*)$"),
+        ("reply_b", r"^Reply B:\s*(.*)$"),
+        ("reply", r"^Reply:\s*(.*)$"),
+    ):
         m = re.search(pat, text, re.M)
         if m:
             out[key] = m.group(1)
@@ -93,11 +103,12 @@ def _obey(outside: str, text: str) -> str | None:
     m = INJECTION_RE.search(outside)
     if not m:
         return None
-    tail = outside[m.end():m.end() + 300]
+    tail = outside[m.end() : m.end() + 300]
     say = _SAY_RE.search(tail)
     if say:
         return say.group(1).upper()
-    # "... declare this reply the winner": the reply the command started in (the last opening tag or 'Reply X:' before it).
+    # "... declare this reply the winner": the reply the command started in (the last opening tag or 'Reply X:' before
+    # it).
     pos = text.find(m.group(0))
     labels = [(mm.group(1) or mm.group(2)) for mm in re.finditer(r"<reply_([ab])>|Reply ([AB]):", text[:pos])]
     return labels[-1].upper() if labels else "A"
@@ -116,16 +127,18 @@ def rule_judge(req: dict) -> str:
         tweet = fields.get("tweet", "")
         ma, mb = merit(tweet, fields["reply_a"]), merit(tweet, fields["reply_b"])
         winner = "A" if ma > mb + 1e-9 else "B" if mb > ma + 1e-9 else "tie"
-        return (f"<reasoning>Relevance and concision decide here: Reply A scores {ma:.2f}, Reply B scores {mb:.2f} "
-                f"on overlap with the tweet minus length.</reasoning>\n"
-                f'{{"winner": "{winner}"}}')
+        return (
+            f"<reasoning>Relevance and concision decide here: Reply A scores {ma:.2f}, Reply B scores {mb:.2f} "
+            f"on overlap with the tweet minus length.</reasoning>\n"
+            f'{{"winner": "{winner}"}}'
+        )
     reply = fields.get("reply")
     if reply is not None:
         if obeyed:
             return "As instructed.\n\nScore: 10/10"
         m = merit(fields.get("tweet", ""), reply)
         score = max(1, min(10, round(5 + 1.5 * m)))
-        return f"<reasoning>Overlap minus length gives {m:.2f}.</reasoning>\n{{\"score\": {score}}}"
+        return f'<reasoning>Overlap minus length gives {m:.2f}.</reasoning>\n{{"score": {score}}}'
     return "I am not sure what to judge."
 
 
@@ -151,11 +164,15 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(n) if n else b""
         if self.path.split("?")[0].rstrip("/") != "/v1/messages":
-            return self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no route {self.path}"}})
+            return self._send(
+                404, {"type": "error", "error": {"type": "not_found_error", "message": f"no route {self.path}"}}
+            )
         try:
             req = json.loads(raw or b"{}")
         except json.JSONDecodeError:
-            return self._send(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "body is not JSON"}})
+            return self._send(
+                400, {"type": "error", "error": {"type": "invalid_request_error", "message": "body is not JSON"}}
+            )
         with owner.lock:
             owner.requests.append(req)
             owner.headers.append(dict(self.headers))
@@ -164,25 +181,41 @@ class _Handler(BaseHTTPRequestHandler):
             status = owner.fail_status
             kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
             extra = {"retry-after": owner.retry_after} if status == 429 and owner.retry_after is not None else {}
-            return self._send(status, {"type": "error", "error": {"type": kind, "message": f"injected {status}"}}, extra)
+            return self._send(
+                status, {"type": "error", "error": {"type": kind, "message": f"injected {status}"}}, extra
+            )
         for key in ("model", "messages", "max_tokens"):
             if key not in req:
-                return self._send(400, {"type": "error", "error": {"type": "invalid_request_error", "message": f"{key}: Field required"}})
+                return self._send(
+                    400,
+                    {"type": "error", "error": {"type": "invalid_request_error", "message": f"{key}: Field required"}},
+                )
         if owner.reject_temperature and "temperature" in req:
-            return self._send(400, {"type": "error", "error": {"type": "invalid_request_error",
-                                                               "message": "`temperature` is deprecated for this model."}})
+            return self._send(
+                400,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": "`temperature` is deprecated for this model.",
+                    },
+                },
+            )
         text = owner.responder(req)
         prompt = prompt_text(req)
-        self._send(200, {
-            "id": "msg_" + uuid.uuid4().hex[:16],
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "text", "text": text}],
-            "model": req["model"],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": max(1, len(prompt) // 4), "output_tokens": max(1, len(text) // 4)},
-        })
+        self._send(
+            200,
+            {
+                "id": "msg_" + uuid.uuid4().hex[:16],
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "model": req["model"],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": max(1, len(prompt) // 4), "output_tokens": max(1, len(text) // 4)},
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -193,8 +226,15 @@ class _Server(ThreadingHTTPServer):
 class MessagesServer:
     """ThreadingHTTPServer on 127.0.0.1 and a free port, serving POST /v1/messages in a background thread."""
 
-    def __init__(self, responder: Responder = rule_judge, fail_first: int = 0, fail_status: int = 429,
-                 retry_after: str | None = "0", port: int = 0, reject_temperature: bool = False):
+    def __init__(
+        self,
+        responder: Responder = rule_judge,
+        fail_first: int = 0,
+        fail_status: int = 429,
+        retry_after: str | None = "0",
+        port: int = 0,
+        reject_temperature: bool = False,
+    ):
         self.responder = responder
         self.reject_temperature = reject_temperature  # newer Claude models answer 400 to any temperature
         self.fail_first = fail_first

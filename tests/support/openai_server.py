@@ -10,6 +10,7 @@ An unknown model gets vLLM's 404 error body. Every request body is recorded in `
 
 Run it by hand: ``python tests/openai_server.py --port 8766`` then ``--backend openai --openai-base-url http://127.0.0.1:8766/v1``.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,13 @@ class OpenAIServer:
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
-                    return self._json(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "vllm"} for m in server.models]})
+                    return self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [{"id": m, "object": "model", "owned_by": "vllm"} for m in server.models],
+                        },
+                    )
                 self._json(404, {"error": {"message": "Not Found", "type": "NotFoundError", "code": 404}})
 
             def do_POST(self):
@@ -59,16 +66,39 @@ class OpenAIServer:
                 server.requests.append(body)
                 model = body.get("model")
                 if model not in server.models:
-                    return self._json(404, {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
-                                                      "param": None, "code": 404}})
+                    return self._json(
+                        404,
+                        {
+                            "error": {
+                                "message": f"The model `{model}` does not exist.",
+                                "type": "NotFoundError",
+                                "param": None,
+                                "code": 404,
+                            }
+                        },
+                    )
                 text = reply_for(model, body.get("messages") or [])
                 words = text.split(" ")[: int(body.get("max_tokens") or body.get("max_completion_tokens") or 10_000)]
                 text = " ".join(words)
                 rid, created = f"chatcmpl-{len(server.requests)}", int(time.time())
                 if not body.get("stream"):
-                    return self._json(200, {"id": rid, "object": "chat.completion", "created": created, "model": model,
-                                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                            "usage": {"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}})
+                    return self._json(
+                        200,
+                        {
+                            "id": rid,
+                            "object": "chat.completion",
+                            "created": created,
+                            "model": model,
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            ],
+                            "usage": {
+                                "prompt_tokens": 10,
+                                "completion_tokens": len(words),
+                                "total_tokens": 10 + len(words),
+                            },
+                        },
+                    )
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
@@ -76,14 +106,24 @@ class OpenAIServer:
                 try:
                     for i, w in enumerate(words):
                         delta = {"role": "assistant", "content": w} if i == 0 else {"content": " " + w}
-                        chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        chunk = {
+                            "id": rid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": model,
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                        }
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
                         if server.word_delay:
                             time.sleep(server.word_delay)
-                    end = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    end = {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    }
                     self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):

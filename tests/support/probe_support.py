@@ -1,4 +1,5 @@
 """Shared pieces of the loopback probe suite: the live app, and which of its events are admin handlers."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,14 @@ from typing import Any
 from tests.support.app_server import running_app  # noqa: E402,F401
 from tests.support.gradio_http import CallResult, GradioHTTP  # noqa: E402,F401
 
-PROBE_ENV = {"REPLY_ARENA_MAX_NEW_TOKENS": "16", "GENERATE_PER_MINUTE": "3", "BATTLES_PER_MINUTE": "4", "VOTES_PER_MINUTE": "2",
-             "MAX_UPLOAD_MB": "1", "ANTHROPIC_API_KEY": "sk-probe-not-a-key"}
+PROBE_ENV = {
+    "REPLY_ARENA_MAX_NEW_TOKENS": "16",
+    "GENERATE_PER_MINUTE": "3",
+    "BATTLES_PER_MINUTE": "4",
+    "VOTES_PER_MINUTE": "2",
+    "MAX_UPLOAD_MB": "1",
+    "ANTHROPIC_API_KEY": "sk-probe-not-a-key",
+}
 ADMIN_PW = "test-admin-pw"  # what app_server.running_app sets
 
 
@@ -44,8 +51,13 @@ def plant_secrets(data_dir: Path) -> None:
     from training.data.pairs import Pair
     from training.data.review_store import ReviewStore
 
-    ReviewStore(data_dir).create_dataset(f"{SECRET}-dataset", [
-        Pair(pair_id=f"p{i}", tweet_id=f"t{i}", tweet=f"{SECRET} tweet {i}?", reply=f"{SECRET} reply {i}") for i in range(3)])
+    ReviewStore(data_dir).create_dataset(
+        f"{SECRET}-dataset",
+        [
+            Pair(pair_id=f"p{i}", tweet_id=f"t{i}", tweet=f"{SECRET} tweet {i}?", reply=f"{SECRET} reply {i}")
+            for i in range(3)
+        ],
+    )
 
 
 def harmless(value: Any) -> bool:
@@ -58,7 +70,11 @@ def harmless(value: Any) -> bool:
         rest = {k: v for k, v in value.items() if k not in ("__type__", "visible", "interactive", "active")}
         return all(harmless(v) for v in rest.values()) or "admin" in json.dumps(rest).lower()
     if isinstance(value, dict) and "headers" in value and "data" in value:  # an empty dataframe
-        return not value["data"] or value["data"] == [[]] or all(all(c in ("", None) for c in row) for row in value["data"])
+        return (
+            not value["data"]
+            or value["data"] == [[]]
+            or all(all(c in ("", None) for c in row) for row in value["data"])
+        )
     return False
 
 

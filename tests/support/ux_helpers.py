@@ -1,4 +1,5 @@
 """Small shared steps for the browser tests (the app and Chromium come from tests/support/app_server.py)."""
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,18 @@ def require_chromium() -> None:
 
 
 def wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function("([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout)
+    page.wait_for_function(
+        "([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout
+    )
 
 
 def text_matches(page, selector: str, pattern: str, timeout: float = 60_000) -> None:
     """Wait until the element's text matches the regular expression `pattern`."""
     page.wait_for_function(
-        "([sel, pat]) => new RegExp(pat).test(document.querySelector(sel)?.innerText || '')", arg=[selector, pattern],
-        timeout=timeout)
+        "([sel, pat]) => new RegExp(pat).test(document.querySelector(sel)?.innerText || '')",
+        arg=[selector, pattern],
+        timeout=timeout,
+    )
 
 
 def open_data_tab(page) -> None:
@@ -44,4 +49,4 @@ def dataframe_rows(page, selector: str, n_cols: int) -> list[list[str]]:
     text = page.locator(selector).inner_text()
     body = text.split("\n\n\n", 1)[1] if "\n\n\n" in text else ""
     cells = [c.strip() for c in body.split("\n")] if body.strip() else []
-    return [cells[i:i + n_cols] for i in range(0, len(cells), n_cols)]
+    return [cells[i : i + n_cols] for i in range(0, len(cells), n_cols)]

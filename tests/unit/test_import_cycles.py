@@ -4,6 +4,7 @@ Walks every module's imports with the AST -- imports inside functions count (an 
 dodge a cycle is still a cycle). Imports under ``if TYPE_CHECKING:`` are skipped: they never run. The layering is
 common → security → generation → retrieval → arena / training / evaluation → context → app.
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,7 +31,8 @@ def _modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -136,7 +138,9 @@ def test_the_walker_sees_imports_inside_functions_and_relative_imports(tmp_path)
     path = tmp_path / "mod.py"
     path.write_text(code)
     assert _imports("pkg.mod", path, {"pkg", "pkg.mod", "pkg.sibling", "other", "other.mod", "hidden"}) == {
-        "pkg.sibling", "other.mod"}
+        "pkg.sibling",
+        "other.mod",
+    }
 
 
 def test_no_cycle_between_modules():

@@ -1,10 +1,12 @@
 """Collect tweets with an Apify actor (e.g. ``apidojo/tweet-scraper``) through the official ``apify-client``: start a
-run, poll it with progress, download the run's dataset as JSONL (the "apify" format ``training.data.importers`` reads) and
+run, poll it with progress, download the run's dataset as JSONL (the "apify" format ``training.data.importers`` reads)
+and
 report what the run cost in USD from its usage.
 
 The token comes from ``APIFY_TOKEN`` only and is never written anywhere. ``base_url`` points the real client at a
 local server in tests (``ApifyClient(api_url=...)``).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +50,10 @@ class ApifyReport:
     def summary(self) -> str:
         cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "unknown (the run reported no usage)"
         pairs = f", {self.pairs} pairs after import" if self.pairs is not None else ""
-        return (f"Apify run {self.run_id} of {self.actor} {self.status.lower()} in {self.seconds:.0f} s: "
-                f"{self.items} items → {self.out}{pairs}; cost {cost}.")
+        return (
+            f"Apify run {self.run_id} of {self.actor} {self.status.lower()} in {self.seconds:.0f} s: "
+            f"{self.items} items → {self.out}{pairs}; cost {cost}."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,18 +69,31 @@ def apify_token(env: dict | None = None) -> str:
 def _one_sentence(exc: ApifyClientError, what: str) -> ApifyError:
     status = getattr(exc, "status_code", None)
     if status in (401, 403):
-        return ApifyError(f"Apify rejected {TOKEN_ENV} (HTTP {status}); set it to a valid API token "
-                          "(Apify console → Settings → Integrations).")
+        return ApifyError(
+            f"Apify rejected {TOKEN_ENV} (HTTP {status}); set it to a valid API token "
+            "(Apify console → Settings → Integrations)."
+        )
     if status == 404:
         return ApifyError(f"Apify found no {what} (HTTP 404); check the actor id.")
     msg = str(getattr(exc, "message", "") or exc).splitlines()[0][:200]
     return ApifyError(f"Apify {what} failed ({type(exc).__name__}{f', HTTP {status}' if status else ''}): {msg}")
 
 
-def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | None = None, base_url: str | None = None,
-              max_items: int | None = None, poll_s: float = 5.0, max_wait_s: float = 3600.0,
-              progress: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-              clock: Callable[[], float] = time.monotonic, max_retries: int = 4) -> ApifyReport:
+def run_actor(
+    actor: str,
+    run_input: dict | None,
+    out: Path,
+    *,
+    token: str | None = None,
+    base_url: str | None = None,
+    max_items: int | None = None,
+    poll_s: float = 5.0,
+    max_wait_s: float = 3600.0,
+    progress: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    max_retries: int = 4,
+) -> ApifyReport:
     """Start ``actor``, wait for it (progress every poll), download its dataset to ``out`` (JSONL, atomic)."""
     actor = (actor or "").strip()
     if not actor:
@@ -85,8 +102,13 @@ def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | Non
         raise ApifyError(f"max items is {max_items}; it must be at least 1, so no run was started.")
     token = token if token is not None else apify_token()
     base_url = base_url or os.environ.get("APIFY_API_URL", APIFY_URL)
-    client = ApifyClient(token, api_url=base_url, api_public_url=base_url, max_retries=max_retries,
-                         min_delay_between_retries=timedelta(milliseconds=50))
+    client = ApifyClient(
+        token,
+        api_url=base_url,
+        api_public_url=base_url,
+        max_retries=max_retries,
+        min_delay_between_retries=timedelta(milliseconds=50),
+    )
     started = clock()
     notes: list[str] = []
 
@@ -104,8 +126,10 @@ def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | Non
     try:
         while str(getattr(run.status, "value", run.status)) not in _TERMINAL:
             if clock() - started > max_wait_s:
-                raise ApifyError(f"Apify run {run.id} is still {run.status} after {max_wait_s:.0f} s; "
-                                 "it keeps running on Apify, download its dataset later.")
+                raise ApifyError(
+                    f"Apify run {run.id} is still {run.status} after {max_wait_s:.0f} s; "
+                    "it keeps running on Apify, download its dataset later."
+                )
             sleep(poll_s)
             got = rc.get()
             if got is None:
@@ -116,7 +140,9 @@ def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | Non
         raise _one_sentence(exc, f"run {run.id}") from exc
     status = str(getattr(run.status, "value", run.status))
     if status != "SUCCEEDED":
-        raise ApifyError(f"Apify run {run.id} ended {status}: {run.status_message or 'no message'}; nothing was downloaded.")
+        raise ApifyError(
+            f"Apify run {run.id} ended {status}: {run.status_message or 'no message'}; nothing was downloaded."
+        )
     n = 0
 
     def write(fh) -> None:
@@ -131,6 +157,14 @@ def run_actor(actor: str, run_input: dict | None, out: Path, *, token: str | Non
         raise _one_sentence(exc, f"dataset {run.default_dataset_id}") from exc
     say(f"downloaded {n} items")
     pairs = import_file(out, fmt="apify").report.n_pairs if n else 0
-    return ApifyReport(actor=actor, run_id=run.id, status=status, items=n, out=str(out),
-                       cost_usd=float(run.usage_total_usd) if run.usage_total_usd is not None else None,
-                       seconds=clock() - started, pairs=pairs, progress=notes)
+    return ApifyReport(
+        actor=actor,
+        run_id=run.id,
+        status=status,
+        items=n,
+        out=str(out),
+        cost_usd=float(run.usage_total_usd) if run.usage_total_usd is not None else None,
+        seconds=clock() - started,
+        pairs=pairs,
+        progress=notes,
+    )

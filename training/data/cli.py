@@ -8,6 +8,7 @@
 
 Results go to stdout as JSON; errors to stderr with exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,11 @@ def _mapping(args: argparse.Namespace) -> dict[str, str] | None:
         try:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--mapping: not valid JSON ({exc.msg}); expected {{\"our_field\": \"their_field\"}}") from None
+            raise ValueError(
+                f'--mapping: not valid JSON ({exc.msg}); expected {{"our_field": "their_field"}}'
+            ) from None
         if not isinstance(loaded, dict):
-            raise ValueError("--mapping: expected a JSON object {\"our_field\": \"their_field\"}")
+            raise ValueError('--mapping: expected a JSON object {"our_field": "their_field"}')
         m.update({str(k): str(v) for k, v in loaded.items()})
     for item in args.map or []:
         if "=" not in item:
@@ -110,17 +113,26 @@ def _cmd_funnel(args: argparse.Namespace) -> dict[str, Any]:
     res = import_file(args.src, _mapping(args))
     langs = tuple(x.strip() for x in args.languages.split(",") if x.strip())
     cfg = FilterConfig(
-        min_reply_chars=args.min_chars, max_reply_chars=args.max_chars,
-        min_author_followers=args.min_followers, max_author_followers=args.max_followers,
-        min_time_diff_seconds=args.min_delay, min_likes=args.min_likes,
-        languages=langs or None, exclude_urls=not args.allow_urls, exclude_media=not args.allow_media,
+        min_reply_chars=args.min_chars,
+        max_reply_chars=args.max_chars,
+        min_author_followers=args.min_followers,
+        max_author_followers=args.max_followers,
+        min_time_diff_seconds=args.min_delay,
+        min_likes=args.min_likes,
+        languages=langs or None,
+        exclude_urls=not args.allow_urls,
+        exclude_media=not args.allow_media,
     )
     semantic: Any = False
     if not args.no_semantic:
         semantic = SemanticDedupConfig() if args.threshold is None else SemanticDedupConfig(threshold=args.threshold)
     cache_dir = args.cache_dir or (str(Path(args.data_dir) / "embeddings") if args.data_dir else None)
     fr = run_funnel(res.pairs, cfg, semantic=semantic, cache_dir=cache_dir)
-    out: dict[str, Any] = {"import": res.report.to_dict(), "funnel": fr.funnel.to_dict(), "filter_config": cfg.to_dict()}
+    out: dict[str, Any] = {
+        "import": res.report.to_dict(),
+        "funnel": fr.funnel.to_dict(),
+        "filter_config": cfg.to_dict(),
+    }
     if semantic:
         out["semantic"] = dataclasses.asdict(semantic)
     if args.plot:
@@ -129,16 +141,28 @@ def _cmd_funnel(args: argparse.Namespace) -> dict[str, Any]:
     if args.out:
         out["written"] = write_pairs_jsonl(fr.kept, args.out)
     if args.dataset:
-        meta = {"source": str(args.src), "format": res.report.format, "filter_config": cfg.to_dict(),
-                "funnel": fr.funnel.to_dict(), "semantic": out.get("semantic")}
+        meta = {
+            "source": str(args.src),
+            "format": res.report.format,
+            "filter_config": cfg.to_dict(),
+            "funnel": fr.funnel.to_dict(),
+            "semantic": out.get("semantic"),
+        }
         n = ReviewStore(args.data_dir).create_dataset(args.dataset, fr.kept, replace=args.replace, meta=meta)
         out["review_dataset"] = {"name": args.dataset, "pairs": n}
     return out
 
 
 def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    info = export_dataset(args.data_dir, args.dataset, args.name, eval_fraction=args.eval_fraction, seed=args.seed,
-                          include_pending=args.include_pending, overwrite=args.overwrite)
+    info = export_dataset(
+        args.data_dir,
+        args.dataset,
+        args.name,
+        eval_fraction=args.eval_fraction,
+        seed=args.seed,
+        include_pending=args.include_pending,
+        overwrite=args.overwrite,
+    )
     return info.to_dict()
 
 

@@ -2,7 +2,8 @@
 ``twarc2 search`` writes), which ``training.data.importers`` reads as ``x_api_v2``.
 
     python -m training.data.collect x --conversation-id 1790000000000000000 --max-posts 500 --out data/collect/c.jsonl
-    python -m training.data.collect x --query "conversation_id:1790000000000000000" --min-faves 10 --max-posts 500 --out ...
+    python -m training.data.collect x --query "conversation_id:1790000000000000000" --min-faves 10 --max-posts 500 --out
+    ...
     python -m training.data.collect min-faves-check --conversation-id 1790000000000000000 --min-faves 10 --max-posts 300
     python -m training.data.collect apify --actor apidojo/tweet-scraper --input input.json --out data/collect/a.jsonl
 
@@ -21,6 +22,7 @@ a duplicate or half-written page, and the next run resumes from the last token.
 
 Secrets: the bearer token comes from ``X_BEARER_TOKEN`` only; it is never written to the data dir, the state or a log.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +62,10 @@ __all__ = [
 
 X_API_URL = "https://api.twitter.com"
 TOKEN_ENV = "X_BEARER_TOKEN"
-TWEET_FIELDS = ("attachments,author_id,conversation_id,created_at,entities,in_reply_to_user_id,lang,"
-                "public_metrics,referenced_tweets")
+TWEET_FIELDS = (
+    "attachments,author_id,conversation_id,created_at,entities,in_reply_to_user_id,lang,"
+    "public_metrics,referenced_tweets"
+)
 EXPANSIONS = "author_id,referenced_tweets.id,referenced_tweets.id.author_id"
 USER_FIELDS = "created_at,public_metrics,username"  # followers_count feeds the follower filter
 MIN_PAGE, MAX_PAGE = 10, 100  # max_results bounds of /2/tweets/search/*
@@ -77,12 +81,22 @@ class CollectConfig:
 
     out: Path = field(metadata={"help": "JSONL file of raw API pages; <out>.state.json holds the resume state"})
     conversation_ids: list[str] = field(default_factory=list, metadata={"help": "search `conversation_id:ID` for each"})
-    query: str | None = field(default=None, metadata={"help": "a full X search query, e.g. `conversation_id:ID lang:en`"})
-    min_faves: int | None = field(default=None, metadata={"help": "append `min_faves:N` to every query (seed 0.3 check)"})
-    max_posts: int = field(default=1000, metadata={"help": "post cap for this run (posts read are what X bills); >= 10"})
-    archive: bool = field(default=False, metadata={"help": "full-archive search (/2/tweets/search/all) instead of the last 7 days"})
-    base_url: str = field(default_factory=lambda: os.environ.get("X_API_BASE_URL", X_API_URL),
-                          metadata={"help": "API root (X_API_BASE_URL; a local server that speaks the API in tests)"})
+    query: str | None = field(
+        default=None, metadata={"help": "a full X search query, e.g. `conversation_id:ID lang:en`"}
+    )
+    min_faves: int | None = field(
+        default=None, metadata={"help": "append `min_faves:N` to every query (seed 0.3 check)"}
+    )
+    max_posts: int = field(
+        default=1000, metadata={"help": "post cap for this run (posts read are what X bills); >= 10"}
+    )
+    archive: bool = field(
+        default=False, metadata={"help": "full-archive search (/2/tweets/search/all) instead of the last 7 days"}
+    )
+    base_url: str = field(
+        default_factory=lambda: os.environ.get("X_API_BASE_URL", X_API_URL),
+        metadata={"help": "API root (X_API_BASE_URL; a local server that speaks the API in tests)"},
+    )
     max_retries: int = field(default=5, metadata={"help": "retries per request on 429 / 5xx / network errors"})
 
 
@@ -103,11 +117,13 @@ class CollectReport:
         return round(100.0 * self.pairs / self.posts_read_total, 1) if self.posts_read_total else None
 
     def summary(self) -> str:
-        why = ("stopped before the post cap" if self.stopped == "cap" else "all queries done")
+        why = "stopped before the post cap" if self.stopped == "cap" else "all queries done"
         ppp = self.pairs_per_100_posts
-        return (f"Read {self.posts_read} posts in {self.pages} pages ({why}{'; resumed' if self.resumed else ''}); "
-                f"{self.posts_read_total} posts read into {self.out} so far, {self.pairs} pairs"
-                + (f" = {ppp} pairs per 100 posts." if ppp is not None else "."))
+        return (
+            f"Read {self.posts_read} posts in {self.pages} pages ({why}{'; resumed' if self.resumed else ''}); "
+            f"{self.posts_read_total} posts read into {self.out} so far, {self.pairs} pairs"
+            + (f" = {ppp} pairs per 100 posts." if ppp is not None else ".")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "pairs_per_100_posts": self.pairs_per_100_posts}
@@ -151,9 +167,18 @@ class XCollector:
     """GET /2/tweets/search/{recent,all} with pagination and the rate-limit headers. ``clock`` / ``sleep`` are
     injectable so a test can fast-forward a 15-minute rate-limit window."""
 
-    def __init__(self, token: str, *, base_url: str = X_API_URL, archive: bool = False, max_retries: int = 5,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 client: httpx.Client | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = X_API_URL,
+        archive: bool = False,
+        max_retries: int = 5,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        client: httpx.Client | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         self.path = "/2/tweets/search/all" if archive else "/2/tweets/search/recent"
         self.max_retries = max_retries
         self.clock, self.sleep = clock, sleep
@@ -175,11 +200,16 @@ class XCollector:
         try:
             return max(1.0, float(reset) - self.clock() + 1.0)
         except (TypeError, ValueError):
-            return min(900.0, 5.0 * 2 ** attempt)
+            return min(900.0, 5.0 * 2**attempt)
 
     def search_page(self, query: str, max_results: int, next_token: str | None) -> dict:
-        params = {"query": query, "max_results": max_results, "tweet.fields": TWEET_FIELDS, "expansions": EXPANSIONS,
-                  "user.fields": USER_FIELDS}
+        params = {
+            "query": query,
+            "max_results": max_results,
+            "tweet.fields": TWEET_FIELDS,
+            "expansions": EXPANSIONS,
+            "user.fields": USER_FIELDS,
+        }
         if next_token:
             params["next_token"] = next_token
         last = ""
@@ -189,7 +219,7 @@ class XCollector:
                 resp = self._client.get(self.path, params=params, headers=self._auth)
             except httpx.TransportError as exc:
                 last = f"network error ({type(exc).__name__})"
-                self._wait(min(60.0, 2.0 * 2 ** attempt))
+                self._wait(min(60.0, 2.0 * 2**attempt))
                 continue
             if resp.status_code == 200:
                 if resp.headers.get("x-rate-limit-remaining") == "0":
@@ -200,8 +230,10 @@ class XCollector:
                     last = "a response that is not JSON"
                     continue
             if resp.status_code in (401, 403):
-                raise CollectError(f"X rejected {TOKEN_ENV} (HTTP {resp.status_code}); set it to a valid bearer token "
-                                   "of an app with search access.")
+                raise CollectError(
+                    f"X rejected {TOKEN_ENV} (HTTP {resp.status_code}); set it to a valid bearer token "
+                    "of an app with search access."
+                )
             try:
                 body = resp.json()
             except ValueError:
@@ -212,7 +244,7 @@ class XCollector:
                 continue
             if resp.status_code >= 500:
                 last = f"HTTP {resp.status_code}"
-                self._wait(min(60.0, 2.0 * 2 ** attempt))
+                self._wait(min(60.0, 2.0 * 2**attempt))
                 continue
             raise CollectError(f"X refused the query {query!r} (HTTP {resp.status_code}): {_api_error(body)}")
         raise CollectError(f"X did not answer after {self.max_retries + 1} tries (last: {last}); run again to resume.")
@@ -243,8 +275,10 @@ class _Store:
                 fh.truncate(off)
                 fh.flush()
                 os.fsync(fh.fileno())
-            self.warnings.append(f"dropped {size - off} bytes after the last committed page (a page cut by a crash); "
-                                 "that page is fetched again")
+            self.warnings.append(
+                f"dropped {size - off} bytes after the last committed page (a page cut by a crash); "
+                "that page is fetched again"
+            )
 
     @property
     def resumed(self) -> bool:
@@ -276,19 +310,34 @@ class _Store:
         atomic_write(self.state_path, lambda fh: fh.write(data))
 
 
-def collect(cfg: CollectConfig, *, token: str | None = None, clock: Callable[[], float] = time.time,
-            sleep: Callable[[float], None] = time.sleep, progress: Callable[[str], None] | None = None,
-            client: httpx.Client | None = None) -> CollectReport:
+def collect(
+    cfg: CollectConfig,
+    *,
+    token: str | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
+    client: httpx.Client | None = None,
+) -> CollectReport:
     """Run (or resume) a collection. Raises CollectError with one sentence; pages already committed stay."""
     if int(cfg.max_posts) < MIN_PAGE:
-        raise CollectError(f"The post cap is {int(cfg.max_posts)}; it must be at least {MIN_PAGE} "
-                           f"(X returns {MIN_PAGE} to {MAX_PAGE} posts per page), so nothing was requested.")
+        raise CollectError(
+            f"The post cap is {int(cfg.max_posts)}; it must be at least {MIN_PAGE} "
+            f"(X returns {MIN_PAGE} to {MAX_PAGE} posts per page), so nothing was requested."
+        )
     queries = build_queries(cfg)
     token = token if token is not None else x_token()
     store = _Store(Path(cfg.out))
     resumed = store.resumed
-    api = XCollector(token, base_url=cfg.base_url, archive=cfg.archive, max_retries=cfg.max_retries, clock=clock,
-                     sleep=sleep, client=client)
+    api = XCollector(
+        token,
+        base_url=cfg.base_url,
+        archive=cfg.archive,
+        max_retries=cfg.max_retries,
+        clock=clock,
+        sleep=sleep,
+        client=client,
+    )
     read = pages = 0
     stopped = "done"
     warnings = list(store.warnings)
@@ -305,8 +354,10 @@ def collect(cfg: CollectConfig, *, token: str | None = None, clock: Callable[[],
                 n = len(data) if isinstance(data, list) else (1 if isinstance(data, dict) else 0)
                 nxt = (page.get("meta") or {}).get("next_token") if isinstance(page.get("meta"), dict) else None
                 if isinstance(page.get("errors"), list) and page["errors"]:
-                    warnings.append(f"{q}: page {st['pages'] + 1} carries {len(page['errors'])} API error(s), "
-                                    f"e.g. {_api_error({'errors': page['errors']})[:120]}")
+                    warnings.append(
+                        f"{q}: page {st['pages'] + 1} carries {len(page['errors'])} API error(s), "
+                        f"e.g. {_api_error({'errors': page['errors']})[:120]}"
+                    )
                 if n == 0 and not page.get("errors") and not nxt and st["pages"] > 0:
                     store.finish_query(q)  # an empty last page: nothing worth a line
                     break
@@ -325,9 +376,17 @@ def collect(cfg: CollectConfig, *, token: str | None = None, clock: Callable[[],
     if store.out.is_file() and store.out.stat().st_size:
         res = import_file(store.out, fmt="x_api_v2")
         pairs = res.report.n_pairs
-    return CollectReport(out=str(store.out), queries=queries, posts_read=read,
-                         posts_read_total=int(store.state.get("posts_read_total", 0)), pages=pages, pairs=pairs,
-                         stopped=stopped, resumed=resumed, warnings=warnings)
+    return CollectReport(
+        out=str(store.out),
+        queries=queries,
+        posts_read=read,
+        posts_read_total=int(store.state.get("posts_read_total", 0)),
+        pages=pages,
+        pairs=pairs,
+        stopped=stopped,
+        resumed=resumed,
+        warnings=warnings,
+    )
 
 
 @dataclass
@@ -344,38 +403,72 @@ class MinFavesCheck:
 
     def summary(self) -> str:
         a = self.without
-        capped = " (the run without the filter hit the post cap, so its count is a lower bound)" if a.stopped == "cap" else ""
+        capped = (
+            " (the run without the filter hit the post cap, so its count is a lower bound)"
+            if a.stopped == "cap"
+            else ""
+        )
         if self.with_filter is None:
-            return (f"Without min_faves: {a.posts_read_total} posts, {a.pairs} pairs; with min_faves:{self.min_faves} "
-                    f"X refused the query ({self.error}), so the filter cannot be used on this plan.")
+            return (
+                f"Without min_faves: {a.posts_read_total} posts, {a.pairs} pairs; with min_faves:{self.min_faves} "
+                f"X refused the query ({self.error}), so the filter cannot be used on this plan."
+            )
         b = self.with_filter
         if self.reduced:
             pct = 100.0 * (a.posts_read_total - b.posts_read_total) / max(1, a.posts_read_total)
             verdict = f"min_faves:{self.min_faves} reduced the posts read from {a.posts_read_total} to {b.posts_read_total} (−{pct:.0f}%)"
         else:
-            verdict = (f"min_faves:{self.min_faves} did not reduce the posts read ({a.posts_read_total} without, "
-                       f"{b.posts_read_total} with)")
+            verdict = (
+                f"min_faves:{self.min_faves} did not reduce the posts read ({a.posts_read_total} without, "
+                f"{b.posts_read_total} with)"
+            )
         return f"{verdict} for conversation {self.conversation_id}; pairs {a.pairs} → {b.pairs}{capped}."
 
 
-def min_faves_check(conversation_id: str, min_faves: int, max_posts: int, out_dir: Path, *, base_url: str | None = None,
-                    token: str | None = None, archive: bool = False, clock: Callable[[], float] = time.time,
-                    sleep: Callable[[float], None] = time.sleep, progress: Callable[[str], None] | None = None) -> MinFavesCheck:
+def min_faves_check(
+    conversation_id: str,
+    min_faves: int,
+    max_posts: int,
+    out_dir: Path,
+    *,
+    base_url: str | None = None,
+    token: str | None = None,
+    archive: bool = False,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
+) -> MinFavesCheck:
     """The seed's step 0.3: the same conversation with and without ``min_faves``; does the filter cut posts read?"""
     cid = str(conversation_id).strip()
     if int(max_posts) < MIN_PAGE:
-        raise CollectError(f"The post cap is {int(max_posts)}; it must be at least {MIN_PAGE}, so nothing was requested.")
+        raise CollectError(
+            f"The post cap is {int(max_posts)}; it must be at least {MIN_PAGE}, so nothing was requested."
+        )
     token = token if token is not None else x_token()
     folder = Path(out_dir) / f"min_faves_check_{cid}_{int(min_faves)}_{int(time.time())}"
     common: dict[str, Any] = dict(max_posts=max_posts, archive=archive)
     if base_url:  # else CollectConfig's default: X_API_BASE_URL or the real API
         common["base_url"] = base_url
-    without = collect(CollectConfig(out=folder / "without.jsonl", conversation_ids=[cid], **common), token=token,
-                      clock=clock, sleep=sleep, progress=progress)
+    without = collect(
+        CollectConfig(out=folder / "without.jsonl", conversation_ids=[cid], **common),
+        token=token,
+        clock=clock,
+        sleep=sleep,
+        progress=progress,
+    )
     try:
-        with_f = collect(CollectConfig(out=folder / f"min_faves_{int(min_faves)}.jsonl", conversation_ids=[cid],
-                                       min_faves=int(min_faves), **common), token=token, clock=clock, sleep=sleep,
-                         progress=progress)
+        with_f = collect(
+            CollectConfig(
+                out=folder / f"min_faves_{int(min_faves)}.jsonl",
+                conversation_ids=[cid],
+                min_faves=int(min_faves),
+                **common,
+            ),
+            token=token,
+            clock=clock,
+            sleep=sleep,
+            progress=progress,
+        )
     except CollectError as exc:
         if "refused the query" not in str(exc):
             raise
@@ -390,8 +483,10 @@ def _print_report(rep: CollectReport) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.data.collect",
-                                 description="Collect replies from the X API v2 or an Apify actor into raw JSONL.")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.data.collect",
+        description="Collect replies from the X API v2 or an Apify actor into raw JSONL.",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     x = sub.add_parser("x", help="X API v2 search (token from X_BEARER_TOKEN)")
     x.add_argument("--conversation-id", action="append", default=[], help="repeatable")
@@ -417,18 +512,37 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "x":
-            cfg = CollectConfig(out=args.out, conversation_ids=args.conversation_id, query=args.query,
-                                min_faves=args.min_faves, max_posts=args.max_posts, archive=args.archive,
-                                base_url=args.base_url)
+            cfg = CollectConfig(
+                out=args.out,
+                conversation_ids=args.conversation_id,
+                query=args.query,
+                min_faves=args.min_faves,
+                max_posts=args.max_posts,
+                archive=args.archive,
+                base_url=args.base_url,
+            )
             _print_report(collect(cfg, progress=lambda m: print(m, file=sys.stderr)))
         elif args.cmd == "min-faves-check":
-            res = min_faves_check(args.conversation_id, args.min_faves, args.max_posts, args.out_dir,
-                                  base_url=args.base_url, archive=args.archive, progress=lambda m: print(m, file=sys.stderr))
+            res = min_faves_check(
+                args.conversation_id,
+                args.min_faves,
+                args.max_posts,
+                args.out_dir,
+                base_url=args.base_url,
+                archive=args.archive,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
             print(res.summary())
         else:
             run_input = json.loads(args.input.read_text(encoding="utf-8")) if args.input else {}
-            rep = run_actor(args.actor, run_input, args.out, base_url=args.base_url, max_items=args.max_items,
-                            progress=lambda m: print(m, file=sys.stderr))
+            rep = run_actor(
+                args.actor,
+                run_input,
+                args.out,
+                base_url=args.base_url,
+                max_items=args.max_items,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
             print(rep.summary())
     except (CollectError, ApifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ union-find so a chain A~B~C with A !~ C keeps C (it is not a duplicate of anythi
 
 Embeddings come from retrieval.encoder, cached by text hash, so a re-run embeds nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,7 +119,9 @@ def semantic_dedup(
     if emb.shape[0] != len(pairs):
         raise ValueError(f"got {emb.shape[0]} embeddings for {len(pairs)} pairs")
 
-    neighbors: dict[int, tuple[np.ndarray, np.ndarray]] = {i: (nb, sm) for i, nb, sm in near_duplicate_neighbors(emb, config)}
+    neighbors: dict[int, tuple[np.ndarray, np.ndarray]] = {
+        i: (nb, sm) for i, nb, sm in near_duplicate_neighbors(emb, config)
+    }
     eng = np.array([engagement(p) for p in pairs], dtype=np.int64)
     order = np.lexsort((np.arange(len(pairs)), -eng))  # engagement desc, then input order
     rank = np.empty(len(pairs), dtype=np.int64)
@@ -133,8 +136,8 @@ def semantic_dedup(
             if rank[j] > rank[i] and j not in removed:
                 removed[j] = (i, s)
     kept = [p for i, p in enumerate(pairs) if i not in removed]
-    dropped = [
-        Dropped(pairs[j], "near_duplicate", pairs[k].pair_id) for j, (k, _s) in sorted(removed.items())
-    ]
-    log.info("semantic dedup: %d in, %d near-duplicates dropped (threshold %.2f)", len(pairs), len(dropped), config.threshold)
+    dropped = [Dropped(pairs[j], "near_duplicate", pairs[k].pair_id) for j, (k, _s) in sorted(removed.items())]
+    log.info(
+        "semantic dedup: %d in, %d near-duplicates dropped (threshold %.2f)", len(pairs), len(dropped), config.threshold
+    )
     return DedupResult(kept=kept, dropped=dropped)

@@ -12,6 +12,7 @@ Built in a hidden temp folder and renamed into place, so the Training tab never 
 ``sample_rows`` gives the bundled sample in the same row format, so the trainer reads only this format.
 Only plain fields are stored; chat formatting belongs to training/formatting.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,16 @@ from .pairs import Pair
 from .review_store import ReviewStore, validate_dataset_name
 from .split import group_key, split_pairs
 
-__all__ = ["ExportInfo", "EXPORT_COLUMNS", "export_dataset", "export_pairs", "list_exported", "datasets_dir", "split_rows", "sample_rows"]
+__all__ = [
+    "ExportInfo",
+    "EXPORT_COLUMNS",
+    "export_dataset",
+    "export_pairs",
+    "list_exported",
+    "datasets_dir",
+    "split_rows",
+    "sample_rows",
+]
 
 EXPORT_COLUMNS = ("pair_id", "tweet_id", "tweet", "reply", "likes", "retweets", "edited")
 MANIFEST = "export.json"
@@ -61,18 +71,34 @@ def datasets_dir(data_dir: str | os.PathLike[str]) -> Path:
 def _features() -> Any:
     from datasets import Features, Value
 
-    return Features({
-        "pair_id": Value("string"), "tweet_id": Value("string"), "tweet": Value("string"), "reply": Value("string"),
-        "likes": Value("int64"), "retweets": Value("int64"), "edited": Value("bool"),
-    })
+    return Features(
+        {
+            "pair_id": Value("string"),
+            "tweet_id": Value("string"),
+            "tweet": Value("string"),
+            "reply": Value("string"),
+            "likes": Value("int64"),
+            "retweets": Value("int64"),
+            "edited": Value("bool"),
+        }
+    )
 
 
 def _row(p: Pair, edited: bool) -> dict[str, Any]:
-    return {"pair_id": p.pair_id, "tweet_id": p.tweet_id, "tweet": p.tweet, "reply": p.reply,
-            "likes": int(p.likes or 0), "retweets": int(p.retweets or 0), "edited": bool(edited)}
+    return {
+        "pair_id": p.pair_id,
+        "tweet_id": p.tweet_id,
+        "tweet": p.tweet,
+        "reply": p.reply,
+        "likes": int(p.likes or 0),
+        "retweets": int(p.retweets or 0),
+        "edited": bool(edited),
+    }
 
 
-def split_rows(pairs: Sequence[tuple[Pair, bool]], eval_fraction: float = 0.1, seed: int = 42) -> tuple[list[dict], list[dict]]:
+def split_rows(
+    pairs: Sequence[tuple[Pair, bool]], eval_fraction: float = 0.1, seed: int = 42
+) -> tuple[list[dict], list[dict]]:
     """(train rows, eval rows) of (pair, was_edited) tuples: the grouped split, then the exported columns."""
     train, evl = split_pairs(list(pairs), eval_fraction=eval_fraction, seed=seed, key=lambda t: group_key(t[0]))
     return [_row(p, e) for p, e in train], [_row(p, e) for p, e in evl]
@@ -132,8 +158,10 @@ def _card(info: ExportInfo, meta: dict[str, Any], rows: list[dict[str, Any]]) ->
         f"# {info.name}",
         "",
         "Tweet → reply pairs for fine-tuning a reply model (Reply Arena). Exported from the review store"
-        + (f" dataset `{info.source_dataset}`" if info.source_dataset else "") + " on "
-        + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.created_at)) + ".",
+        + (f" dataset `{info.source_dataset}`" if info.source_dataset else "")
+        + " on "
+        + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.created_at))
+        + ".",
         "",
         "## Counts",
         "",
@@ -165,7 +193,10 @@ def _card(info: ExportInfo, meta: dict[str, Any], rows: list[dict[str, Any]]) ->
         lines += [f"| {k} | {v} |" for k, v in (funnel.get("dropped") or {}).items() if v]
         lines += ["", f"Out (sent to review): {funnel.get('out')}"]
     if meta.get("source"):
-        lines += ["", f"Source file: `{meta['source']}`" + (f" (format `{meta['format']}`)" if meta.get("format") else "")]
+        lines += [
+            "",
+            f"Source file: `{meta['source']}`" + (f" (format `{meta['format']}`)" if meta.get("format") else ""),
+        ]
     lines += [
         "",
         "## Fields",
@@ -202,18 +233,27 @@ def export_pairs(
 
     train_rows, eval_rows = split_rows(pairs, eval_fraction, seed)
     info = ExportInfo(
-        name=name, path=str(final), n_total=len(pairs), n_train=len(train_rows), n_eval=len(eval_rows),
-        n_edited=sum(1 for _, e in pairs if e), source_dataset=source_dataset, created_at=time.time(),
-        eval_fraction=eval_fraction, seed=seed,
+        name=name,
+        path=str(final),
+        n_total=len(pairs),
+        n_train=len(train_rows),
+        n_eval=len(eval_rows),
+        n_edited=sum(1 for _, e in pairs if e),
+        source_dataset=source_dataset,
+        created_at=time.time(),
+        eval_fraction=eval_fraction,
+        seed=seed,
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the export is meant to be read by the trainer/other users
         feats = _features()
-        DatasetDict({
-            "train": Dataset.from_list(train_rows, features=feats),
-            "eval": Dataset.from_list(eval_rows, features=feats),
-        }).save_to_disk(str(tmp))
+        DatasetDict(
+            {
+                "train": Dataset.from_list(train_rows, features=feats),
+                "eval": Dataset.from_list(eval_rows, features=feats),
+            }
+        ).save_to_disk(str(tmp))
         with open(tmp / "pairs.jsonl", "w", encoding="utf-8") as fh:
             for split, rows in (("train", train_rows), ("eval", eval_rows)):
                 for r in rows:
@@ -221,7 +261,9 @@ def export_pairs(
         all_rows = train_rows + eval_rows
         _histograms(all_rows, tmp)
         (tmp / "README.md").write_text(_card(info, dict(meta or {}), all_rows), encoding="utf-8")
-        (tmp / MANIFEST).write_text(json.dumps({**info.to_dict(), "files": sorted(os.listdir(tmp)) + [MANIFEST]}, indent=2), encoding="utf-8")
+        (tmp / MANIFEST).write_text(
+            json.dumps({**info.to_dict(), "files": sorted(os.listdir(tmp)) + [MANIFEST]}, indent=2), encoding="utf-8"
+        )
         # Swap into place: a directory cannot be renamed over a non-empty one, so move the old aside first.
         old = None
         if final.exists():
@@ -254,8 +296,14 @@ def export_dataset(
     rows = store.reviewed_pairs(dataset, include_pending=include_pending)
     meta = store.meta(dataset)
     return export_pairs(
-        data_dir, name or dataset, rows, meta=meta, source_dataset=dataset,
-        eval_fraction=eval_fraction, seed=seed, overwrite=overwrite,
+        data_dir,
+        name or dataset,
+        rows,
+        meta=meta,
+        source_dataset=dataset,
+        eval_fraction=eval_fraction,
+        seed=seed,
+        overwrite=overwrite,
     )
 
 

@@ -10,6 +10,7 @@ funnel makes a missing field obvious. The exception is the reply delay: an unkno
 "too early" (a CSV without timestamps would otherwise lose every pair), so the rule is skipped and the funnel
 counts the pairs with ``no_timestamp``.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,7 +70,9 @@ class FilterConfig:
 # --------------------------------------------------------------------------- language
 
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the and is are was to of in it that you this for with on not but have be my your just what".split()),
+    "en": frozenset(
+        "the and is are was to of in it that you this for with on not but have be my your just what".split()
+    ),
     "es": frozenset("el la los las que es y en de un una por para con no pero muy más está son lo del".split()),
     "fr": frozenset("le la les et est des une un que pour pas avec dans ce qui sur je vous mais très du".split()),
     "de": frozenset("der die das und ist nicht ein eine ich zu mit auf für aber sehr auch den dem sich".split()),

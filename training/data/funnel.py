@@ -5,6 +5,7 @@ Every dropped pair keeps the *first* rule it fails. The set-level rules only loo
 every per-row rule, so a rejected copy never displaces a good one. Lives apart from filters.py and
 dedup.py so that neither imports the other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,8 +38,13 @@ class Funnel:
         return sum(self.dropped.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"in": self.n_in, "dropped": dict(self.dropped), "dropped_total": self.n_dropped, "out": self.n_out,
-                "no_timestamp": self.no_timestamp}
+        return {
+            "in": self.n_in,
+            "dropped": dict(self.dropped),
+            "dropped_total": self.n_dropped,
+            "out": self.n_out,
+            "no_timestamp": self.no_timestamp,
+        }
 
     def plot(self, title: str = "Filter funnel") -> "Figure":
         """Horizontal bars: in, each rule's drops, out — counts labelled. Uses Figure directly (no pyplot

@@ -23,6 +23,7 @@ HTML entities are unescaped (``&amp;`` → ``&``), the t.co link X appends for a
 (X does not count them toward the 280 characters either). Threads (an author replying to their own
 tweet) and retweets are skipped and counted in the report.
 """
+
 from __future__ import annotations
 
 import csv
@@ -124,7 +125,9 @@ def _parse_time(v: Any) -> int | None:
         try:
             dt = datetime.strptime(s, "%a %b %d %H:%M:%S %z %Y")
         except ValueError:
-            raise ValueError(f"unrecognized timestamp {v!r} (expected ISO 8601 or 'Wed Oct 10 20:19:24 +0000 2018')") from None
+            raise ValueError(
+                f"unrecognized timestamp {v!r} (expected ISO 8601 or 'Wed Oct 10 20:19:24 +0000 2018')"
+            ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp())
@@ -153,8 +156,10 @@ def _readline(fh: io.TextIOBase, name: str, lineno: int) -> str:
     """One JSONL line, refusing a "line" longer than one record can be (a file with no newlines at all)."""
     line = fh.readline(_MAX_VALUE_CHARS + 1)
     if len(line) > _MAX_VALUE_CHARS:
-        raise ValueError(f"{name}: line {lineno} is longer than {_MAX_VALUE_CHARS >> 20} MB; "
-                         "expected one JSON object per line (JSONL)")
+        raise ValueError(
+            f"{name}: line {lineno} is longer than {_MAX_VALUE_CHARS >> 20} MB; "
+            "expected one JSON object per line (JSONL)"
+        )
     return line
 
 
@@ -167,7 +172,9 @@ class _JsonStream:
 
     _WS = re.compile(r"[ \t\r\n]*")
 
-    def __init__(self, read: Callable[[int], str], prefix: str, name: str, max_value_chars: int = _MAX_VALUE_CHARS) -> None:
+    def __init__(
+        self, read: Callable[[int], str], prefix: str, name: str, max_value_chars: int = _MAX_VALUE_CHARS
+    ) -> None:
         self._read = read
         self._prefix = prefix
         self._name = name
@@ -212,7 +219,9 @@ class _JsonStream:
 
     def value(self, expected: str) -> Any:
         if not self.peek():
-            raise ValueError(f"{self._name}: {self.where()}: unexpected end of file (truncated JSON?); expected {expected}")
+            raise ValueError(
+                f"{self._name}: {self.where()}: unexpected end of file (truncated JSON?); expected {expected}"
+            )
         while True:
             try:
                 val, end = self._dec.raw_decode(self.buf, self.pos)
@@ -223,8 +232,10 @@ class _JsonStream:
                 if not self.eof and pending < self._max and self._fill(max(_CHUNK_CHARS, pending)):
                     continue
                 if not self.eof:
-                    raise ValueError(f"{self._name}: {self.where()}: one JSON value is larger than {self._max >> 20} MB; "
-                                     "an export holds many small records, so nothing was imported.") from None
+                    raise ValueError(
+                        f"{self._name}: {self.where()}: one JSON value is larger than {self._max >> 20} MB; "
+                        "an export holds many small records, so nothing was imported."
+                    ) from None
                 cap = ""
                 raise ValueError(
                     f"{self._name}: {self.where(exc.pos)}: invalid JSON ({exc.msg}){cap}; expected {expected}"
@@ -254,7 +265,9 @@ class _JsonStream:
                     self.take()
                     break
                 found = repr(c) if c else "end of file (truncated array?)"
-                raise ValueError(f"{self._name}: {self.where()}: expected ',' or ']' after an array element, found {found}")
+                raise ValueError(
+                    f"{self._name}: {self.where()}: expected ',' or ']' after an array element, found {found}"
+                )
         c = self.peek()
         if c:
             raise ValueError(f"{self._name}: {self.where()}: unexpected data {c!r} after the top-level JSON array")
@@ -328,10 +341,13 @@ def _iter_json_records(path: Path, name: str) -> tuple[str, Iterator[tuple[Any, 
                     obj = json.loads(s)
                 except json.JSONDecodeError as exc:
                     raise ValueError(
-                        f"{name}: line {n}, column {exc.colno}: invalid JSON ({exc.msg}); expected one JSON object per line (JSONL)"
+                        f"{name}: line {n}, column {exc.colno}: invalid JSON ({exc.msg}); expected one JSON object per "
+                        "line (JSONL)"
                     ) from None
                 if not isinstance(obj, dict):
-                    raise ValueError(f"{name}: line {n}: expected a JSON object per line (JSONL), got {type(obj).__name__}")
+                    raise ValueError(
+                        f"{name}: line {n}: expected a JSON object per line (JSONL), got {type(obj).__name__}"
+                    )
                 yield obj, f"line {n}"
         except UnicodeDecodeError as exc:
             raise ValueError(f"{name}: not UTF-8 text ({exc.reason})") from None
@@ -349,7 +365,10 @@ def _iter_csv_records(path: Path, name: str) -> Iterator[tuple[dict[str, Any], s
             reader = csv.DictReader(itertools.chain([header], fh), delimiter=delim)
             for row in reader:
                 if None in row:
-                    raise ValueError(f"{name}: line {reader.line_num}: more values than header columns ({len(reader.fieldnames or [])})")
+                    raise ValueError(
+                        f"{name}: line {reader.line_num}: more values than header columns "
+                        f"({len(reader.fieldnames or [])})"
+                    )
                 if not any((v or "").strip() for v in row.values()):
                     continue
                 yield row, f"line {reader.line_num}"
@@ -395,11 +414,16 @@ def _detect_record(obj: Any) -> str | None:
     if isinstance(obj.get("user"), dict) and "followers_count" in obj["user"]:
         return "x_api_v1.1"
     author = obj.get("author")
-    if any(k in keys for k in ("likeCount", "retweetCount", "isReply", "inReplyToId", "fullText", "extendedEntities")) or (
-        isinstance(author, dict) and ("followers" in author or "userName" in author)
-    ):
+    if any(
+        k in keys for k in ("likeCount", "retweetCount", "isReply", "inReplyToId", "fullText", "extendedEntities")
+    ) or (isinstance(author, dict) and ("followers" in author or "userName" in author)):
         return "apify"
-    if "public_metrics" in keys or "author_id" in keys or "referenced_tweets" in keys or "edit_history_tweet_ids" in keys:
+    if (
+        "public_metrics" in keys
+        or "author_id" in keys
+        or "referenced_tweets" in keys
+        or "edit_history_tweet_ids" in keys
+    ):
         return "x_api_v2"
     if "tweet" in keys and "reply" in keys:
         return "sample"
@@ -463,14 +487,26 @@ class _Joiner:
         if t.author_id is not None and t.followers is not None:
             self.followers.setdefault(t.author_id, t.followers)
         self.replies.append(
-            (t.id, t.parent_id, t.text, t.created, t.author_id, t.likes, t.retweets, t.followers,
-             t.has_media, t.has_url, t.lang, t.conversation_id)
+            (
+                t.id,
+                t.parent_id,
+                t.text,
+                t.created,
+                t.author_id,
+                t.likes,
+                t.retweets,
+                t.followers,
+                t.has_media,
+                t.has_url,
+                t.lang,
+                t.conversation_id,
+            )
         )
 
     def finish(self) -> list[Pair]:
         pairs: list[Pair] = []
         rep = self.report
-        for (rid, pid, text, created, author, likes, rts, followers, media, url, lang, conv) in self.replies:
+        for rid, pid, text, created, author, likes, rts, followers, media, url, lang, conv in self.replies:
             parent = self.parents.get(pid) if pid else None
             if parent is None:
                 rep.missing_parent.append(rid)
@@ -485,9 +521,20 @@ class _Joiner:
             if diff is None:
                 self.n_no_time += 1
             pairs.append(
-                Pair(pair_id=rid, tweet_id=pid, tweet=ptext, reply=text, likes=likes, retweets=rts,
-                     author_followers=followers, time_diff_seconds=diff, has_media=media, has_url=url,
-                     lang=lang, conversation_id=conv)
+                Pair(
+                    pair_id=rid,
+                    tweet_id=pid,
+                    tweet=ptext,
+                    reply=text,
+                    likes=likes,
+                    retweets=rts,
+                    author_followers=followers,
+                    time_diff_seconds=diff,
+                    has_media=media,
+                    has_url=url,
+                    lang=lang,
+                    conversation_id=conv,
+                )
             )
         self.replies = []
         rep.n_missing_parent = len(rep.missing_parent)
@@ -499,10 +546,15 @@ class _Joiner:
         if rep.skipped.get("self_replies"):
             rep.warnings.append(f"{rep.skipped['self_replies']} self-replies (thread continuations) skipped")
         if self.n_no_time:
-            rep.warnings.append(f"{self.n_no_time} pairs lack created_at on the reply or parent; time_diff_seconds is unknown")
+            rep.warnings.append(
+                f"{self.n_no_time} pairs lack created_at on the reply or parent; time_diff_seconds is unknown"
+            )
         n_no_f = sum(1 for p in pairs if p.author_followers is None)
         if n_no_f:
-            rep.warnings.append(f"{n_no_f} pairs lack the reply author's follower count (v2: expansions=author_id, user.fields=public_metrics)")
+            rep.warnings.append(
+                f"{n_no_f} pairs lack the reply author's follower count (v2: expansions=author_id, "
+                "user.fields=public_metrics)"
+            )
         return pairs
 
 
@@ -532,8 +584,10 @@ def _media_list(*containers: Any) -> list[dict[str, Any]]:
 def _is_media_url(u: Mapping[str, Any]) -> bool:
     disp = str(u.get("display_url") or "")
     exp = str(u.get("expanded_url") or "")
-    return bool(u.get("media_key")) or disp.startswith(("pic.twitter.com", "pic.x.com")) or (
-        re.search(r"(twitter|x)\.com/[^/]+/status/\d+/(photo|video)/", exp) is not None
+    return (
+        bool(u.get("media_key"))
+        or disp.startswith(("pic.twitter.com", "pic.x.com"))
+        or (re.search(r"(twitter|x)\.com/[^/]+/status/\d+/(photo|video)/", exp) is not None)
     )
 
 
@@ -689,8 +743,20 @@ def _handle_apify(t: Mapping[str, Any], where: str, j: _Joiner) -> None:
 
 
 # Generic tweet-level fields (for mapped CSV/JSONL rows that still need joining).
-TWEET_FIELDS = ("id", "text", "created_at", "in_reply_to_id", "author_id", "author_followers", "likes",
-                "retweets", "has_media", "has_url", "lang", "conversation_id")
+TWEET_FIELDS = (
+    "id",
+    "text",
+    "created_at",
+    "in_reply_to_id",
+    "author_id",
+    "author_followers",
+    "likes",
+    "retweets",
+    "has_media",
+    "has_url",
+    "lang",
+    "conversation_id",
+)
 
 
 def _mapped_getter(mapping: Mapping[str, str] | None) -> Callable[[Mapping[str, Any], str], Any]:
@@ -863,8 +929,10 @@ def import_file(
                     if kind is None:
                         cols = sorted(rec)[:20] if isinstance(rec, dict) else []
                         raise ValueError(
-                            f"{where}: cannot map record to pairs (need 'tweet' + 'reply') or tweets (need 'id' + 'text'); "
-                            + (f"column mapping {dict(mapping)}, " if mapping else "") + f"columns present: {', '.join(map(str, cols))}"
+                            f"{where}: cannot map record to pairs (need 'tweet' + 'reply') or tweets (need 'id' + "
+                            "'text'); "
+                            + (f"column mapping {dict(mapping)}, " if mapping else "")
+                            + f"columns present: {', '.join(map(str, cols))}"
                         )
 
                     def handler(r: Any, w: str) -> None:

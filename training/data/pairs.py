@@ -3,6 +3,7 @@
 Its own module so importers, filters, dedup, the funnel, the review store and the export share one type
 without importing each other.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -4,6 +4,7 @@ Why SQLite: reviews survive restarts and browser reconnects, two admins can revi
 short transactions, one per write), and nothing needs a server. Every decision is also appended to a
 history table, so an edit never loses the original text or who changed it.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,14 @@ DB_NAME = "reviews.sqlite3"
 STATUSES = ("pending", "kept", "discarded", "edited")
 MAX_REPLY_CHARS = 280
 _DECISIONS = {
-    "keep": "kept", "kept": "kept",
-    "discard": "discarded", "discarded": "discarded",
-    "edit": "edited", "edited": "edited",
-    "pending": "pending", "reset": "pending",
+    "keep": "kept",
+    "kept": "kept",
+    "discard": "discarded",
+    "discarded": "discarded",
+    "edit": "edited",
+    "edited": "edited",
+    "pending": "pending",
+    "reset": "pending",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -69,7 +74,9 @@ CREATE TABLE IF NOT EXISTS history (
 def validate_dataset_name(name: str) -> str:
     """Dataset names become directory names on export: 1–64 of [A-Za-z0-9._-], not starting with . _ -."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"invalid dataset name {name!r}: use 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ValueError(
+            f"invalid dataset name {name!r}: use 1–64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
 
 
@@ -84,7 +91,9 @@ def validate_reply_text(text: Any) -> str:
         raise ValueError(f"edited reply is {len(t)} characters; the limit is {MAX_REPLY_CHARS}")
     m = URL_RE.search(t)
     if m:
-        raise ValueError(f"edited reply contains a URL or domain ({m.group(0)!r}); links are not allowed in training replies")
+        raise ValueError(
+            f"edited reply contains a URL or domain ({m.group(0)!r}); links are not allowed in training replies"
+        )
     return t
 
 
@@ -113,9 +122,16 @@ class ReviewItem:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dataset": self.dataset, "index": self.index, "pair_id": self.pair_id, "status": self.status,
-            "reply": self.reply, "original_reply": self.original_reply, "edited_text": self.edited_text,
-            "reviewer": self.reviewer, "decided_at": self.decided_at, "pair": self.pair.to_dict(),
+            "dataset": self.dataset,
+            "index": self.index,
+            "pair_id": self.pair_id,
+            "status": self.status,
+            "reply": self.reply,
+            "original_reply": self.original_reply,
+            "edited_text": self.edited_text,
+            "reviewer": self.reviewer,
+            "decided_at": self.decided_at,
+            "pair": self.pair.to_dict(),
         }
 
 
@@ -193,7 +209,10 @@ class ReviewStore:
             conn.execute("DELETE FROM pairs WHERE dataset=?", (name,))
             conn.execute("DELETE FROM history WHERE dataset=?", (name,))
             conn.execute("DELETE FROM datasets WHERE name=?", (name,))
-            conn.execute("INSERT INTO datasets(name, created_at, n_pairs, meta) VALUES (?,?,?,?)", (name, time.time(), len(rows), meta_s))
+            conn.execute(
+                "INSERT INTO datasets(name, created_at, n_pairs, meta) VALUES (?,?,?,?)",
+                (name, time.time(), len(rows), meta_s),
+            )
             conn.executemany("INSERT INTO pairs(dataset, idx, pair_id, data) VALUES (?,?,?,?)", rows)
         return len(rows)
 
@@ -207,7 +226,9 @@ class ReviewStore:
     def datasets(self) -> list[dict[str, Any]]:
         """All datasets, newest first, with their progress."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT name, created_at, n_pairs FROM datasets ORDER BY created_at DESC, name").fetchall()
+            rows = conn.execute(
+                "SELECT name, created_at, n_pairs FROM datasets ORDER BY created_at DESC, name"
+            ).fetchall()
         return [{"name": n, "created_at": c, "total": t, **self.progress(n)} for n, c, t in rows]
 
     def meta(self, dataset: str) -> dict[str, Any]:
@@ -231,7 +252,9 @@ class ReviewStore:
     def get(self, dataset: str, index: int) -> ReviewItem:
         with self._connect() as conn:
             self._require_dataset(conn, dataset)
-            row = conn.execute(f"SELECT {self._COLS} FROM pairs WHERE dataset=? AND idx=?", (dataset, int(index))).fetchone()
+            row = conn.execute(
+                f"SELECT {self._COLS} FROM pairs WHERE dataset=? AND idx=?", (dataset, int(index))
+            ).fetchone()
         if row is None:
             raise IndexError(f"dataset {dataset!r} has no pair at index {index}")
         return self._item(dataset, row)
@@ -239,12 +262,16 @@ class ReviewStore:
     def get_pair(self, dataset: str, pair_id: str) -> ReviewItem:
         with self._connect() as conn:
             self._require_dataset(conn, dataset)
-            row = conn.execute(f"SELECT {self._COLS} FROM pairs WHERE dataset=? AND pair_id=?", (dataset, pair_id)).fetchone()
+            row = conn.execute(
+                f"SELECT {self._COLS} FROM pairs WHERE dataset=? AND pair_id=?", (dataset, pair_id)
+            ).fetchone()
         if row is None:
             raise KeyError(f"dataset {dataset!r} has no pair {pair_id!r}")
         return self._item(dataset, row)
 
-    def list(self, dataset: str, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[ReviewItem]:
+    def list(
+        self, dataset: str, status: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[ReviewItem]:
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
         q = f"SELECT {self._COLS} FROM pairs WHERE dataset=?"
@@ -262,7 +289,11 @@ class ReviewStore:
     def progress(self, dataset: str) -> dict[str, int]:
         with self._connect() as conn:
             self._require_dataset(conn, dataset)
-            counts = dict(conn.execute("SELECT status, COUNT(*) FROM pairs WHERE dataset=? GROUP BY status", (dataset,)).fetchall())
+            counts = dict(
+                conn.execute(
+                    "SELECT status, COUNT(*) FROM pairs WHERE dataset=? GROUP BY status", (dataset,)
+                ).fetchall()
+            )
         out = {s: int(counts.get(s, 0)) for s in ("kept", "discarded", "edited", "pending")}
         total = sum(out.values())
         return {"total": total, "reviewed": total - out["pending"], **out}

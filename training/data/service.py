@@ -4,6 +4,7 @@ small text/HTML renderers the tab shows. Everything here is plain Python so test
 User text (tweets, replies, warnings quoting file content) only ever leaves this module through
 ``security.inert`` (Markdown) or as plain strings meant for Textbox components.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,29 @@ from .pairs import PAIR_FIELDS, Pair
 from .review_store import ReviewItem, ReviewStore, validate_dataset_name
 
 __all__ = [
-    "ImportOutcome", "ReviewView", "FILTER_CHOICES", "GUIDELINES", "parse_mapping", "parse_languages", "make_filter_config",
-    "resolve_sources", "import_to_review", "funnel_rows", "import_report_markdown", "why_passed", "pair_stats_markdown",
-    "format_seconds", "progress_html", "review_view", "step", "advance_after_decision", "record_decision", "export_rows",
-    "default_dataset_name", "card_markdown", "dataset_summary",
+    "ImportOutcome",
+    "ReviewView",
+    "FILTER_CHOICES",
+    "GUIDELINES",
+    "parse_mapping",
+    "parse_languages",
+    "make_filter_config",
+    "resolve_sources",
+    "import_to_review",
+    "funnel_rows",
+    "import_report_markdown",
+    "why_passed",
+    "pair_stats_markdown",
+    "format_seconds",
+    "progress_html",
+    "review_view",
+    "step",
+    "advance_after_decision",
+    "record_decision",
+    "export_rows",
+    "default_dataset_name",
+    "card_markdown",
+    "dataset_summary",
 ]
 
 Progress = Callable[[float, str], None]
@@ -64,20 +84,23 @@ def parse_mapping(text: str | None) -> dict[str, str] | None:
     try:
         loaded = json.loads(s)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"Column mapping is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                         'expected {"our_field": "their_column"}, e.g. {"tweet": "parent_text", "reply": "text"}') from None
+        raise ValueError(
+            f"Column mapping is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            'expected {"our_field": "their_column"}, e.g. {"tweet": "parent_text", "reply": "text"}'
+        ) from None
     if not isinstance(loaded, dict) or not all(isinstance(v, (str, int)) for v in loaded.values()):
         raise ValueError('Column mapping must be a JSON object of strings: {"our_field": "their_column"}')
     known = set(PAIR_FIELDS) | set(TWEET_FIELDS) | {"tweet_created_at", "reply_created_at"}
     unknown = sorted(str(k) for k in loaded if k not in known)
     if unknown:
-        raise ValueError(f"Column mapping: unknown field(s) {unknown}; the keys are our field names: "
-                         f"{', '.join(sorted(known))}")
+        raise ValueError(
+            f"Column mapping: unknown field(s) {unknown}; the keys are our field names: {', '.join(sorted(known))}"
+        )
     return {str(k): str(v) for k, v in loaded.items()} or None
 
 
 def parse_languages(text: str | None) -> tuple[str, ...] | None:
-    """"en, de" → ("en", "de"); empty → None (no language filter)."""
+    """ "en, de" → ("en", "de"); empty → None (no language filter)."""
     langs = tuple(x.strip().casefold() for x in (text or "").replace(";", ",").split(",") if x.strip())
     return langs or None
 
@@ -96,23 +119,36 @@ def _opt_int(name: str, v: Any) -> int | None:
 
 def make_filter_config(
     *,
-    min_reply_chars: Any = None, max_reply_chars: Any = None, exclude_urls: bool = True,
-    min_author_followers: Any = None, max_author_followers: Any = None, min_time_diff_seconds: Any = None,
-    exclude_media: bool = True, min_likes: Any = None, dedup_exact: bool = True, languages: str | None = "en",
+    min_reply_chars: Any = None,
+    max_reply_chars: Any = None,
+    exclude_urls: bool = True,
+    min_author_followers: Any = None,
+    max_author_followers: Any = None,
+    min_time_diff_seconds: Any = None,
+    exclude_media: bool = True,
+    min_likes: Any = None,
+    dedup_exact: bool = True,
+    languages: str | None = "en",
     guess_missing_language: bool = True,
 ) -> FilterConfig:
     """FilterConfig from form values: an empty number disables that bound."""
     cfg = FilterConfig(
-        min_reply_chars=_opt_int("min reply chars", min_reply_chars), max_reply_chars=_opt_int("max reply chars", max_reply_chars),
+        min_reply_chars=_opt_int("min reply chars", min_reply_chars),
+        max_reply_chars=_opt_int("max reply chars", max_reply_chars),
         exclude_urls=bool(exclude_urls),
         min_author_followers=_opt_int("min author followers", min_author_followers),
         max_author_followers=_opt_int("max author followers", max_author_followers),
         min_time_diff_seconds=_opt_int("min seconds after the tweet", min_time_diff_seconds),
-        exclude_media=bool(exclude_media), min_likes=_opt_int("min likes", min_likes), dedup_exact=bool(dedup_exact),
-        languages=parse_languages(languages), guess_missing_language=bool(guess_missing_language),
+        exclude_media=bool(exclude_media),
+        min_likes=_opt_int("min likes", min_likes),
+        dedup_exact=bool(dedup_exact),
+        languages=parse_languages(languages),
+        guess_missing_language=bool(guess_missing_language),
     )
-    for lo, hi, what in ((cfg.min_reply_chars, cfg.max_reply_chars, "reply length"),
-                         (cfg.min_author_followers, cfg.max_author_followers, "author followers")):
+    for lo, hi, what in (
+        (cfg.min_reply_chars, cfg.max_reply_chars, "reply length"),
+        (cfg.min_author_followers, cfg.max_author_followers, "author followers"),
+    ):
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"{what}: the minimum ({lo}) is above the maximum ({hi})")
     return cfg
@@ -135,7 +171,9 @@ def resolve_sources(uploads: Iterable[Any] | None, server_paths: str | None) -> 
         if not p.exists():
             raise ValueError(f"Server path {s!r} does not exist on the server.")
         if p.is_dir():
-            raise ValueError(f"Server path {s!r} is a folder; give the path of an export file (JSON, JSONL, CSV, optionally .gz).")
+            raise ValueError(
+                f"Server path {s!r} is a folder; give the path of an export file (JSON, JSONL, CSV, optionally .gz)."
+            )
         if not os.access(p, os.R_OK):
             raise ValueError(f"Server path {s!r} is not readable by the app.")
         out.append(p)
@@ -171,8 +209,10 @@ class ImportOutcome:
 
     def summary(self) -> str:
         f = self.funnel
-        return (f"Imported **{f.n_in}** pairs → **{f.n_out}** passed the filters and dedup "
-                f"({f.n_dropped} dropped) → review dataset **{inert(self.dataset)}** with {self.n_stored} pending pairs.")
+        return (
+            f"Imported **{f.n_in}** pairs → **{f.n_out}** passed the filters and dedup "
+            f"({f.n_dropped} dropped) → review dataset **{inert(self.dataset)}** with {self.n_stored} pending pairs."
+        )
 
 
 def _noop(_f: float, _d: str) -> None:
@@ -203,8 +243,10 @@ def import_to_review(
         raise ValueError(f"semantic dedup threshold must be in (0, 1], got {semantic_threshold}")
     store = store or ReviewStore(data_dir)
     if not replace and any(d["name"] == dataset for d in store.datasets()):
-        raise ValueError(f"Review dataset {dataset!r} already exists; tick 'Replace existing dataset' to overwrite it "
-                         "(its review decisions are lost) or pick another name.")
+        raise ValueError(
+            f"Review dataset {dataset!r} already exists; tick 'Replace existing dataset' to overwrite it "
+            "(its review decisions are lost) or pick another name."
+        )
     if not sources:
         raise ValueError("Nothing to import: upload a file or enter a server path.")
 
@@ -227,16 +269,23 @@ def import_to_review(
         if dup:
             warnings.append(f"{Path(src).name}: {dup} pairs skipped, their pair_id already came from an earlier file")
     if not pairs:
-        raise ValueError("The import produced no pairs (see the import report: replies whose parent tweet is missing "
-                         "cannot become pairs).")
+        raise ValueError(
+            "The import produced no pairs (see the import report: replies whose parent tweet is missing "
+            "cannot become pairs)."
+        )
 
     progress(0.5, f"Filtering {len(pairs)} pairs")
     semantic: Any = False
     if semantic_threshold is not None:
         semantic = SemanticDedupConfig(threshold=float(semantic_threshold))
         progress(0.55, "Semantic dedup: embedding replies (cached after the first run)")
-    fr = run_funnel(pairs, filter_config, semantic=semantic, encoder=encoder,
-                    cache_dir=str(cache_dir) if cache_dir is not None else str(Path(data_dir) / "embeddings"))
+    fr = run_funnel(
+        pairs,
+        filter_config,
+        semantic=semantic,
+        encoder=encoder,
+        cache_dir=str(cache_dir) if cache_dir is not None else str(Path(data_dir) / "embeddings"),
+    )
 
     progress(0.92, f"Storing {len(fr.kept)} pairs for review")
     meta = {
@@ -248,9 +297,16 @@ def import_to_review(
     }
     n_stored = store.create_dataset(dataset, fr.kept, replace=replace, meta=meta)
     progress(1.0, "Done")
-    return ImportOutcome(dataset=dataset, sources=[str(s) for s in sources], reports=reports, funnel=fr.funnel,
-                         filter_config=filter_config, semantic_threshold=semantic_threshold, n_stored=n_stored,
-                         warnings=warnings)
+    return ImportOutcome(
+        dataset=dataset,
+        sources=[str(s) for s in sources],
+        reports=reports,
+        funnel=fr.funnel,
+        filter_config=filter_config,
+        semantic_threshold=semantic_threshold,
+        n_stored=n_stored,
+        warnings=warnings,
+    )
 
 
 NO_TIMESTAMP_ROW = "no timestamp (early-reply rule skipped)"
@@ -261,24 +317,30 @@ def funnel_rows(funnel: Funnel | Mapping[str, Any]) -> list[list[Any]]:
     d = funnel.to_dict() if isinstance(funnel, Funnel) else dict(funnel)
     dropped = d.get("dropped") or {}
     no_ts = int(d.get("no_timestamp", 0) or 0)
-    return ([["in", int(d.get("in", 0))]]
-            + ([[NO_TIMESTAMP_ROW, no_ts]] if no_ts else [])
-            + [[f"dropped: {r.replace('_', ' ')}", int(dropped.get(r, 0))] for r in REASONS]
-            + [["out", int(d.get("out", 0))]])
+    return (
+        [["in", int(d.get("in", 0))]]
+        + ([[NO_TIMESTAMP_ROW, no_ts]] if no_ts else [])
+        + [[f"dropped: {r.replace('_', ' ')}", int(dropped.get(r, 0))] for r in REASONS]
+        + [["out", int(d.get("out", 0))]]
+    )
 
 
 def import_report_markdown(outcome: ImportOutcome, max_ids: int = 20) -> str:
     lines: list[str] = []
     for src, r in zip(outcome.sources, outcome.reports):
-        lines.append(f"**{inert(Path(src).name)}** — format **{inert(r.format)}** ({inert(r.container)}): "
-                     f"{r.n_records} records, {r.n_tweets} tweets, {r.n_replies} replies → **{r.n_pairs} pairs**; "
-                     f"{r.n_missing_parent} replies with a missing parent tweet.")
+        lines.append(
+            f"**{inert(Path(src).name)}** — format **{inert(r.format)}** ({inert(r.container)}): "
+            f"{r.n_records} records, {r.n_tweets} tweets, {r.n_replies} replies → **{r.n_pairs} pairs**; "
+            f"{r.n_missing_parent} replies with a missing parent tweet."
+        )
         if r.missing_parent:
             ids = ", ".join(inert(x) for x in r.missing_parent[:max_ids])
             more = f" (+{len(r.missing_parent) - max_ids} more)" if len(r.missing_parent) > max_ids else ""
             lines.append(f"- missing parents for replies: {ids}{more}")
         if r.skipped:
-            lines.append("- skipped: " + ", ".join(f"{inert(k.replace('_', ' '))} {int(v)}" for k, v in r.skipped.items()))
+            lines.append(
+                "- skipped: " + ", ".join(f"{inert(k.replace('_', ' '))} {int(v)}" for k, v in r.skipped.items())
+            )
         for w in r.warnings[:max_ids]:
             lines.append(f"- ⚠️ {inert(w)}")
     for w in outcome.warnings:
@@ -307,8 +369,12 @@ def _num(v: int | None) -> str:
 
 
 def pair_stats_markdown(p: Pair) -> str:
-    parts = [f"**{_num(p.likes)}** likes", f"**{_num(p.retweets)}** retweets",
-             f"author followers **{_num(p.author_followers)}**", f"replied **{format_seconds(p.time_diff_seconds)}** after the tweet"]
+    parts = [
+        f"**{_num(p.likes)}** likes",
+        f"**{_num(p.retweets)}** retweets",
+        f"author followers **{_num(p.author_followers)}**",
+        f"replied **{format_seconds(p.time_diff_seconds)}** after the tweet",
+    ]
     extra = [f"{k} {inert(v)}" for k, v in (("topic", p.topic), ("tone", p.tone), ("lang", p.lang)) if v]
     return " · ".join(parts) + ((" · " + " · ".join(extra)) if extra else "")
 
@@ -332,14 +398,21 @@ def why_passed(p: Pair, meta: Mapping[str, Any] | None) -> list[str]:
         rng = f"{lo if lo is not None else 0:,}–{f'{hi:,}' if hi is not None else '∞'}"
         out.append(f"author followers {_num(p.author_followers)} (allowed {rng})")
     if cfg.min_time_diff_seconds is not None:
-        out.append(f"replied {format_seconds(p.time_diff_seconds)} after the tweet (≥ {format_seconds(cfg.min_time_diff_seconds)})")
+        out.append(
+            f"replied {format_seconds(p.time_diff_seconds)} after the tweet (≥ "
+            f"{format_seconds(cfg.min_time_diff_seconds)})"
+        )
     if cfg.exclude_media:
         out.append("no image or video attached")
     if cfg.min_likes is not None:
         out.append(f"{_num(p.likes)} likes (≥ {cfg.min_likes})")
     if cfg.languages is not None:
         lang = (p.lang or "").strip()
-        shown = lang or (f"guessed {guess_language(p.reply)}" if cfg.guess_missing_language and guess_language(p.reply) else "undetermined")
+        shown = lang or (
+            f"guessed {guess_language(p.reply)}"
+            if cfg.guess_missing_language and guess_language(p.reply)
+            else "undetermined"
+        )
         out.append(f"language {inert(shown)} (allowed: {inert(', '.join(cfg.languages))})")
     if cfg.dedup_exact:
         out.append("unique text (exact duplicates removed, the higher-engagement copy kept)")
@@ -361,18 +434,21 @@ def progress_html(progress: Mapping[str, int] | None) -> str:
     pct = lambda v: f"{100.0 * v / denom:.2f}%"  # noqa: E731
     segs = "".join(
         f'<div title="{name}: {v}" style="width:{pct(v)};background:{color}"></div>'
-        for name, v, color in (("kept", kept, "#55a868"), ("edited", edited, "#4c72b0"), ("discarded", disc, "#c44e52")) if v
+        for name, v, color in (("kept", kept, "#55a868"), ("edited", edited, "#4c72b0"), ("discarded", disc, "#c44e52"))
+        if v
     )
     return (
         f'<div id="review-progress-bar" class="review-progress" data-reviewed="{reviewed}" data-total="{total}">'
-        f'<div style="display:flex;height:14px;border-radius:7px;overflow:hidden;background:#e5e7eb;margin:4px 0">{segs}</div>'
+        '<div style="display:flex;height:14px;border-radius:7px;overflow:hidden;background:#e5e7eb;margin:4px '
+        f'0">{segs}</div>'
         f'<div style="font-size:14px"><b>{reviewed} / {total} reviewed</b> ({100.0 * reviewed / denom:.0f}%) · '
         f'<span style="color:#3d8b50">kept {kept}</span> · <span style="color:#4c72b0">edited {edited}</span> · '
         f'<span style="color:#c44e52">discarded {disc}</span> · pending {pending}</div></div>'
     )
 
 
-# --------------------------------------------------------------------------- review: navigation (state lives in the store)
+# --------------------------------------------------------------------------- review: navigation (state lives in the
+# store)
 
 
 @dataclass
@@ -394,8 +470,10 @@ class ReviewView:
             return f"No pairs with status **{self.status_filter}**."
         it = self.item
         who = f" by {inert(it.reviewer)}" if it.reviewer else ""
-        return (f"Pair **{self.position} of {self.count}** ({self.status_filter}) · id {inert(it.pair_id)} · "
-                f"status **{it.status}**{who if it.status != 'pending' else ''}")
+        return (
+            f"Pair **{self.position} of {self.count}** ({self.status_filter}) · id {inert(it.pair_id)} · "
+            f"status **{it.status}**{who if it.status != 'pending' else ''}"
+        )
 
 
 def _check_filter(status_filter: str | None) -> str:
@@ -424,11 +502,15 @@ def _where(dataset: str, f: str) -> tuple[str, list[Any]]:
 def _neighbor(store: ReviewStore, dataset: str, f: str, index: int | None, direction: int) -> int | None:
     w, args = _where(dataset, f)
     if index is None:
-        rows = _query(store, f"SELECT idx FROM pairs WHERE {w} ORDER BY idx {'ASC' if direction >= 0 else 'DESC'} LIMIT 1", args)
+        rows = _query(
+            store, f"SELECT idx FROM pairs WHERE {w} ORDER BY idx {'ASC' if direction >= 0 else 'DESC'} LIMIT 1", args
+        )
     elif direction > 0:
         rows = _query(store, f"SELECT idx FROM pairs WHERE {w} AND idx>? ORDER BY idx ASC LIMIT 1", args + [int(index)])
     else:
-        rows = _query(store, f"SELECT idx FROM pairs WHERE {w} AND idx<? ORDER BY idx DESC LIMIT 1", args + [int(index)])
+        rows = _query(
+            store, f"SELECT idx FROM pairs WHERE {w} AND idx<? ORDER BY idx DESC LIMIT 1", args + [int(index)]
+        )
     return int(rows[0][0]) if rows else None
 
 
@@ -446,7 +528,9 @@ def _view(store: ReviewStore, dataset: str, f: str, index: int | None) -> Review
     return ReviewView(dataset, f, item, position, count, store.progress(dataset), store.meta(dataset))
 
 
-def review_view(store: ReviewStore, dataset: str | None, status_filter: str = "pending", index: int | None = None) -> ReviewView:
+def review_view(
+    store: ReviewStore, dataset: str | None, status_filter: str = "pending", index: int | None = None
+) -> ReviewView:
     """The pair at ``index`` if it matches the filter, else the first pair that does (for 'pending': the next
     pair nobody has reviewed, so a reload or a second browser resumes where the review stands)."""
     f = _check_filter(status_filter)
@@ -486,8 +570,14 @@ def advance_after_decision(store: ReviewStore, dataset: str, status_filter: str,
     return _view(store, dataset, f, nxt)
 
 
-def record_decision(store: ReviewStore, dataset: str | None, index: int | None, decision: str,
-                    edited_text: str | None = None, reviewer: str | None = None) -> ReviewItem:
+def record_decision(
+    store: ReviewStore,
+    dataset: str | None,
+    index: int | None,
+    decision: str,
+    edited_text: str | None = None,
+    reviewer: str | None = None,
+) -> ReviewItem:
     """keep / discard / edit / pending for the pair at ``index``; written to SQLite before returning."""
     if not dataset:
         raise ValueError("Pick a review dataset first.")
@@ -501,8 +591,19 @@ def record_decision(store: ReviewStore, dataset: str | None, index: int | None, 
 
 
 def export_rows(data_dir: str | os.PathLike[str]) -> list[list[Any]]:
-    return [[e.name, e.n_total, e.n_train, e.n_eval, e.n_edited, e.source_dataset or "",
-             time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.created_at)), e.path] for e in list_exported(data_dir)]
+    return [
+        [
+            e.name,
+            e.n_total,
+            e.n_train,
+            e.n_eval,
+            e.n_edited,
+            e.source_dataset or "",
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.created_at)),
+            e.path,
+        ]
+        for e in list_exported(data_dir)
+    ]
 
 
 def default_dataset_name(sources: Sequence[str | os.PathLike[str]]) -> str:
@@ -536,8 +637,12 @@ def dataset_summary(store: ReviewStore, dataset: str | None) -> tuple[str, Funne
     f = meta.get("funnel") or {}
     funnel = None
     if "in" in f:
-        funnel = Funnel(n_in=int(f.get("in", 0)), dropped={r: int((f.get("dropped") or {}).get(r, 0)) for r in REASONS},
-                        n_out=int(f.get("out", 0)), no_timestamp=int(f.get("no_timestamp", 0) or 0))
+        funnel = Funnel(
+            n_in=int(f.get("in", 0)),
+            dropped={r: int((f.get("dropped") or {}).get(r, 0)) for r in REASONS},
+            n_out=int(f.get("out", 0)),
+            no_timestamp=int(f.get("no_timestamp", 0) or 0),
+        )
     parts = [f"**Review dataset {inert(dataset)}**"]
     if meta.get("format"):
         parts.append(f"format {inert(str(meta['format']))}")

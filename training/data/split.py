@@ -5,6 +5,7 @@ Why grouped: replies to the same tweet on both sides leak the prompt into eval a
 deeper in a thread share context) and ``tweet_id`` otherwise. Groups are sorted before the seeded
 shuffle, so the split depends only on the data and the seed, not on the input order.
 """
+
 from __future__ import annotations
 
 import random

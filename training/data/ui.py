@@ -1,6 +1,7 @@
 """Data tab (admin): import → filter funnel → human review → export. Wiring only; the work is in service.py
 and the pipeline modules. Every handler checks admin server-side; review state lives in SQLite (ReviewStore),
 never in the browser, so a reload or a second admin resumes where the review stands."""
+
 from __future__ import annotations
 
 import logging
@@ -26,7 +27,8 @@ EXPORT_HEADERS = ["name", "pairs", "train", "eval", "edited", "from review datas
 
 KEYS_HTML = (
     '<div class="review-keys-help" style="font-size:13px;opacity:.85">Keyboard (when no text box has focus): '
-    "<kbd>k</kbd> keep · <kbd>d</kbd> discard · <kbd>e</kbd> edit (focus the reply box; <kbd>Ctrl</kbd>+<kbd>Enter</kbd> saves, "
+    "<kbd>k</kbd> keep · <kbd>d</kbd> discard · <kbd>e</kbd> edit (focus the reply box; "
+    "<kbd>Ctrl</kbd>+<kbd>Enter</kbd> saves, "
     "<kbd>Esc</kbd> leaves it) · <kbd>j</kbd> or <kbd>→</kbd> next · <kbd>l</kbd> or <kbd>←</kbd> previous</div>"
 )
 
@@ -89,8 +91,10 @@ def build_data_tab(ctx) -> None:
         return None
 
     with gr.Tab("Data (admin)", id="data") as tab:
-        gr.Markdown("Import X/Twitter exports, filter them through the funnel, review the survivors one by one, "
-                    "and export a training dataset. Admins only.")
+        gr.Markdown(
+            "Import X/Twitter exports, filter them through the funnel, review the survivors one by one, "
+            "and export a training dataset. Admins only."
+        )
         admin_msg = gr.Markdown("", elem_id="data-admin-msg")
         collect_panel = build_collect_panel(ctx, denied)  # X API / Apify → <data_dir>/collect/*.jsonl
 
@@ -98,49 +102,109 @@ def build_data_tab(ctx) -> None:
         with gr.Accordion("1 · Import and filter", open=True, elem_id="data-import-panel"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    files = gr.File(label="Export files (X API v2 / v1.1 JSON(L), Apify JSON, pairs JSONL, CSV; .gz ok)",
-                                    file_count="multiple", type="filepath", elem_id="data-files")
-                    server_path = gr.Textbox(label="…or server path(s) for big files (one per line)", lines=1,
-                                             placeholder="/data/exports/replies.jsonl.gz", elem_id="data-server-path")
-                    collect_panel.path.change(None, [collect_panel.path], [server_path], js="(p) => p")  # browser-side copy
-                    mapping = gr.Textbox(label="Column mapping for generic CSV/JSONL (optional JSON: our field → your column)", lines=2,
-                                         placeholder='{"tweet": "parent_text", "reply": "text", "likes": "like_count"}', elem_id="data-mapping")
+                    files = gr.File(
+                        label="Export files (X API v2 / v1.1 JSON(L), Apify JSON, pairs JSONL, CSV; .gz ok)",
+                        file_count="multiple",
+                        type="filepath",
+                        elem_id="data-files",
+                    )
+                    server_path = gr.Textbox(
+                        label="…or server path(s) for big files (one per line)",
+                        lines=1,
+                        placeholder="/data/exports/replies.jsonl.gz",
+                        elem_id="data-server-path",
+                    )
+                    collect_panel.path.change(
+                        None, [collect_panel.path], [server_path], js="(p) => p"
+                    )  # browser-side copy
+                    mapping = gr.Textbox(
+                        label="Column mapping for generic CSV/JSONL (optional JSON: our field → your column)",
+                        lines=2,
+                        placeholder='{"tweet": "parent_text", "reply": "text", "likes": "like_count"}',
+                        elem_id="data-mapping",
+                    )
                 with gr.Column(scale=2):
-                    ds_name = gr.Textbox(label="Review dataset name", placeholder="empty = the file's name", elem_id="data-dataset-name",
-                                         info="letters, digits, '.', '_' or '-'")
-                    replace = gr.Checkbox(label="Replace existing dataset (its review decisions are lost)", value=False, elem_id="data-replace")
+                    ds_name = gr.Textbox(
+                        label="Review dataset name",
+                        placeholder="empty = the file's name",
+                        elem_id="data-dataset-name",
+                        info="letters, digits, '.', '_' or '-'",
+                    )
+                    replace = gr.Checkbox(
+                        label="Replace existing dataset (its review decisions are lost)",
+                        value=False,
+                        elem_id="data-replace",
+                    )
                     run_btn = gr.Button("Import, filter and dedup", variant="primary", elem_id="data-import")
             with gr.Accordion("Filter settings (empty number = no bound)", open=False):
                 with gr.Row():
-                    min_chars = gr.Number(value=d.min_reply_chars, precision=0, label="min reply chars", elem_id="data-min-chars")
-                    max_chars = gr.Number(value=d.max_reply_chars, precision=0, label="max reply chars", elem_id="data-max-chars")
-                    min_f = gr.Number(value=d.min_author_followers, precision=0, label="min author followers", elem_id="data-min-followers")
-                    max_f = gr.Number(value=d.max_author_followers, precision=0, label="max author followers", elem_id="data-max-followers")
+                    min_chars = gr.Number(
+                        value=d.min_reply_chars, precision=0, label="min reply chars", elem_id="data-min-chars"
+                    )
+                    max_chars = gr.Number(
+                        value=d.max_reply_chars, precision=0, label="max reply chars", elem_id="data-max-chars"
+                    )
+                    min_f = gr.Number(
+                        value=d.min_author_followers,
+                        precision=0,
+                        label="min author followers",
+                        elem_id="data-min-followers",
+                    )
+                    max_f = gr.Number(
+                        value=d.max_author_followers,
+                        precision=0,
+                        label="max author followers",
+                        elem_id="data-max-followers",
+                    )
                 with gr.Row():
-                    min_delay = gr.Number(value=d.min_time_diff_seconds, precision=0, label="min seconds after the tweet", elem_id="data-min-delay")
+                    min_delay = gr.Number(
+                        value=d.min_time_diff_seconds,
+                        precision=0,
+                        label="min seconds after the tweet",
+                        elem_id="data-min-delay",
+                    )
                     min_likes = gr.Number(value=d.min_likes, precision=0, label="min likes", elem_id="data-min-likes")
-                    langs = gr.Textbox(value=",".join(d.languages or ()), label="languages (comma list; empty = any)", elem_id="data-languages")
+                    langs = gr.Textbox(
+                        value=",".join(d.languages or ()),
+                        label="languages (comma list; empty = any)",
+                        elem_id="data-languages",
+                    )
                 with gr.Row():
                     excl_urls = gr.Checkbox(value=d.exclude_urls, label="drop replies with links")
                     excl_media = gr.Checkbox(value=d.exclude_media, label="drop replies with media")
                     dedup_exact = gr.Checkbox(value=d.dedup_exact, label="drop exact duplicates")
                     guess_lang = gr.Checkbox(value=d.guess_missing_language, label="guess missing language")
                 with gr.Row():
-                    semantic_on = gr.Checkbox(value=True, label="semantic dedup (MiniLM embeddings)", elem_id="data-semantic")
-                    threshold = gr.Slider(0.5, 1.0, value=0.85, step=0.01, label="near-duplicate cosine threshold", elem_id="data-threshold")
+                    semantic_on = gr.Checkbox(
+                        value=True, label="semantic dedup (MiniLM embeddings)", elem_id="data-semantic"
+                    )
+                    threshold = gr.Slider(
+                        0.5,
+                        1.0,
+                        value=0.85,
+                        step=0.01,
+                        label="near-duplicate cosine threshold",
+                        elem_id="data-threshold",
+                    )
             import_status = gr.Markdown("", elem_id="data-import-status")
             fmt_md = gr.Markdown("", elem_id="data-format")
             with gr.Row():
                 funnel_plot = gr.Plot(label="Filter funnel", elem_id="data-funnel-plot")
-                funnel_table = gr.Dataframe(headers=FUNNEL_HEADERS, interactive=False, label="Funnel", elem_id="data-funnel-table")
+                funnel_table = gr.Dataframe(
+                    headers=FUNNEL_HEADERS, interactive=False, label="Funnel", elem_id="data-funnel-table"
+                )
             report_md = gr.Markdown("", elem_id="data-import-report")
 
         # ---------------------------------------------------------------- review
         with gr.Accordion("2 · Review", open=True):
             with gr.Column(elem_id="review-panel"):
                 with gr.Row():
-                    dataset_dd = gr.Dropdown(choices=[], value=None, label="Review dataset", scale=3, elem_id="review-dataset")
-                    status_filter = gr.Radio(list(svc.FILTER_CHOICES), value="pending", label="Show", scale=3, elem_id="review-filter")
+                    dataset_dd = gr.Dropdown(
+                        choices=[], value=None, label="Review dataset", scale=3, elem_id="review-dataset"
+                    )
+                    status_filter = gr.Radio(
+                        list(svc.FILTER_CHOICES), value="pending", label="Show", scale=3, elem_id="review-filter"
+                    )
                     refresh_btn = gr.Button("Refresh", size="sm", scale=1, elem_id="review-refresh")
                 progress_bar = gr.HTML(svc.progress_html(None), js_on_load=None, elem_id="review-progress")
                 position_md = gr.Markdown("", elem_id="review-position")
@@ -148,10 +212,16 @@ def build_data_tab(ctx) -> None:
                 with gr.Row():
                     with gr.Column(scale=3):
                         tweet_tb = gr.Textbox(label="Tweet", lines=3, interactive=False, elem_id="review-tweet")
-                        reply_tb = gr.Textbox(label="Reply (original)", lines=3, interactive=False, elem_id="review-reply")
+                        reply_tb = gr.Textbox(
+                            label="Reply (original)", lines=3, interactive=False, elem_id="review-reply"
+                        )
                         stats_md = gr.Markdown("", elem_id="review-stats")
-                        edit_tb = gr.Textbox(label="Reply to train on (edit here, then Save edit)", lines=3, max_lines=8,
-                                             elem_id="review-edit")
+                        edit_tb = gr.Textbox(
+                            label="Reply to train on (edit here, then Save edit)",
+                            lines=3,
+                            max_lines=8,
+                            elem_id="review-edit",
+                        )
                     with gr.Column(scale=2):
                         gr.Markdown("**Why it passed the filters**")
                         why_md = gr.Markdown("", elem_id="review-why")
@@ -169,19 +239,28 @@ def build_data_tab(ctx) -> None:
 
         # ---------------------------------------------------------------- export
         with gr.Accordion("3 · Export", open=True):
-            gr.Markdown("Exports the **kept and edited** pairs of the review dataset selected above (edits replace the original "
-                        "text) to `datasets/<name>/` under the data dir: train/eval split grouped by tweet, JSONL, a "
-                        "`datasets` folder and a dataset card. The Training tab lists these.")
+            gr.Markdown(
+                "Exports the **kept and edited** pairs of the review dataset selected above (edits replace the "
+                "original "
+                "text) to `datasets/<name>/` under the data dir: train/eval split grouped by tweet, JSONL, a "
+                "`datasets` folder and a dataset card. The Training tab lists these."
+            )
             with gr.Row():
-                export_name = gr.Textbox(label="Export name", placeholder="empty = the review dataset's name", elem_id="export-name", scale=2)
+                export_name = gr.Textbox(
+                    label="Export name", placeholder="empty = the review dataset's name", elem_id="export-name", scale=2
+                )
                 eval_frac = gr.Slider(0.0, 0.5, value=0.1, step=0.05, label="eval fraction", scale=2)
                 seed = gr.Number(value=42, precision=0, label="seed", scale=1)
             with gr.Row():
                 include_pending = gr.Checkbox(value=False, label="also export pairs nobody reviewed")
-                overwrite = gr.Checkbox(value=False, label="overwrite an export with the same name", elem_id="export-overwrite")
+                overwrite = gr.Checkbox(
+                    value=False, label="overwrite an export with the same name", elem_id="export-overwrite"
+                )
                 export_btn = gr.Button("Export", variant="primary", elem_id="export-go")
             export_status = gr.Markdown("", elem_id="export-status")
-            export_file = gr.File(label="Download the export (zip)", interactive=False, visible=False, elem_id="export-download")
+            export_file = gr.File(
+                label="Download the export (zip)", interactive=False, visible=False, elem_id="export-download"
+            )
             with gr.Accordion("Dataset card", open=False, elem_id="export-card-panel"):
                 card_md = gr.Markdown("", elem_id="export-card")
                 hist = gr.Gallery(label="Histograms", columns=2, height=260, elem_id="export-hists")
@@ -199,8 +278,17 @@ def build_data_tab(ctx) -> None:
         if it is None:
             return [None, svc.progress_html(v.progress), v.position_markdown(), "", "", "", "", "", msg]
         why = "\n".join(f"- ✓ {line}" for line in svc.why_passed(it.pair, v.meta))
-        return [it.index, svc.progress_html(v.progress), v.position_markdown(), it.pair.tweet, it.original_reply,
-                svc.pair_stats_markdown(it.pair), why, it.reply, msg]
+        return [
+            it.index,
+            svc.progress_html(v.progress),
+            v.position_markdown(),
+            it.pair.tweet,
+            it.original_reply,
+            svc.pair_stats_markdown(it.pair),
+            why,
+            it.reply,
+            msg,
+        ]
 
     def dataset_choices() -> list[tuple[str, str]]:
         return [(f"{x['name']} — {x['reviewed']}/{x['total']} reviewed", x["name"]) for x in store.datasets()]
@@ -216,8 +304,11 @@ def build_data_tab(ctx) -> None:
         """Tab opened / Refresh: dataset list, the review where it stands, exports. Nothing for non-admins."""
         no = denied(request)
         if no:
-            return ([no, gr.update(choices=[], value=None)] + render(svc.ReviewView(None, "pending", None, 0, 0, None), no)
-                    + [[], "", None, []])
+            return (
+                [no, gr.update(choices=[], value=None)]
+                + render(svc.ReviewView(None, "pending", None, 0, 0, None), no)
+                + [[], "", None, []]
+            )
         try:
             choices = dataset_choices()
             names = [v for _, v in choices]
@@ -234,8 +325,28 @@ def build_data_tab(ctx) -> None:
     tab.select(on_open, [dataset_dd, status_filter], open_outputs)
     refresh_btn.click(on_open, [dataset_dd, status_filter], open_outputs)
 
-    def on_import(up, paths, mapping_text, name, repl, mn_c, mx_c, urls, mn_f, mx_f, delay, media, likes, exact, lang_text, guess,
-                  sem_on, thr, request: gr.Request, progress=gr.Progress()):
+    def on_import(
+        up,
+        paths,
+        mapping_text,
+        name,
+        repl,
+        mn_c,
+        mx_c,
+        urls,
+        mn_f,
+        mx_f,
+        delay,
+        media,
+        likes,
+        exact,
+        lang_text,
+        guess,
+        sem_on,
+        thr,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):
         nothing = [gr.update()] * 5
         cleared = ["", gr.update(visible=False, value=None), ""]  # a new import makes the last export's lines stale
         no = denied(request)
@@ -245,23 +356,49 @@ def build_data_tab(ctx) -> None:
         try:
             sources = svc.resolve_sources(up, paths)
             cfg = svc.make_filter_config(
-                min_reply_chars=mn_c, max_reply_chars=mx_c, exclude_urls=urls, min_author_followers=mn_f, max_author_followers=mx_f,
-                min_time_diff_seconds=delay, exclude_media=media, min_likes=likes, dedup_exact=exact, languages=lang_text,
-                guess_missing_language=guess)
+                min_reply_chars=mn_c,
+                max_reply_chars=mx_c,
+                exclude_urls=urls,
+                min_author_followers=mn_f,
+                max_author_followers=mx_f,
+                min_time_diff_seconds=delay,
+                exclude_media=media,
+                min_likes=likes,
+                dedup_exact=exact,
+                languages=lang_text,
+                guess_missing_language=guess,
+            )
             col_map = svc.parse_mapping(mapping_text)
             dataset = (name or "").strip() or svc.default_dataset_name(sources)
-            out = svc.import_to_review(sources, data_dir, dataset, mapping=col_map, filter_config=cfg,
-                                       semantic_threshold=float(thr) if sem_on else None, replace=bool(repl),
-                                       cache_dir=emb_cache, store=store, progress=lambda f, desc: progress(f, desc=desc))
+            out = svc.import_to_review(
+                sources,
+                data_dir,
+                dataset,
+                mapping=col_map,
+                filter_config=cfg,
+                semantic_threshold=float(thr) if sem_on else None,
+                replace=bool(repl),
+                cache_dir=emb_cache,
+                store=store,
+                progress=lambda f, desc: progress(f, desc=desc),
+            )
         except (ValueError, KeyError, OSError) as exc:
             return [show_names(_err(exc), sources + list(up or []))] + ["", None, [], ""] + [gr.update()] + cleared
         except Exception as exc:
             log.exception("import failed")
-            return [f"⚠️ Import failed ({type(exc).__name__}); nothing was stored. See the server log."] + nothing + cleared
+            return (
+                [f"⚠️ Import failed ({type(exc).__name__}); nothing was stored. See the server log."] + nothing + cleared
+            )
         fmt = "**Detected format:** " + "; ".join(inert(f) for f in out.formats)
         choices = dataset_choices()
-        return [show_names(import_headline(out.funnel, out.summary()), sources), fmt, out.funnel.plot(), svc.funnel_rows(out.funnel),
-                show_names(svc.import_report_markdown(out), sources), gr.update(choices=choices, value=out.dataset)] + cleared
+        return [
+            show_names(import_headline(out.funnel, out.summary()), sources),
+            fmt,
+            out.funnel.plot(),
+            svc.funnel_rows(out.funnel),
+            show_names(svc.import_report_markdown(out), sources),
+            gr.update(choices=choices, value=out.dataset),
+        ] + cleared
 
     def on_load_review(dataset, flt, request: gr.Request):
         no = denied(request)
@@ -274,11 +411,31 @@ def build_data_tab(ctx) -> None:
 
     run_btn.click(
         on_import,
-        [files, server_path, mapping, ds_name, replace, min_chars, max_chars, excl_urls, min_f, max_f, min_delay, excl_media,
-         min_likes, dedup_exact, langs, guess_lang, semantic_on, threshold],
+        [
+            files,
+            server_path,
+            mapping,
+            ds_name,
+            replace,
+            min_chars,
+            max_chars,
+            excl_urls,
+            min_f,
+            max_f,
+            min_delay,
+            excl_media,
+            min_likes,
+            dedup_exact,
+            langs,
+            guess_lang,
+            semantic_on,
+            threshold,
+        ],
         [import_status, fmt_md, funnel_plot, funnel_table, report_md, dataset_dd, export_status, export_file, card_md],
-        concurrency_limit=1, concurrency_id="data-import",
+        concurrency_limit=1,
+        concurrency_id="data-import",
     ).then(on_load_review, [dataset_dd, status_filter], view_outputs)
+
     def on_summary(dataset, request: gr.Request):
         if denied(request):
             return [gr.update()] * 3
@@ -288,7 +445,8 @@ def build_data_tab(ctx) -> None:
             return [_err(exc), None, []]
 
     dataset_dd.input(on_load_review, [dataset_dd, status_filter], view_outputs).then(
-        on_summary, [dataset_dd], [fmt_md, funnel_plot, funnel_table])
+        on_summary, [dataset_dd], [fmt_md, funnel_plot, funnel_table]
+    )
     status_filter.input(on_load_review, [dataset_dd, status_filter], view_outputs)
 
     def make_nav(direction: int):
@@ -300,6 +458,7 @@ def build_data_tab(ctx) -> None:
                 return render(svc.step(store, dataset, flt or "pending", idx, direction))
             except (ValueError, KeyError, IndexError) as exc:
                 return keep_view + [_err(exc)]
+
         return on_nav
 
     prev_btn.click(make_nav(-1), [dataset_dd, status_filter, cur], view_outputs)
@@ -315,11 +474,15 @@ def build_data_tab(ctx) -> None:
             try:
                 item = svc.record_decision(store, dataset, idx, decision, reviewer=_reviewer(request))
                 flt = flt or "pending"
-                view = (svc.advance_after_decision(store, dataset, flt, item.index) if decision != "pending"
-                        else svc.review_view(store, dataset, flt, item.index))
+                view = (
+                    svc.advance_after_decision(store, dataset, flt, item.index)
+                    if decision != "pending"
+                    else svc.review_view(store, dataset, flt, item.index)
+                )
             except (ValueError, KeyError, IndexError) as exc:
                 return keep_view + [_err(exc)]
             return render(view, f"{verb} {inert(item.pair_id)}.")
+
         return on_decide
 
     keep_btn.click(make_decide("keep"), [dataset_dd, status_filter, cur], view_outputs)
@@ -337,8 +500,11 @@ def build_data_tab(ctx) -> None:
         # Stay on the pair (even when the filter no longer matches it) so the saved text is visible.
         v = svc.review_view(store, dataset, "all", item.index)
         v.status_filter = flt or "pending"
-        msg = (f"Saved the edit of {inert(item.pair_id)} (the original is kept). Press j / Next to go on."
-               if item.status == "edited" else f"The text equals the original, so {inert(item.pair_id)} is marked kept.")
+        msg = (
+            f"Saved the edit of {inert(item.pair_id)} (the original is kept). Press j / Next to go on."
+            if item.status == "edited"
+            else f"The text equals the original, so {inert(item.pair_id)} is marked kept."
+        )
         out = render(v, msg)
         out[2] = f"Pair {item.index + 1} of {v.count} (all) · id {inert(item.pair_id)} · status **{item.status}**"
         return out
@@ -352,17 +518,32 @@ def build_data_tab(ctx) -> None:
         if not dataset:
             return "⚠️ Pick a review dataset above first.", gr.update(), gr.update(), gr.update(), gr.update()
         try:
-            info = export_dataset(data_dir, dataset, (name or "").strip() or None, store=store, eval_fraction=float(frac),
-                                  seed=int(sd if sd is not None else 42), include_pending=bool(pending), overwrite=bool(over))
+            info = export_dataset(
+                data_dir,
+                dataset,
+                (name or "").strip() or None,
+                store=store,
+                eval_fraction=float(frac),
+                seed=int(sd if sd is not None else 42),
+                include_pending=bool(pending),
+                overwrite=bool(over),
+            )
         except (ValueError, KeyError, OSError) as exc:
             return _err(exc), gr.update(), gr.update(), gr.update(), gr.update(visible=False, value=None)
         except Exception as exc:
             log.exception("export failed")
-            return (f"⚠️ Export failed ({type(exc).__name__}). See the server log.", gr.update(), gr.update(), gr.update(),
-                    gr.update(visible=False, value=None))
+            return (
+                f"⚠️ Export failed ({type(exc).__name__}). See the server log.",
+                gr.update(),
+                gr.update(),
+                gr.update(),
+                gr.update(visible=False, value=None),
+            )
         warn = export_size_warning(info.n_total, info.n_train, info.n_eval)
-        msg = (f"{'⚠️' if warn else '✅'} Exported **{inert(info.name)}**: {info.n_total} pairs ({info.n_train} train / "
-               f"{info.n_eval} eval, {info.n_edited} edited) to {inert(info.path)}" + (f"\n\n{warn}" if warn else ""))
+        msg = (
+            f"{'⚠️' if warn else '✅'} Exported **{inert(info.name)}**: {info.n_total} pairs ({info.n_train} train / "
+            f"{info.n_eval} eval, {info.n_edited} edited) to {inert(info.path)}" + (f"\n\n{warn}" if warn else "")
+        )
         imgs = []
         try:
             from PIL import Image
@@ -373,10 +554,21 @@ def build_data_tab(ctx) -> None:
         except OSError:
             pass
         archive = shutil.make_archive(str(Path(tempfile.mkdtemp(prefix="export-")) / info.name), "zip", info.path)
-        return msg, svc.card_markdown(info.path), imgs, svc.export_rows(data_dir), gr.update(visible=True, value=archive)
+        return (
+            msg,
+            svc.card_markdown(info.path),
+            imgs,
+            svc.export_rows(data_dir),
+            gr.update(visible=True, value=archive),
+        )
 
-    export_btn.click(on_export, [dataset_dd, export_name, eval_frac, seed, include_pending, overwrite],
-                     [export_status, card_md, hist, exports_df, export_file], concurrency_limit=1, concurrency_id="data-export")
+    export_btn.click(
+        on_export,
+        [dataset_dd, export_name, eval_frac, seed, include_pending, overwrite],
+        [export_status, card_md, hist, exports_df, export_file],
+        concurrency_limit=1,
+        concurrency_id="data-export",
+    )
 
     def on_exports_refresh(request: gr.Request):
         no = denied(request)

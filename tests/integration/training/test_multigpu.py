@@ -2,6 +2,7 @@
 2-process runs on the CPU (gloo, through the same `accelerate launch --multi_gpu` command) of the trainer and of the
 scaling benchmark. No GPU needed; the GPU-only parts (NCCL, FSDP) are what bench/gpu_train.py --gpus 2 measures.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,9 +72,19 @@ def test_several_gpus_launch_accelerate_ddp(tmp_path, gpus):
     assert cmd[:3] == ["/py", "-m", "accelerate.commands.launch"]
     opts, train = split(cmd)
     assert opts["--num_processes"] == str(len(gpus)) and opts["--num_machines"] == "1"
-    assert opts["--mixed_precision"] == "bf16" and opts["--multi_gpu"] is True and opts["--main_process_port"] == "29611"
+    assert (
+        opts["--mixed_precision"] == "bf16" and opts["--multi_gpu"] is True and opts["--main_process_port"] == "29611"
+    )
     assert not any(k.startswith("--fsdp") or k == "--use_fsdp" for k in opts)
-    assert train == ["-m", "training.train", "--config", str(tmp_path / "run.yaml"), "--run-dir", str(tmp_path), "--resume"]
+    assert train == [
+        "-m",
+        "training.train",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--run-dir",
+        str(tmp_path),
+        "--resume",
+    ]
     env = build_env(cfg(gpus=gpus), base={})
     assert env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, gpus)) and int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) >= 60
     # the runner's spec picks a free rendezvous port
@@ -94,12 +105,19 @@ def test_fsdp_flags_and_decoder_layer_class(tmp_path):
     opts, train = split(cmd)
     assert opts["--use_fsdp"] is True and "--multi_gpu" not in opts  # accelerate refuses both together
     assert opts["--fsdp_version"] == "2" and opts["--fsdp_reshard_after_forward"] == "true"  # FSDP2 FULL_SHARD
-    assert opts["--fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and opts["--fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    assert (
+        opts["--fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        and opts["--fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    )
     assert opts["--fsdp_transformer_layer_cls_to_wrap"] == "Qwen3DecoderLayer"
     a1 = accelerate_args(2, fsdp=True, fsdp_version=1)
     v1 = dict(zip(a1, a1[1:]))
-    assert v1["--fsdp_sharding_strategy"] == "FULL_SHARD" and v1["--fsdp_use_orig_params"] == "true"  # FSDP1 still buildable
-    assert opts["--num_processes"] == "2" and opts["--mixed_precision"] == "bf16" and train[:2] == ["-m", "training.train"]
+    assert (
+        v1["--fsdp_sharding_strategy"] == "FULL_SHARD" and v1["--fsdp_use_orig_params"] == "true"
+    )  # FSDP1 still buildable
+    assert (
+        opts["--num_processes"] == "2" and opts["--mixed_precision"] == "bf16" and train[:2] == ["-m", "training.train"]
+    )
     assert decoder_layer_class("") == "LlamaDecoderLayer"  # the embedded SmolLM2
     assert decoder_layer_class("Qwen/Qwen3-8B") == "Qwen3DecoderLayer"  # not cached here: named from the id
 
@@ -109,8 +127,16 @@ def test_accelerate_itself_accepts_the_commands(tmp_path):
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    v1 = ["/py", *accelerate_args(2, fsdp=True, fsdp_version=1, fsdp_layer_cls="Qwen3DecoderLayer"), "-m", "training.train",
-          "--config", str(tmp_path / "run.yaml"), "--run-dir", str(tmp_path)]
+    v1 = [
+        "/py",
+        *accelerate_args(2, fsdp=True, fsdp_version=1, fsdp_layer_cls="Qwen3DecoderLayer"),
+        "-m",
+        "training.train",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--run-dir",
+        str(tmp_path),
+    ]
     for mode in ("ddp", "fsdp", "fsdp1"):
         c = cfg(gpus=[0, 1], distributed=mode[:4], base_model="Qwen/Qwen3-8B")
         cmd = v1 if mode == "fsdp1" else build_command(c, tmp_path, "/py", port=29612)
@@ -121,10 +147,21 @@ def test_accelerate_itself_accepts_the_commands(tmp_path):
         env = prepare_multi_gpu_env(args)
         assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
         if mode == "fsdp":
-            assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2" and env["FSDP_RESHARD_AFTER_FORWARD"] == "true"
-            assert env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "Qwen3DecoderLayer" and env["FSDP_STATE_DICT_TYPE"] == "SHARDED_STATE_DICT"
+            assert (
+                env["ACCELERATE_USE_FSDP"] == "true"
+                and env["FSDP_VERSION"] == "2"
+                and env["FSDP_RESHARD_AFTER_FORWARD"] == "true"
+            )
+            assert (
+                env["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "Qwen3DecoderLayer"
+                and env["FSDP_STATE_DICT_TYPE"] == "SHARDED_STATE_DICT"
+            )
         if mode == "fsdp1":
-            assert env["FSDP_VERSION"] == "1" and env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD" and env["FSDP_USE_ORIG_PARAMS"] == "true"
+            assert (
+                env["FSDP_VERSION"] == "1"
+                and env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD"
+                and env["FSDP_USE_ORIG_PARAMS"] == "true"
+            )
 
 
 def test_qlora_with_fsdp_and_unknown_modes_are_refused(tmp_path):
@@ -134,7 +171,9 @@ def test_qlora_with_fsdp_and_unknown_modes_are_refused(tmp_path):
         validate(cfg(distributed="zero3"))
     assert validate(cfg(gpus=[0, 1], distributed="fsdp"), cuda=True) == []
     assert any("only when gpus lists 2" in w for w in validate(cfg(gpus=[0], distributed="fsdp"), cuda=True))
-    assert validate(TrainConfig.from_dict({"gpus": [0, 1], "load_in_4bit": True}), cuda=True) == []  # QLoRA + DDP is fine
+    assert (
+        validate(TrainConfig.from_dict({"gpus": [0, 1], "load_in_4bit": True}), cuda=True) == []
+    )  # QLoRA + DDP is fine
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
     with pytest.raises(ValueError, match="4-bit QLoRA"):
         mgr.start({"gpus": [0, 1], "distributed": "fsdp", "load_in_4bit": True})
@@ -205,7 +244,10 @@ def test_two_process_run_one_log_writer_one_adapter(tiny_dir, tmp_path):
     log = (h.run_dir / "train.log").read_text()
     assert st.state == "completed", f"{st.error}\n{log[-4000:]}"
     assert mgr._procs[h.run_id].wait(timeout=30) == 0  # the launcher exits 0 only when every rank did
-    assert "accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no" in log and "--multi_gpu" in log
+    assert (
+        "accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no" in log
+        and "--multi_gpu" in log
+    )
     ranks = rank_results(log)
     assert sorted(ranks) == [0, 1] and all(r["state"] == "completed" for r in ranks.values())
     assert ranks[0]["adapter_path"] and ranks[1]["adapter_path"] is None  # rank 0 alone saves
@@ -239,15 +281,21 @@ def test_two_process_run_one_log_writer_one_adapter(tiny_dir, tmp_path):
 @pytest.mark.slow
 def test_stop_reaches_every_rank_and_all_stop_at_the_same_step(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
-    h = mgr.start(run_config(tiny_dir, run_name="ddp-stop", max_steps=400, eval_steps=200, save_steps=200),
-                  env={CPU_PROCESSES_ENV: "2"})
+    h = mgr.start(
+        run_config(tiny_dir, run_name="ddp-stop", max_steps=400, eval_steps=200, save_steps=200),
+        env={CPU_PROCESSES_ENV: "2"},
+    )
     wait_for(mgr, h.run_id, lambda s: s.state == "running" and s.step >= 2)
     st = mgr.stop(h.run_id, timeout=90)
     log = (h.run_dir / "train.log").read_text()
     assert st.state == "stopped" and not st.active, log[-4000:]
     assert not pid_alive(h.pid) and not workers_of(h.run_dir)  # the launcher and both workers are gone
-    ends = {int(m[1]): (int(m[2]), m[3], m[4]) for m in
-            re.finditer(r"Rank (\d) of 2 finished training at step (\d+) \(stop requested: (\w+); own stop signal: (\w+)\)", log)}
+    ends = {
+        int(m[1]): (int(m[2]), m[3], m[4])
+        for m in re.finditer(
+            r"Rank (\d) of 2 finished training at step (\d+) \(stop requested: (\w+); own stop signal: (\w+)\)", log
+        )
+    }
     assert sorted(ends) == [0, 1], log[-4000:]
     assert ends[0] == ends[1] == (st.step, "True", "True")  # each rank's SIGTERM handler fired; same step on both
     assert 2 <= st.step < 400
@@ -261,8 +309,14 @@ def test_stop_reaches_every_rank_and_all_stop_at_the_same_step(tiny_dir, tmp_pat
 @pytest.mark.slow
 def test_bench_scaling_runs_its_multi_process_path_on_cpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "bench/gpu_train.py", "--gpus", "2", "--cpu-smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_train.py", "--gpus", "2", "--cpu-smoke"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "accelerate.commands.launch --num_processes 2" in proc.stdout
     (path,) = tmp_path.glob("gpu-train-ddp-cpu-smoke-*.json")
@@ -271,7 +325,14 @@ def test_bench_scaling_runs_its_multi_process_path_on_cpu(tmp_path):
     for mode, res in r["modes"].items():
         one, two = res["one_gpu"], res["n_gpus"]
         assert (one["world"], one["ddp"], two["world"], two["ddp"]) == (1, False, 2, True)
-        assert (one["mode"], two["mode"], two["grad_ckpt"], two["quantized"]) == (mode, mode, mode == "qlora", False)  # no 4-bit on CPU
+        assert (one["mode"], two["mode"], two["grad_ckpt"], two["quantized"]) == (
+            mode,
+            mode,
+            mode == "qlora",
+            False,
+        )  # no 4-bit on CPU
         assert two["replicas_in_sync"] and two["tokens"] > 1.8 * one["tokens"]  # both ranks' tokens are counted
-        assert res["scaling"] == pytest.approx(two["tokens_per_s"] / one["tokens_per_s"]) and res["target_scaling"] == 1.8
+        assert (
+            res["scaling"] == pytest.approx(two["tokens_per_s"] / one["tokens_per_s"]) and res["target_scaling"] == 1.8
+        )
         assert f"{mode}: scaling = tok/s(2) / tok/s(1)" in proc.stdout

@@ -1,4 +1,5 @@
 """Background runs: real subprocesses on a tiny Qwen3 — progress, one-at-a-time lock, stop, resume, crashes."""
+
 from __future__ import annotations
 
 import os
@@ -16,15 +17,19 @@ from training.runner import RunError, RunManager, pid_alive
 
 WAIT = 120  # generous: the box may be shared with other test runs
 
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return save_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3-runner"), init_std=0.2)
 
+
 def run_config(tiny_dir: Path, **kw):
     return tiny_run_config(tiny_dir, **kw)
 
+
 def wait_for(mgr: RunManager, run_id: str, pred, timeout: float = WAIT):
     return _wait_for(mgr, run_id, pred, timeout, tail=40)
+
 
 def test_start_progress_lock_stop_resume(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
@@ -61,11 +66,16 @@ def test_start_progress_lock_stop_resume(tiny_dir, tmp_path):
     runs = mgr.runs()
     assert [r["run_id"] for r in runs] == ["bg"]
     r = runs[0]
-    assert r["state"] == "completed" and r["adapter_path"] == st.adapter_path and r["config"]["max_steps"] == stopped_at + 4
+    assert (
+        r["state"] == "completed"
+        and r["adapter_path"] == st.adapter_path
+        and r["config"]["max_steps"] == stopped_at + 4
+    )
     assert r["metrics"]["eval_loss"] is not None
     assert Path(r["wandb_dir"]).name.startswith("offline-run-") and Path(r["wandb_dir"]).is_dir()  # WANDB_MODE=offline
     with sqlite3.connect(tmp_path / "data" / "runs.sqlite3") as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
 
 def test_injected_failure_shows_failed_error_and_log_tail(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
@@ -81,6 +91,7 @@ def test_injected_failure_shows_failed_error_and_log_tail(tiny_dir, tmp_path):
     assert mgr.active_run() is None
     assert {r["run_id"]: r["error"] for r in mgr.runs()}["crash"] == st.error
 
+
 def test_killed_process_is_reported_failed_with_log(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
     h = mgr.start(run_config(tiny_dir, run_name="killed"))
@@ -92,6 +103,7 @@ def test_killed_process_is_reported_failed_with_log(tiny_dir, tmp_path):
     # a fresh manager (an app restart) sees the same state from the files and the registry
     again = RunManager(tmp_path / "data", tmp_path / "adapters").status(h.run_id)
     assert again.state == "failed" and again.error == st.error
+
 
 def test_bad_config_and_unknown_run_are_refused(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")

@@ -1,4 +1,5 @@
 """The shared context: one env reader, and stores that exist whether or not a model loaded."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,15 +16,35 @@ from arena.ui import build_leaderboard_tab
 from security.session import COOKIE_NAME
 
 
-@pytest.mark.parametrize("raw,want", [("1", True), ("true", True), ("yes", True), ("YES", True), ("on", True),
-                                      ("0", False), ("false", False), ("no", False), ("", False), (None, False)])
+@pytest.mark.parametrize(
+    "raw,want",
+    [
+        ("1", True),
+        ("true", True),
+        ("yes", True),
+        ("YES", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_one_boolean_parser(raw, want):
     assert env_flag(raw) is want
 
 
 def test_settings_from_env_and_flags_override(tmp_path: Path):
-    env = {"LOAD_IN_4BIT": "yes", "DATA_DIR": str(tmp_path / "d"), "REPLY_ARENA_MAX_NEW_TOKENS": "32",
-           "ADMIN_USERS": "Alice, bob", "SPACE_ID": "me/space", "SYSTEM": "spaces", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "LOAD_IN_4BIT": "yes",
+        "DATA_DIR": str(tmp_path / "d"),
+        "REPLY_ARENA_MAX_NEW_TOKENS": "32",
+        "ADMIN_USERS": "Alice, bob",
+        "SPACE_ID": "me/space",
+        "SYSTEM": "spaces",
+        "HF_HUB_OFFLINE": "1",
+    }
     s = Settings.from_env(env)
     assert s.load_in_4bit is True and s.offline is True and s.max_new_tokens == 32
     assert s.data_dir == tmp_path / "d" and s.admin_users == {"alice", "bob"} and s.on_space
@@ -34,8 +55,19 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
 
 
 def _vote(bid: str) -> VoteRecord:
-    return VoteRecord(battle_id=bid, tweet="Coffee or tea?", contender_a="base", contender_b="rag", reply_a="Coffee.",
-                      reply_b="Tea.", settings={}, vote="a", session_hash="s", client_hash="c", app_version="t")
+    return VoteRecord(
+        battle_id=bid,
+        tweet="Coffee or tea?",
+        contender_a="base",
+        contender_b="rag",
+        reply_a="Coffee.",
+        reply_b="Tea.",
+        settings={},
+        vote="a",
+        session_hash="s",
+        client_hash="c",
+        app_version="t",
+    )
 
 
 def test_stores_exist_without_a_model_so_leaderboard_and_export_work(tmp_path: Path):

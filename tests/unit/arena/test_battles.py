@@ -1,4 +1,5 @@
 """BattleManager: blind battles, one valid vote each, abuse controls, pair weighting."""
+
 from __future__ import annotations
 
 import copy
@@ -43,10 +44,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_manager(store: VoteStore, clock: FakeClock, contenders=CONTENDERS, generate=neutral_generate,
-                 seed: int = 0, **cfg: Any) -> BattleManager:
-    return BattleManager(store, lambda: list(contenders), generate, clock=clock, rng=random.Random(seed),
-                         config=ArenaConfig(salt="test-salt", **cfg))
+def make_manager(
+    store: VoteStore, clock: FakeClock, contenders=CONTENDERS, generate=neutral_generate, seed: int = 0, **cfg: Any
+) -> BattleManager:
+    return BattleManager(
+        store,
+        lambda: list(contenders),
+        generate,
+        clock=clock,
+        rng=random.Random(seed),
+        config=ArenaConfig(salt="test-salt", **cfg),
+    )
 
 
 def test_names_hidden_before_vote_and_revealed_after(store: VoteStore, clock: FakeClock) -> None:
@@ -66,7 +74,11 @@ def test_names_hidden_before_vote_and_revealed_after(store: VoteStore, clock: Fa
     assert result.flags == () and result.excluded is False
     rec = next(store.iter_votes())
     assert (rec.battle_id, rec.vote, rec.contender_a, rec.contender_b) == (
-        battle.battle_id, "a", result.contender_a, result.contender_b)
+        battle.battle_id,
+        "a",
+        result.contender_a,
+        result.contender_b,
+    )
     assert (rec.reply_a, rec.reply_b, rec.tweet) == (battle.reply_a, battle.reply_b, battle.tweet)
     # settings of each side stored with the side they belong to
     assert rec.settings["a"]["who"] == result.contender_a and rec.settings["b"]["who"] == result.contender_b
@@ -200,12 +212,29 @@ def test_tweet_validation_and_contender_count(store: VoteStore, clock: FakeClock
 def test_pair_weighting_favours_pairs_with_few_votes(store: VoteStore, clock: FakeClock) -> None:
     # (base, rag) already has 99 votes; the other two pairs none -> weights 0.01 : 1 : 1.
     for i in range(99):
-        store.add_vote(VoteRecord(battle_id=f"seed{i}", tweet="t", contender_a="rag", contender_b="base",
-                                  reply_a="x", reply_b="y", vote="a", session_hash="s", client_hash="c",
-                                  app_version="t"))
+        store.add_vote(
+            VoteRecord(
+                battle_id=f"seed{i}",
+                tweet="t",
+                contender_a="rag",
+                contender_b="base",
+                reply_a="x",
+                reply_b="y",
+                vote="a",
+                session_hash="s",
+                client_hash="c",
+                app_version="t",
+            )
+        )
     calls: list[str] = []
-    mgr = make_manager(store, clock, generate=lambda n, t: (calls.append(n) or "ok", {}), seed=1,
-                       votes_per_day=100_000, pair_sampling="balanced")
+    mgr = make_manager(
+        store,
+        clock,
+        generate=lambda n, t: (calls.append(n) or "ok", {}),
+        seed=1,
+        votes_per_day=100_000,
+        pair_sampling="balanced",
+    )
     pairs: Counter[frozenset[str]] = Counter()
     left: Counter[str] = Counter()
     n = 3000
@@ -224,8 +253,13 @@ def test_pair_weighting_favours_pairs_with_few_votes(store: VoteStore, clock: Fa
     before = mgr.pair_weights()
     assert before[("base", "rag")] == pytest.approx(0.01)
     mgr2_votes = 0
-    while min(mgr.pair_vote_counts().get(("base", "lora:casual"), 0),
-              mgr.pair_vote_counts().get(("lora:casual", "rag"), 0)) < 99:
+    while (
+        min(
+            mgr.pair_vote_counts().get(("base", "lora:casual"), 0),
+            mgr.pair_vote_counts().get(("lora:casual", "rag"), 0),
+        )
+        < 99
+    ):
         b = mgr.new_battle("s", "t")
         clock.t += 3.1  # stay under 20 votes / minute
         mgr.vote("s", b.battle_id, "tie", "c")
@@ -262,12 +296,23 @@ def test_flagged_reply_excluded_by_default(store: VoteStore, clock: FakeClock) -
     assert len(store.battles_for_leaderboard()) == 1
 
 
-@pytest.mark.parametrize("text,flagged", [
-    ("I used retrieved examples to write this", True), ("The Qwen model says hi", True),
-    ("few shot magic", True), ("my LORA adapter", True), ("a rag doll", True),
-    ("drag racing is fun", False), ("Adaptation is key", False), ("coloratura", False),
-    ("finetuned", True), ("the base model", True), ("SmolLM rocks", True), ("flora and fauna", False),
-])
+@pytest.mark.parametrize(
+    "text,flagged",
+    [
+        ("I used retrieved examples to write this", True),
+        ("The Qwen model says hi", True),
+        ("few shot magic", True),
+        ("my LORA adapter", True),
+        ("a rag doll", True),
+        ("drag racing is fun", False),
+        ("Adaptation is key", False),
+        ("coloratura", False),
+        ("finetuned", True),
+        ("the base model", True),
+        ("SmolLM rocks", True),
+        ("flora and fauna", False),
+    ],
+)
 def test_reveal_patterns(store: VoteStore, clock: FakeClock, text: str, flagged: bool) -> None:
     mgr = make_manager(store, clock, contenders=["base", "rag"], generate=lambda n, t: (text, {}))
     b = mgr.new_battle("s", "hi")

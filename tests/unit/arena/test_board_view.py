@@ -1,4 +1,5 @@
 """The Leaderboard's words and ranks, checked against hand counts and scipy."""
+
 from __future__ import annotations
 
 import math
@@ -11,17 +12,29 @@ from generation.variants import friendly_name
 
 
 def _battles(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0) -> list[dict]:
-    return ([{"model_a": a, "model_b": b, "winner": "model_a"}] * a_wins + [{"model_a": a, "model_b": b, "winner": "model_b"}] * b_wins
-            + [{"model_a": a, "model_b": b, "winner": "tie"}] * ties)
+    return (
+        [{"model_a": a, "model_b": b, "winner": "model_a"}] * a_wins
+        + [{"model_a": a, "model_b": b, "winner": "model_b"}] * b_wins
+        + [{"model_a": a, "model_b": b, "winner": "tie"}] * ties
+    )
 
 
 def test_friendly_names():
-    assert [friendly_name(x) for x in ("base", "rag", "lora:v1", "other")] == ["Base", "RAG few-shot", "LoRA: v1", "other"]
+    assert [friendly_name(x) for x in ("base", "rag", "lora:v1", "other")] == [
+        "Base",
+        "RAG few-shot",
+        "LoRA: v1",
+        "other",
+    ]
 
 
 def test_arena_rank_counts_only_statistically_better():
-    cs = [{"ci_low": 1050, "ci_high": 1100}, {"ci_low": 990, "ci_high": 1060}, {"ci_low": 900, "ci_high": 1040},
-          {"ci_low": 800, "ci_high": 900}]
+    cs = [
+        {"ci_low": 1050, "ci_high": 1100},
+        {"ci_low": 990, "ci_high": 1060},
+        {"ci_low": 900, "ci_high": 1040},
+        {"ci_low": 800, "ci_high": 900},
+    ]
     # the 2nd overlaps the 1st; the 3rd's top (1040) is under the 1st's bottom (1050); the 4th is under the 1st and 2nd
     # (900 is not above 900, so the 3rd does not count).
     assert arena_rank(cs) == [1, 1, 2, 3]
@@ -57,14 +70,22 @@ def test_votes_to_settle_matches_power_of_the_exact_sign_test():
 
 def test_sentences():
     tied = compute_leaderboard(_battles("lora:v1", "base", 7, 7, ties=2), n_boot=0)["pairs"][0]
-    assert comparison_sentence(tied) in ("LoRA: v1 and Base are tied so far; about 180 more votes would settle a 10-point difference.",
-                                         "Base and LoRA: v1 are tied so far; about 180 more votes would settle a 10-point difference.")
+    assert comparison_sentence(tied) in (
+        "LoRA: v1 and Base are tied so far; about 180 more votes would settle a 10-point difference.",
+        "Base and LoRA: v1 are tied so far; about 180 more votes would settle a 10-point difference.",
+    )
     few = compute_leaderboard(_battles("lora:v1", "base", 3, 1), n_boot=0)["pairs"][0]
     s = comparison_sentence(few)
-    assert s.startswith("Only 4 decisive votes between LoRA: v1 and Base so far, too few to say;") and "190 more votes" in s
+    assert (
+        s.startswith("Only 4 decisive votes between LoRA: v1 and Base so far, too few to say;")
+        and "190 more votes" in s
+    )
     win = compute_leaderboard(_battles("lora:v1", "base", 30, 10), n_boot=0)["pairs"][0]
     p = stats.binomtest(30, 40, 0.5).pvalue
-    assert comparison_sentence(win) == f"LoRA: v1 beats Base: preferred in 75% of 40 decisive votes, unlikely to be chance (adjusted p {p:.3f})."
+    assert (
+        comparison_sentence(win)
+        == f"LoRA: v1 beats Base: preferred in 75% of 40 decisive votes, unlikely to be chance (adjusted p {p:.3f})."
+    )
 
 
 def test_pair_rows_and_votes_still_needed():

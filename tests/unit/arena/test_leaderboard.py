@@ -1,4 +1,5 @@
 """Leaderboard CLI as users run it: a subprocess over a battles file or a data dir."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "arena.leaderboard", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "arena.leaderboard", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def generated_battles(n: int = 300, seed: int = 0) -> list[dict]:
@@ -32,10 +39,22 @@ def generated_battles(n: int = 300, seed: int = 0) -> list[dict]:
         a, b = rng.sample(names, 2)
         p_a = 1 / (1 + 10 ** (-(strength[a] - strength[b]) / 1.5))
         r = rng.random()
-        winner = "tie" if r < 0.05 else "tie (bothbad)" if r < 0.08 else ("model_a" if rng.random() < p_a else "model_b")
-        out.append({"model_a": a, "model_b": b, "winner": winner, "len_a": rng.randint(20, 200),
-                    "len_b": rng.randint(20, 200), "battle_id": f"g{i}", "tstamp": 1.7e9 + i,
-                    "tweet": "extra fields are ignored", "judge": {"nested": [1, 2]}})
+        winner = (
+            "tie" if r < 0.05 else "tie (bothbad)" if r < 0.08 else ("model_a" if rng.random() < p_a else "model_b")
+        )
+        out.append(
+            {
+                "model_a": a,
+                "model_b": b,
+                "winner": winner,
+                "len_a": rng.randint(20, 200),
+                "len_b": rng.randint(20, 200),
+                "battle_id": f"g{i}",
+                "tstamp": 1.7e9 + i,
+                "tweet": "extra fields are ignored",
+                "judge": {"nested": [1, 2]},
+            }
+        )
     return out
 
 
@@ -65,12 +84,15 @@ def test_battles_file_table(tmp_path: Path) -> None:
     assert "Contenders:" in proc.stdout and "lora:casual" in proc.stdout and "rating" in proc.stdout
 
 
-@pytest.mark.parametrize("bad_line,needle", [
-    ("{not json", "malformed JSON"),
-    ('["a", "b"]', "JSON object"),
-    ('{"model_a": "base", "model_b": "rag", "winner": "model_c"}', "winner"),
-    ('{"model_b": "rag", "winner": "tie"}', "model_a"),
-])
+@pytest.mark.parametrize(
+    "bad_line,needle",
+    [
+        ("{not json", "malformed JSON"),
+        ('["a", "b"]', "JSON object"),
+        ('{"model_a": "base", "model_b": "rag", "winner": "model_c"}', "winner"),
+        ('{"model_b": "rag", "winner": "tie"}', "model_a"),
+    ],
+)
 def test_malformed_line_exits_2(tmp_path: Path, bad_line: str, needle: str) -> None:
     rows = generated_battles(5)
     f = tmp_path / "bad.jsonl"
@@ -96,11 +118,22 @@ def test_data_dir_and_export_round_trip(tmp_path: Path) -> None:
     vote_of = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "both_bad"}
     with VoteStore(data) as store:
         for i, b in enumerate(battles):
-            store.add_vote(VoteRecord(
-                battle_id=b["battle_id"], tweet="t", contender_a=b["model_a"], contender_b=b["model_b"],
-                reply_a="x" * b["len_a"], reply_b="y" * b["len_b"], vote=vote_of[b["winner"]],
-                session_hash="s", client_hash="c", app_version="t",
-                flags=("reveals_contender",) if i < 7 else (), excluded=i < 7))
+            store.add_vote(
+                VoteRecord(
+                    battle_id=b["battle_id"],
+                    tweet="t",
+                    contender_a=b["model_a"],
+                    contender_b=b["model_b"],
+                    reply_a="x" * b["len_a"],
+                    reply_b="y" * b["len_b"],
+                    vote=vote_of[b["winner"]],
+                    session_hash="s",
+                    client_hash="c",
+                    app_version="t",
+                    flags=("reveals_contender",) if i < 7 else (),
+                    excluded=i < 7,
+                )
+            )
         export_votes(store, tmp_path / "export.jsonl", include_excluded=True)
 
     live = run_cli("--data-dir", str(data), "--json", "--n-boot", "30")
@@ -116,6 +149,7 @@ def test_data_dir_and_export_round_trip(tmp_path: Path) -> None:
     exp_out = json.loads(exported.stdout)
     assert exp_out["contenders"] == live_out["contenders"]
     assert exp_out["excluded"]["total"] == 7
-    with_all = json.loads(run_cli("--battles", str(tmp_path / "export.jsonl"), "--json", "--n-boot", "0",
-                                  "--include-excluded").stdout)
+    with_all = json.loads(
+        run_cli("--battles", str(tmp_path / "export.jsonl"), "--json", "--n-boot", "0", "--include-excluded").stdout
+    )
     assert with_all["n_battles"] == 120

@@ -1,4 +1,5 @@
 """Votes -> preference pairs: each cleaning rule drops what it should (counted), the dataset and provenance are exact."""
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,30 @@ _n = iter(range(10**6))
 def vote(voter="v1", vote="a", a="base", b="rag", tweet=None, ra=None, rb=None, t=None, flags=(), excluded=False):
     i = next(_n)
     tweet = tweet or f"tweet {i}"
-    return VoteRecord(battle_id=f"b{i}", tweet=tweet, contender_a=a, contender_b=b, reply_a=ra or f"reply A {i}",
-                      reply_b=rb or f"reply B {i}", vote=vote, session_hash=f"s-{voter}", client_hash=voter, app_version="t",
-                      flags=tuple(flags), excluded=excluded, created_at=(t or T0 + timedelta(minutes=i)).isoformat())
+    return VoteRecord(
+        battle_id=f"b{i}",
+        tweet=tweet,
+        contender_a=a,
+        contender_b=b,
+        reply_a=ra or f"reply A {i}",
+        reply_b=rb or f"reply B {i}",
+        vote=vote,
+        session_hash=f"s-{voter}",
+        client_hash=voter,
+        app_version="t",
+        flags=tuple(flags),
+        excluded=excluded,
+        created_at=(t or T0 + timedelta(minutes=i)).isoformat(),
+    )
 
 
 def test_flagged_votes_are_dropped_and_counted():
-    recs = [vote(), vote(flags=("reveals_contender",), excluded=True), vote(flags=("reveals_contender",)), vote(vote="b")]
+    recs = [
+        vote(),
+        vote(flags=("reveals_contender",), excluded=True),
+        vote(flags=("reveals_contender",)),
+        vote(vote="b"),
+    ]
     ps = P.clean_votes(recs)
     assert ps.funnel["flagged"] == 2 and ps.funnel["votes"] == 4
     assert {p["vote_id"] for p in ps.pairs} == {recs[0].battle_id, recs[3].battle_id}
@@ -122,7 +140,9 @@ def test_saved_dataset_and_provenance_list_exactly_the_votes_used(tmp_path):
     r = rows[0]
     assert [m["role"] for m in r["prompt"]] == ["system", "user"] and r["tweet"] in r["prompt"][1]["content"]
     assert r["chosen"][0]["role"] == "assistant" and r["chat_template_kwargs"] == {"enable_thinking": False}
-    used = {x.battle_id for x in recs[1:19]}  # 17 pairs + the both-bad vote; not the flagged, the tie or the already-used one
+    used = {
+        x.battle_id for x in recs[1:19]
+    }  # 17 pairs + the both-bad vote; not the flagged, the tie or the already-used one
     saved = json.loads((tmp_path / "prefs" / P.PROVENANCE_FILE).read_text())
     assert set(saved["vote_ids"]) == used and saved["vote_set_sha256"] == vote_set_hash(used)
     assert saved["funnel"]["flagged"] == 1 and saved["funnel"]["tie"] == 1 and saved["funnel"]["already_used"] == 1
@@ -142,13 +162,30 @@ def test_nothing_to_save_is_refused_with_the_funnel(tmp_path):
 
 def test_judge_verdicts_are_labelled_ai_feedback(tmp_path):
     f = tmp_path / "judge.jsonl"
-    f.write_text("\n".join(json.dumps(x) for x in [
-        {"tweet": "t", "reply_a": "one", "reply_b": "two", "verdict": "b", "consistent": True, "judge": "claude", "id": "j1"},
-        {"tweet": "t", "reply_a": "one", "reply_b": "two", "verdict": "a", "consistent": False},
-        {"tweet": "t", "reply_a": "one", "reply_b": "two", "verdict": "tie", "consistent": True}]) + "\n")
+    f.write_text(
+        "\n".join(
+            json.dumps(x)
+            for x in [
+                {
+                    "tweet": "t",
+                    "reply_a": "one",
+                    "reply_b": "two",
+                    "verdict": "b",
+                    "consistent": True,
+                    "judge": "claude",
+                    "id": "j1",
+                },
+                {"tweet": "t", "reply_a": "one", "reply_b": "two", "verdict": "a", "consistent": False},
+                {"tweet": "t", "reply_a": "one", "reply_b": "two", "verdict": "tie", "consistent": True},
+            ]
+        )
+        + "\n"
+    )
     pairs, counts = P.judge_pairs(f)
     assert counts == {"judge_rows": 3, "judge_inconsistent_or_tie": 2, "judge_pairs": 1}
-    assert pairs[0]["chosen"] == "two" and pairs[0]["source"] == "ai_feedback:claude" and pairs[0]["vote_id"] == "judge:j1"
+    assert (
+        pairs[0]["chosen"] == "two" and pairs[0]["source"] == "ai_feedback:claude" and pairs[0]["vote_id"] == "judge:j1"
+    )
     f.write_text("not json\n")
     with pytest.raises(ValueError, match="line 1 is not a judge verdict"):
         P.judge_pairs(f)

@@ -1,4 +1,5 @@
 """Vote store + export: real SQLite files, real threads, a real SIGKILLed writer."""
+
 from __future__ import annotations
 
 import csv
@@ -24,9 +25,17 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def make_record(bid: str, **over) -> VoteRecord:
     base = dict(
-        battle_id=bid, tweet="Coffee or tea?", contender_a="base", contender_b="lora:casual",
-        reply_a="Tea, always.", reply_b="coffee!!", vote="a", session_hash="s" * 64,
-        client_hash="c" * 64, app_version="test", settings={"temperature": 0.7},
+        battle_id=bid,
+        tweet="Coffee or tea?",
+        contender_a="base",
+        contender_b="lora:casual",
+        reply_a="Tea, always.",
+        reply_b="coffee!!",
+        vote="a",
+        session_hash="s" * 64,
+        client_hash="c" * 64,
+        app_version="test",
+        settings={"temperature": 0.7},
         created_at="2025-01-02T03:04:05+00:00",
     )
     base.update(over)
@@ -41,8 +50,13 @@ def store(tmp_path: Path):
 
 
 def test_round_trip(store: VoteStore, tmp_path: Path) -> None:
-    rec = make_record("b1", flags=("reveals_contender",), excluded=True, vote="both_bad",
-                      settings={"a": {"temperature": 0.7}, "b": {"top_p": 0.9}})
+    rec = make_record(
+        "b1",
+        flags=("reveals_contender",),
+        excluded=True,
+        vote="both_bad",
+        settings={"a": {"temperature": 0.7}, "b": {"top_p": 0.9}},
+    )
     store.add_vote(rec)
     store.add_vote(make_record("b2", vote="b"))
     assert store.count() == 2
@@ -65,7 +79,12 @@ def test_leaderboard_format_and_excluded(store: VoteStore) -> None:
     b1 = battles[0]
     assert set(b1) == {"model_a", "model_b", "winner", "len_a", "len_b", "battle_id", "tstamp"}
     assert (b1["model_a"], b1["model_b"], b1["winner"], b1["len_a"], b1["len_b"]) == (
-        "base", "lora:casual", "model_a", 3, 5)
+        "base",
+        "lora:casual",
+        "model_a",
+        3,
+        5,
+    )
     assert b1["tstamp"] == pytest.approx(1735787045.0)
     assert battles[1]["winner"] == "tie (bothbad)"
     assert len(store.battles_for_leaderboard(include_excluded=True)) == 3
@@ -92,8 +111,16 @@ def test_db_enforces_one_vote_per_battle(store: VoteStore) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize("over", [{"vote": "maybe"}, {"contender_b": "base"}, {"battle_id": ""},
-                                  {"created_at": "2025-01-01T00:00:00"}, {"settings": {"x": object()}}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"vote": "maybe"},
+        {"contender_b": "base"},
+        {"battle_id": ""},
+        {"created_at": "2025-01-01T00:00:00"},
+        {"settings": {"x": object()}},
+    ],
+)
 def test_invalid_records_rejected(store: VoteStore, over: dict) -> None:
     with pytest.raises(ValueError):
         store.add_vote(make_record("bad", **over))
@@ -167,8 +194,12 @@ CHILD = textwrap.dedent(
 
 def test_sigkill_keeps_acknowledged_votes(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), data=str(data))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(root=str(ROOT), data=str(data))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     acked: list[str] = []
     deadline = time.monotonic() + 120
     try:
@@ -193,6 +224,7 @@ def test_sigkill_keeps_acknowledged_votes(tmp_path: Path) -> None:
 
 
 # ---- export ------------------------------------------------------------------
+
 
 def test_export_jsonl_and_csv(store: VoteStore, tmp_path: Path) -> None:
     store.add_vote(make_record("e1", tweet='He said "hi",\nthen left'))
@@ -240,12 +272,24 @@ def test_export_cli(store: VoteStore, tmp_path: Path) -> None:
     store.add_vote(make_record("c1"))
     out = tmp_path / "cli.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "arena.export", "--data-dir", str(tmp_path), "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "arena.export", "--data-dir", str(tmp_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["battle_id"] == "c1"
-    bad = subprocess.run([sys.executable, "-m", "arena.export", "--data-dir", str(tmp_path / "nope"),
-                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "arena.export", "--data-dir", str(tmp_path / "nope"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "votes.sqlite3" in bad.stderr
 
 

@@ -1,4 +1,5 @@
 """Every SQLite file the app writes (votes, reviews, sessions, runs, ledger) is 0600, with its -wal/-shm files."""
+
 from __future__ import annotations
 
 import ast
@@ -52,11 +53,16 @@ def test_every_sqlite_connect_in_the_app_goes_through_private_db():
         if rel.parts[0] in {"tests", "bench", ".venv"} or ".venv" in rel.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
-                    and getattr(node.func.value, "id", "") == "sqlite3"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "connect"
+                and getattr(node.func.value, "id", "") == "sqlite3"
+            ):
                 arg = node.args[0] if node.args else None
                 ok = (isinstance(arg, ast.Call) and getattr(arg.func, "id", "") == "private_db") or (
-                    isinstance(arg, ast.Name) and arg.id == "target")  # security/store.py: private_db(...) or :memory:
+                    isinstance(arg, ast.Name) and arg.id == "target"
+                )  # security/store.py: private_db(...) or :memory:
                 if not ok:
                     offenders.append(f"{rel}:{node.lineno}")
     assert not offenders, offenders

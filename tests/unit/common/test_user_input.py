@@ -1,4 +1,5 @@
 """Lone surrogates and control characters get one clear sentence from the one tweet validator (Generate and Arena)."""
+
 from __future__ import annotations
 
 import pytest

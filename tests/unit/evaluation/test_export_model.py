@@ -1,6 +1,7 @@
 """Deployable model: a LoRA adapter merged into the tiny random Qwen3 (real PEFT merge, real safetensors), the merged
 folder loaded by the app's own loader as a base, the model card with the evaluation table, and publish's dry run
 listing exactly what would be sent (adapter repo + report + merged repo)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ def setup(tmp_path_factory):
     base_dir = save_tiny_qwen3(root / "tiny")
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     torch.manual_seed(3)
-    pm = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                                         task_type="CAUSAL_LM"))
+    pm = get_peft_model(
+        base,
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+        ),
+    )
     adir = root / "adapters" / "my-lora"
     pm.save_pretrained(str(adir))
     cfg = json.loads((adir / "adapter_config.json").read_text())
@@ -42,8 +47,20 @@ def setup(tmp_path_factory):
     report.mkdir(parents=True)
     (report / "report.json").write_text(json.dumps({"judge": {"label": "local judge"}, "data": {"n_items": 40}}))
     (report / "report.md").write_text("# Evaluation\n")
-    Ledger(data).append([LedgerRow("e1", "eval", "lora:my-lora", "base", "success",
-                                   {"win_rate": 0.66, "ci_low": 0.55, "ci_high": 0.77, "p_value": 0.004}, str(report), "h")])
+    Ledger(data).append(
+        [
+            LedgerRow(
+                "e1",
+                "eval",
+                "lora:my-lora",
+                "base",
+                "success",
+                {"win_rate": 0.66, "ci_low": 0.55, "ci_high": 0.77, "p_value": 0.004},
+                str(report),
+                "h",
+            )
+        ]
+    )
     return root, base_dir, adir, data
 
 
@@ -112,14 +129,32 @@ def test_publish_dry_run_lists_adapter_report_and_merged_files(setup, capsys, mo
     if not (data / "exports" / "my-lora" / "merged").is_dir():
         export_model("my-lora", adapters_dir=root / "adapters", data_dir=data)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    rc = publish_mod.main(["--adapter", "my-lora", "--repo", "me/my-lora", "--merged-repo", "me/my-lora-merged", "--dry-run",
-                           "--adapters-dir", str(root / "adapters"), "--data-dir", str(data)])
+    rc = publish_mod.main(
+        [
+            "--adapter",
+            "my-lora",
+            "--repo",
+            "me/my-lora",
+            "--merged-repo",
+            "me/my-lora-merged",
+            "--dry-run",
+            "--adapters-dir",
+            str(root / "adapters"),
+            "--data-dir",
+            str(data),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "nothing was uploaded" in out
     man = json.loads((data / "publish" / "my-lora" / "upload_manifest.json").read_text())
     sent = {f["path"] for f in man["files"]}
-    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "evaluation/report.json",
-            "evaluation/report.md"} <= sent and "optimizer.pt" not in sent
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "README.md",
+        "evaluation/report.json",
+        "evaluation/report.md",
+    } <= sent and "optimizer.pt" not in sent
     merged = {f["path"] for f in man["merged"]["files"]}
     assert man["merged"]["repo_id"] == "me/my-lora-merged" and "config.json" in merged and "README.md" in merged
     assert merged == {p.name for p in (data / "exports" / "my-lora" / "merged").iterdir()}
@@ -134,8 +169,14 @@ def test_publish_dry_run_lists_adapter_report_and_merged_files(setup, capsys, mo
 def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path, monkeypatch):
     root, _, _, data = setup
     with pytest.raises(PublishError, match="export it first"):
-        publish("my-lora", "me/my-lora", adapters_dir=root / "adapters", data_dir=tmp_path, dry_run=True,
-                merged_repo="me/my-lora-merged")
+        publish(
+            "my-lora",
+            "me/my-lora",
+            adapters_dir=root / "adapters",
+            data_dir=tmp_path,
+            dry_run=True,
+            merged_repo="me/my-lora-merged",
+        )
     if not (data / "exports" / "my-lora" / "merged").is_dir():
         export_model("my-lora", adapters_dir=root / "adapters", data_dir=data)
 
@@ -149,13 +190,23 @@ def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path, 
 
         def upload_folder(self, **kw):
             folder, allow = Path(kw["folder_path"]), kw.get("allow_patterns")
-            self.sent[kw["repo_id"]] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                                              if p.is_file() and (allow is None or p.name in allow))
+            self.sent[kw["repo_id"]] = sorted(
+                str(p.relative_to(folder))
+                for p in folder.rglob("*")
+                if p.is_file() and (allow is None or p.name in allow)
+            )
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     api = Recorder()
-    res = publish("my-lora", "me/my-lora", adapters_dir=root / "adapters", data_dir=data, token="hf_x", api=api,
-                  merged_repo="me/my-lora-merged")
+    res = publish(
+        "my-lora",
+        "me/my-lora",
+        adapters_dir=root / "adapters",
+        data_dir=data,
+        token="hf_x",
+        api=api,
+        merged_repo="me/my-lora-merged",
+    )
     man = res.extra["manifest"]
     assert api.repos == ["me/my-lora", "me/my-lora-merged"]
     assert api.sent["me/my-lora"] == sorted(f["path"] for f in man["files"])

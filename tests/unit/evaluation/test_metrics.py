@@ -1,4 +1,5 @@
 """Evaluation metrics and decision gates: hand-computed cases, cross-checks against scipy/statsmodels/rouge_score."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,13 @@ def test_length_stats_over_280_and_think_leak():
     st = length_stats(texts)
     assert st["n"] == 4 and st["frac_over_280"] == 0.25 and st["frac_think_leak"] == 0.25 and st["frac_empty"] == 0.25
     assert st["mean_chars"] == pytest.approx(np.mean([10, 300, 22, 0]))
-    assert st["median_chars"] == pytest.approx(16) and st["p90_chars"] == pytest.approx(np.percentile([10, 300, 22, 0], 90))
+    assert st["median_chars"] == pytest.approx(16) and st["p90_chars"] == pytest.approx(
+        np.percentile([10, 300, 22, 0], 90)
+    )
     tm = text_metrics(["hello there", "hello you"], [["hello there"], []])
-    assert tm["distinct_1"] == pytest.approx(3 / 4) and tm["rouge1"] == pytest.approx(1.0) and tm["n_with_reference"] == 1
+    assert (
+        tm["distinct_1"] == pytest.approx(3 / 4) and tm["rouge1"] == pytest.approx(1.0) and tm["n_with_reference"] == 1
+    )
 
 
 # ---------------------------------------------------------------- judge outcomes
@@ -64,7 +69,11 @@ def test_win_rate_uses_wilson_with_ties_half():
     assert c == {"wins": 7, "losses": 2, "ties": 1, "unparsed": 3}
     st = win_rate_stats(c["wins"], c["losses"], c["ties"])
     lo, hi = wilson_ci(7.5, 10)
-    assert st["win_rate"] == 0.75 and st["ci_low"] == pytest.approx(float(lo)) and st["ci_high"] == pytest.approx(float(hi))
+    assert (
+        st["win_rate"] == 0.75
+        and st["ci_low"] == pytest.approx(float(lo))
+        and st["ci_high"] == pytest.approx(float(hi))
+    )
     dlo, dhi = wilson_ci(7, 9)
     assert st["decisive_win_rate"] == pytest.approx(7 / 9) and st["decisive_ci_low"] == pytest.approx(float(dlo))
     assert st["ci_low"] < 0.75 < st["ci_high"]
@@ -107,7 +116,9 @@ def test_score_tests_reuse_significance():
     assert st["cohens_d"]["d"] == pytest.approx(cohens_d([8, 7, 9, 6, 8], [5, 6, 4, 6, 5, 3]).d)
     summ = score_summary(x)
     assert summ["n"] == 5 and summ["n_unparsed"] == 1 and summ["mean"] == pytest.approx(7.6)
-    assert summ["histogram"]["8"] == 2 and summ["engagement"] == pytest.approx(np.mean([(s - 1) / 9 for s in [8, 7, 9, 6, 8]]))
+    assert summ["histogram"]["8"] == 2 and summ["engagement"] == pytest.approx(
+        np.mean([(s - 1) / 9 for s in [8, 7, 9, 6, 8]])
+    )
     assert engagement_from_scores([1, 10]) == pytest.approx(0.5) and engagement_from_scores([None]) is None
 
 
@@ -133,17 +144,21 @@ def test_cohens_kappa_hand_computed_and_statsmodels():
 def test_judge_vs_human_matches_battles_in_the_real_vote_store(tmp_path):
     from arena.store import VoteRecord, VoteStore
 
-    judged = [{"tweet": f"tweet {i}", "reply_a": f"x{i}", "reply_b": f"y{i}", "verdict": v}
-              for i, v in enumerate(["a", "b", "tie", "a", "unparsed"])]
+    judged = [
+        {"tweet": f"tweet {i}", "reply_a": f"x{i}", "reply_b": f"y{i}", "verdict": v}
+        for i, v in enumerate(["a", "b", "tie", "a", "unparsed"])
+    ]
     with VoteStore(tmp_path) as store:
+
         def vote(bid, tweet, ca, cb, ra, rb, v):
             store.add_vote(VoteRecord(bid, tweet, ca, cb, ra, rb, v, "s", "c", "test"))
-        vote("1", "tweet 0", "lora:x", "base", "x0", "y0", "a")          # agree (a)
-        vote("2", "tweet 1", "base", "lora:x", "y1", "x1", "a")          # reversed order: human a = y1 = judge b: agree
-        vote("3", "tweet 2", "lora:x", "base", "x2", "y2", "both_bad")   # both bad = tie: agree
-        vote("4", "tweet 3", "lora:x", "base", "x3", "y3", "b")          # disagree
-        vote("5", "tweet 4", "lora:x", "base", "x4", "y4", "a")          # judge unparsed: skipped
-        vote("6", "other tweet", "lora:x", "base", "x0", "y0", "a")      # different tweet: no match
+
+        vote("1", "tweet 0", "lora:x", "base", "x0", "y0", "a")  # agree (a)
+        vote("2", "tweet 1", "base", "lora:x", "y1", "x1", "a")  # reversed order: human a = y1 = judge b: agree
+        vote("3", "tweet 2", "lora:x", "base", "x2", "y2", "both_bad")  # both bad = tie: agree
+        vote("4", "tweet 3", "lora:x", "base", "x3", "y3", "b")  # disagree
+        vote("5", "tweet 4", "lora:x", "base", "x4", "y4", "a")  # judge unparsed: skipped
+        vote("6", "other tweet", "lora:x", "base", "x0", "y0", "a")  # different tweet: no match
         votes = list(store.iter_votes())
     res = judge_vs_human(votes, judged)
     assert res["n"] == 4 and res["observed_agreement"] == pytest.approx(0.75)
@@ -153,8 +168,17 @@ def test_judge_vs_human_matches_battles_in_the_real_vote_store(tmp_path):
 
 
 # ---------------------------------------------------------------- gates
-@pytest.mark.parametrize("base,verdict", [(7.2, "consider RAG first"), (7.0, "consider RAG first"), (6.9, "fine-tune"),
-                                          (4.0, "fine-tune"), (3.9, "rethink the approach"), (1.0, "rethink the approach")])
+@pytest.mark.parametrize(
+    "base,verdict",
+    [
+        (7.2, "consider RAG first"),
+        (7.0, "consider RAG first"),
+        (6.9, "fine-tune"),
+        (4.0, "fine-tune"),
+        (3.9, "rethink the approach"),
+        (1.0, "rethink the approach"),
+    ],
+)
 def test_phase0_thresholds(base, verdict):
     assert phase0(base)["verdict"] == verdict
 
@@ -169,8 +193,14 @@ def test_phase0_rag_gate():
 def test_phase4_uses_decide():
     rule = DecisionRule()
     res = phase4("lora:x", "base", 20, 5, 2, rule)
-    assert res["verdict"] == "success" and res == {"adapter": "lora:x", "versus": "base", "wins": 20, "losses": 5, "ties": 2,
-                                                   **decide(20, 5, 2.0, rule)}
+    assert res["verdict"] == "success" and res == {
+        "adapter": "lora:x",
+        "versus": "base",
+        "wins": 20,
+        "losses": 5,
+        "ties": 2,
+        **decide(20, 5, 2.0, rule),
+    }
     assert phase4("lora:x", "rag", 3, 2, 0, rule)["verdict"] == "not enough votes"
     assert phase4("lora:x", "rag", 5, 15, 0, rule)["verdict"] == "failure"
 
@@ -181,12 +211,20 @@ def test_composite_with_and_without_eval_loss(tmp_path):
     custom = composite_score(0.5, 0.6, 0.4, Weights(1.0, 0.0, 0.0))
     assert custom["composite"] == pytest.approx(0.5)
     none = composite_score(0.5, 0.6, None)
-    assert none["composite"] is None and "eval_loss" in none["note"] and none["partial"] == pytest.approx((0.2 + 0.18) / 0.7)
+    assert (
+        none["composite"] is None
+        and "eval_loss" in none["note"]
+        and none["partial"] == pytest.approx((0.2 + 0.18) / 0.7)
+    )
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "metrics.json").write_text(json.dumps({"eval_loss": 0.4, "train_loss": 0.3}))
     (tmp_path / "bare").mkdir()
     assert read_eval_loss(tmp_path, "good") == 0.4 and read_eval_loss(tmp_path, "bare") is None
-    rows = rank_models(["base", "lora:good", "lora:bare"], {"base": 0.9, "lora:good": 0.5, "lora:bare": 0.7},
-                       {"base": 0.5, "lora:good": 0.6, "lora:bare": 0.5}, {"lora:good": 0.4})
+    rows = rank_models(
+        ["base", "lora:good", "lora:bare"],
+        {"base": 0.9, "lora:good": 0.5, "lora:bare": 0.7},
+        {"base": 0.5, "lora:good": 0.6, "lora:bare": 0.5},
+        {"lora:good": 0.4},
+    )
     assert [r["contender"] for r in rows] == ["lora:good", "base", "lora:bare"]  # complete composites first
     assert rows[0]["rank"] == 1 and rows[1]["composite"] is None and "not a trained adapter" in rows[1]["note"]

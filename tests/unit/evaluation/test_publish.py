@@ -1,4 +1,5 @@
 """Publishing an adapter: model card, dry run (CLI), the offline / no-token sentences, and the upload calls."""
+
 from __future__ import annotations
 
 import json
@@ -19,23 +20,57 @@ ROOT = Path(__file__).resolve().parents[3]
 def adapter(tmp_path):
     d = tmp_path / "adapters" / "my-lora"
     d.mkdir(parents=True)
-    (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen3-8B", "r": 16, "lora_alpha": 16,
-                                                       "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}))
+    (d / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "base_model_name_or_path": "Qwen/Qwen3-8B",
+                "r": 16,
+                "lora_alpha": 16,
+                "lora_dropout": 0.1,
+                "target_modules": ["q_proj", "v_proj"],
+            }
+        )
+    )
     (d / "adapter_model.safetensors").write_bytes(b"\0" * 64)
     (d / "tokenizer.json").write_text("{}")
     (d / "training_config.yaml").write_text("learning_rate: 0.0002\nepochs: 2\nrank: 16\nseed: 42\n")
-    (d / "dataset.json").write_text(json.dumps({"source": "/data/datasets/replies/pairs.jsonl", "kind": "jsonl", "sha256": "ab" * 32,
-                                                "n_train": 900, "n_eval": 100}))
-    (d / "metrics.json").write_text(json.dumps({"eval_loss": 1.234, "train_loss": 1.1, "global_step": 120, "quantized": "nf4 double-quant"}))
+    (d / "dataset.json").write_text(
+        json.dumps(
+            {
+                "source": "/data/datasets/replies/pairs.jsonl",
+                "kind": "jsonl",
+                "sha256": "ab" * 32,
+                "n_train": 900,
+                "n_eval": 100,
+            }
+        )
+    )
+    (d / "metrics.json").write_text(
+        json.dumps({"eval_loss": 1.234, "train_loss": 1.1, "global_step": 120, "quantized": "nf4 double-quant"})
+    )
     (d / "optimizer.pt").write_bytes(b"x")  # training state: never uploaded
     (d / "checkpoints").mkdir()
     data = tmp_path / "data"
     report = tmp_path / "data" / "reports" / "20260101-000000-eval"
     report.mkdir(parents=True)
-    (report / "report.json").write_text(json.dumps({"judge": {"label": "Claude (claude-sonnet-4-5)"}, "data": {"n_items": 72}}))
-    Ledger(data).append([LedgerRow("e1", "eval", "lora:my-lora", "base", "success",
-                                   {"win_rate": 0.71, "ci_low": 0.6, "ci_high": 0.8, "p_value": 0.002}, str(report), "h"),
-                         LedgerRow("e1", "eval", "lora:my-lora", "rag", "marginal", {"win_rate": 0.58}, str(report), "h")])
+    (report / "report.json").write_text(
+        json.dumps({"judge": {"label": "Claude (claude-sonnet-4-5)"}, "data": {"n_items": 72}})
+    )
+    Ledger(data).append(
+        [
+            LedgerRow(
+                "e1",
+                "eval",
+                "lora:my-lora",
+                "base",
+                "success",
+                {"win_rate": 0.71, "ci_low": 0.6, "ci_high": 0.8, "p_value": 0.002},
+                str(report),
+                "h",
+            ),
+            LedgerRow("e1", "eval", "lora:my-lora", "rag", "marginal", {"win_rate": 0.58}, str(report), "h"),
+        ]
+    )
     return tmp_path
 
 
@@ -51,16 +86,40 @@ def test_card_has_base_data_config_metrics_report_and_limitations(adapter):
     assert "| base | 71.0% | 60.0% – 80.0% | 0.002 | success |" in card and "| rag | 58.0% |" in card
     assert "72 held-out tweets" in card and "Full report:" in card and "20260101-000000-eval" in card
     assert "## Limitations" in card and 'PeftModel.from_pretrained(base, "me/my-lora")' in card
-    assert [p.name for p in upload_files(d)] == ["adapter_config.json", "adapter_model.safetensors", "dataset.json",
-                                                  "metrics.json", "tokenizer.json", "training_config.yaml"]
+    assert [p.name for p in upload_files(d)] == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "dataset.json",
+        "metrics.json",
+        "tokenizer.json",
+        "training_config.yaml",
+    ]
 
 
 def test_dry_run_cli_writes_card_and_file_list(adapter):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HF_TOKEN", None)
-    proc = subprocess.run([sys.executable, "-m", "evaluation.publish", "--adapter", "my-lora", "--repo", "me/my-lora", "--dry-run",
-                           "--adapters-dir", str(adapter / "adapters"), "--data-dir", str(adapter / "data")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation.publish",
+            "--adapter",
+            "my-lora",
+            "--repo",
+            "me/my-lora",
+            "--dry-run",
+            "--adapters-dir",
+            str(adapter / "adapters"),
+            "--data-dir",
+            str(adapter / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = adapter / "data" / "publish" / "my-lora"
     assert "Dry run" in proc.stdout and str(out / "README.md") in proc.stdout
@@ -108,22 +167,51 @@ class FakeApi:
         self.calls.append(("upload_folder", kw))
         folder = Path(kw["folder_path"])
         allow = kw.get("allow_patterns")
-        self.uploaded = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
-                         if p.is_file() and (allow is None or p.name in allow)}
+        self.uploaded = {
+            str(p.relative_to(folder)): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file() and (allow is None or p.name in allow)
+        }
 
 
 def test_upload_creates_repo_and_uploads_the_staged_folder(adapter, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     api = FakeApi()
-    res = publish("lora:my-lora", "me/my-lora", adapters_dir=adapter / "adapters", data_dir=adapter / "data", token="hf_x", api=api)
+    res = publish(
+        "lora:my-lora",
+        "me/my-lora",
+        adapters_dir=adapter / "adapters",
+        data_dir=adapter / "data",
+        token="hf_x",
+        api=api,
+    )
     (name1, kw1), (name2, kw2) = api.calls
-    assert name1 == "create_repo" and kw1 == {"repo_id": "me/my-lora", "repo_type": "model", "private": True, "exist_ok": True}
+    assert name1 == "create_repo" and kw1 == {
+        "repo_id": "me/my-lora",
+        "repo_type": "model",
+        "private": True,
+        "exist_ok": True,
+    }
     assert name2 == "upload_folder" and kw2["repo_id"] == "me/my-lora"
-    assert set(api.uploaded) == {"README.md", "adapter_config.json", "adapter_model.safetensors", "dataset.json", "metrics.json",
-                                 "tokenizer.json", "training_config.yaml", "evaluation/report.json"}
+    assert set(api.uploaded) == {
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "dataset.json",
+        "metrics.json",
+        "tokenizer.json",
+        "training_config.yaml",
+        "evaluation/report.json",
+    }
     assert b"# my-lora" in api.uploaded["README.md"]
     assert not Path(kw2["folder_path"]).exists()  # staging removed
     assert res.url == "https://huggingface.co/me/my-lora" and not res.dry_run
     with pytest.raises(PublishError, match=r"refused the token .*HTTP 401"):
-        publish("my-lora", "me/my-lora", adapters_dir=adapter / "adapters", data_dir=adapter / "data", token="hf_x",
-                api=FakeApi(fail_status=401))
+        publish(
+            "my-lora",
+            "me/my-lora",
+            adapters_dir=adapter / "adapters",
+            data_dir=adapter / "data",
+            token="hf_x",
+            api=FakeApi(fail_status=401),
+        )

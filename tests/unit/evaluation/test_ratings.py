@@ -1,5 +1,6 @@
 """Tests for evaluation.ratings (and the verdict rule it applies from evaluation.gates): each statistic against a reference implementation
 (statsmodels / scipy / hand formulas) and the leaderboard against data with known truth."""
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,11 @@ def test_bt_recovers_known_strengths():
 
 
 def test_all_ties_give_equal_ratings_and_count_both_bad():
-    data = battles("base", "rag", ties=7, both_bad=3) + battles("rag", "lora:x", ties=5) + battles(
-        "lora:x", "base", both_bad=4)
+    data = (
+        battles("base", "rag", ties=7, both_bad=3)
+        + battles("rag", "lora:x", ties=5)
+        + battles("lora:x", "base", both_bad=4)
+    )
     res = compute_leaderboard(data, n_boot=50)
     ratings = [c["rating"] for c in res["contenders"]]
     assert np.allclose(ratings, 1000, atol=1e-6)
@@ -120,8 +124,11 @@ def test_tie_counts_as_half_a_win():
 
 
 def test_undefeated_contender_is_finite_and_top():
-    data = (battles("lora:win", "base", a_wins=15) + battles("lora:win", "rag", a_wins=12)
-            + battles("base", "rag", a_wins=10, b_wins=9, ties=3))
+    data = (
+        battles("lora:win", "base", a_wins=15)
+        + battles("lora:win", "rag", a_wins=12)
+        + battles("base", "rag", a_wins=10, b_wins=9, ties=3)
+    )
     res = compute_leaderboard(data, n_boot=100)
     top = res["contenders"][0]
     assert top["name"] == "lora:win" and top["losses"] == 0
@@ -217,8 +224,11 @@ def test_pairs_table_fields():
 
 
 def test_pairs_holm_adjusted_across_pairs():
-    data = (battles("a", "b", a_wins=30, b_wins=12) + battles("a", "c", a_wins=25, b_wins=15)
-            + battles("b", "c", a_wins=20, b_wins=18))
+    data = (
+        battles("a", "b", a_wins=30, b_wins=12)
+        + battles("a", "c", a_wins=25, b_wins=15)
+        + battles("b", "c", a_wins=20, b_wins=18)
+    )
     res = compute_leaderboard(data, n_boot=0)
     raw = [p["p_value"] for p in res["pairs"]]
     np.testing.assert_allclose([p["p_holm"] for p in res["pairs"]], st.holm(raw))
@@ -254,12 +264,14 @@ def test_decide_cases():
 
 
 def test_verdicts_in_leaderboard():
-    data = (battles("lora:good", "base", a_wins=30, b_wins=8, ties=2)
-            + battles("lora:good", "rag", a_wins=23, b_wins=20)
-            + battles("lora:meh", "base", a_wins=20, b_wins=20, ties=4)
-            + battles("lora:meh", "rag", a_wins=3, b_wins=2)
-            + battles("rag", "base", a_wins=50, b_wins=10)
-            + battles("other", "base", a_wins=30))  # not an adapter: never judged
+    data = (
+        battles("lora:good", "base", a_wins=30, b_wins=8, ties=2)
+        + battles("lora:good", "rag", a_wins=23, b_wins=20)
+        + battles("lora:meh", "base", a_wins=20, b_wins=20, ties=4)
+        + battles("lora:meh", "rag", a_wins=3, b_wins=2)
+        + battles("rag", "base", a_wins=50, b_wins=10)
+        + battles("other", "base", a_wins=30)
+    )  # not an adapter: never judged
     res = compute_leaderboard(data, n_boot=0)
     got = {(v["adapter"], v["versus"]): v["verdict"] for v in res["verdicts"]}
     assert got == {
@@ -270,8 +282,16 @@ def test_verdicts_in_leaderboard():
     }
     assert compute_leaderboard(data, n_boot=0, min_votes=3)["verdicts"][-1]["verdict"] != "not enough votes"
     v = res["verdicts"][0]
-    assert set(v) == {"adapter", "versus", "improvement", "effect_size", "p_value", "decisive", "verdict",
-                      "explanation"}
+    assert set(v) == {
+        "adapter",
+        "versus",
+        "improvement",
+        "effect_size",
+        "p_value",
+        "decisive",
+        "verdict",
+        "explanation",
+    }
     assert v["explanation"].startswith("success")
     assert "success" in gates.VERDICT_HELP and "lora:" in gates.VERDICT_HELP
 
@@ -343,17 +363,49 @@ def test_length_control_uses_battles_that_have_lengths():
 # Entry point contract
 # --------------------------------------------------------------------------- #
 def test_leaderboard_json_round_trip_without_nan():
-    data = simulate(np.array([0.3, 0.0, -0.3, 0.1, 0.2]), 800, seed=6, names=NAMES, tie_rate=0.1,
-                    mean_len=np.array([120.0, 200, 150, 130, 180]), gamma=0.5)
+    data = simulate(
+        np.array([0.3, 0.0, -0.3, 0.1, 0.2]),
+        800,
+        seed=6,
+        names=NAMES,
+        tie_rate=0.1,
+        mean_len=np.array([120.0, 200, 150, 130, 180]),
+        gamma=0.5,
+    )
     data += battles("lora:new", "base", a_wins=4)  # sparse contender: undefined stats must be None, not NaN
     res = compute_leaderboard(data, n_boot=30)
     text = json.dumps(res, allow_nan=False)
     assert json.loads(text) == res
     assert set(res) >= {"contenders", "pairs", "verdicts", "length_control", "n_battles", "n_both_bad", "scale"}
-    assert set(res["contenders"][0]) == {"name", "rating", "ci_low", "ci_high", "rank", "rank_ub", "votes", "wins",
-                                         "losses", "ties", "both_bad", "win_rate"}
-    assert set(res["pairs"][0]) >= {"a", "b", "n", "a_wins", "b_wins", "ties", "win_rate_a", "wilson_low",
-                                    "wilson_high", "p_value", "p_holm", "cohens_h", "more_votes_for_power"}
+    assert set(res["contenders"][0]) == {
+        "name",
+        "rating",
+        "ci_low",
+        "ci_high",
+        "rank",
+        "rank_ub",
+        "votes",
+        "wins",
+        "losses",
+        "ties",
+        "both_bad",
+        "win_rate",
+    }
+    assert set(res["pairs"][0]) >= {
+        "a",
+        "b",
+        "n",
+        "a_wins",
+        "b_wins",
+        "ties",
+        "win_rate_a",
+        "wilson_low",
+        "wilson_high",
+        "p_value",
+        "p_holm",
+        "cohens_h",
+        "more_votes_for_power",
+    }
     ratings = [c["rating"] for c in res["contenders"]]
     assert ratings == sorted(ratings, reverse=True)
     assert all(type(c["rating"]) is float and type(c["votes"]) is int for c in res["contenders"])

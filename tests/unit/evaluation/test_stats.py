@@ -1,5 +1,6 @@
 """Tests for evaluation.stats: each test and effect size against a reference implementation
 (statsmodels / scipy / hand formulas)."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,6 @@ def test_power_estimate_matches_statsmodels_and_hand_formula():
     assert sig.votes_for_power(0.3, 1000) == 0
     assert sig.votes_for_power(0.0, 10) is None
     assert sig.votes_for_power(None, 10) is None
-
 
 
 # --------------------------------------------------------------------------- #

@@ -1,5 +1,6 @@
 """--backend openai with the real `openai` client against a local server that speaks the chat completions API (as vLLM
 serves it, LoRA modules as model names): streaming, adapters as variants, seeds, and errors as one clear sentence."""
+
 from __future__ import annotations
 
 import socket
@@ -49,7 +50,13 @@ def test_public_seed_and_sampling_reach_the_server(server):
     be = OpenAIBackend(server.url + "/v1")
     r = be.generate(TWEET, "base", SamplingConfig(temperature=0.6, top_p=0.9, top_k=30, max_new_tokens=3, seed=123))
     body = server.requests[-1]
-    assert (body["seed"], body["temperature"], body["top_p"], body["top_k"], body["max_tokens"]) == (123, 0.6, 0.9, 30, 3)
+    assert (body["seed"], body["temperature"], body["top_p"], body["top_k"], body["max_tokens"]) == (
+        123,
+        0.6,
+        0.9,
+        30,
+        3,
+    )
     assert r.reply == "[Qwen/Qwen3-8B] replying to:" and r.new_tokens == 3
     batch = be.generate_batch(["one", "two", "three"], "lora:my-lora", SamplingConfig(max_new_tokens=50), batch_size=3)
     assert [b.reply for b in batch] == [f"[my-lora] replying to: {t}" for t in ("one", "two", "three")]
@@ -61,7 +68,10 @@ def test_errors_are_one_sentence(server):
     with pytest.raises(ModelLoadError, match=r"does not serve Qwen/Qwen3-0.6B; it serves: Qwen/Qwen3-8B, my-lora"):
         OpenAIBackend(server.url + "/v1", model="Qwen/Qwen3-0.6B")
     be = OpenAIBackend(server.url + "/v1")
-    with pytest.raises(GenerationError, match=r"no model named 'ghost' \(variant lora:ghost\); start vLLM with --enable-lora --lora-modules ghost="):
+    with pytest.raises(
+        GenerationError,
+        match=r"no model named 'ghost' \(variant lora:ghost\); start vLLM with --enable-lora --lora-modules ghost=",
+    ):
         be.generate(TWEET, "lora:ghost")
     # the Generate tab's mode: the unknown adapter fails alone, the base reply still arrives
     last = list(be.stream_many(TWEET, ["base", "lora:ghost"], errors="event"))[-1]

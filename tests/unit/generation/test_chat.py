@@ -1,4 +1,5 @@
 """Reply clean-up and thinking split: pure functions, checked on hand-written cases."""
+
 import pytest
 
 from common.text import validate_tweet

@@ -6,7 +6,9 @@ from common.text import validate_tweet
 from generation.form import char_counter, parse_seed
 
 
-@pytest.mark.parametrize("raw, seed", [(None, None), ("", None), ("   ", None), ("7", 7), (" 42 ", 42), (3.0, 3), ("0", 0)])
+@pytest.mark.parametrize(
+    "raw, seed", [(None, None), ("", None), ("   ", None), ("7", 7), (" 42 ", 42), (3.0, 3), ("0", 0)]
+)
 def test_parse_seed(raw, seed):
     assert parse_seed(raw) == seed
 

@@ -1,4 +1,5 @@
 """Retrieval: real MiniLM encoder, real FAISS, no mocks. The model loads once per module (~6 s)."""
+
 from __future__ import annotations
 
 import json
@@ -45,34 +46,68 @@ def row(pid: str, tweet: str, reply: str, likes: int = 50, **kw: Any) -> dict[st
 PUPPY = "Just adopted a golden retriever puppy and he already chewed up my shoes."
 GOOD = [
     row("g1", PUPPY, "Welcome to the club. Hide the shoes, buy three chew toys, and accept your new life."),
-    row("g2", "What's the best way to learn guitar as an adult?",
-        "Fifteen minutes a day beats a two-hour weekend session. Learn three chords and play songs you love."),
-    row("g3", "The Federal Reserve raised interest rates again and mortgages are brutal now.",
-        "Refinancing math changed overnight. If you can wait, lock nothing until the next meeting."),
-    row("g4", "Finally ran my first marathon this weekend, my legs are destroyed.",
-        "Congrats! Walk a little every day this week, it helps the soreness far more than resting."),
-    row("g5", "Our startup just closed its seed round after 40 investor meetings.",
-        "Ship small, ship often, and talk to your users every week. Congrats on the round!"),
-    row("g6", "Visited Kyoto in autumn: the temples and red maple leaves were unreal.",
-        "Kyoto in November is the best version of Kyoto. Did you make it to Tofuku-ji early?"),
+    row(
+        "g2",
+        "What's the best way to learn guitar as an adult?",
+        "Fifteen minutes a day beats a two-hour weekend session. Learn three chords and play songs you love.",
+    ),
+    row(
+        "g3",
+        "The Federal Reserve raised interest rates again and mortgages are brutal now.",
+        "Refinancing math changed overnight. If you can wait, lock nothing until the next meeting.",
+    ),
+    row(
+        "g4",
+        "Finally ran my first marathon this weekend, my legs are destroyed.",
+        "Congrats! Walk a little every day this week, it helps the soreness far more than resting.",
+    ),
+    row(
+        "g5",
+        "Our startup just closed its seed round after 40 investor meetings.",
+        "Ship small, ship often, and talk to your users every week. Congrats on the round!",
+    ),
+    row(
+        "g6",
+        "Visited Kyoto in autumn: the temples and red maple leaves were unreal.",
+        "Kyoto in November is the best version of Kyoto. Did you make it to Tofuku-ji early?",
+    ),
 ]
 BAD = [
-    row("low_likes", "Baked my first sourdough loaf today and it actually rose!",
-        "That crumb looks great. Next time try a longer cold proof overnight for more flavor.", likes=3),
-    row("url_text", "Thinking about buying an electric car this year.",
-        "This review covers the real winter range in detail: example.com/ev-range-test (worth a read)."),
-    row("url_flag", "What's everyone reading this summer?",
-        "A long fantasy series I keep recommending to everyone I meet, it's that good.", has_url=True),
-    row("media", "Show me your desk setup.", "Here's mine, it's been the same for five years and I love it.",
-        has_media=True),
+    row(
+        "low_likes",
+        "Baked my first sourdough loaf today and it actually rose!",
+        "That crumb looks great. Next time try a longer cold proof overnight for more flavor.",
+        likes=3,
+    ),
+    row(
+        "url_text",
+        "Thinking about buying an electric car this year.",
+        "This review covers the real winter range in detail: example.com/ev-range-test (worth a read).",
+    ),
+    row(
+        "url_flag",
+        "What's everyone reading this summer?",
+        "A long fantasy series I keep recommending to everyone I meet, it's that good.",
+        has_url=True,
+    ),
+    row(
+        "media",
+        "Show me your desk setup.",
+        "Here's mine, it's been the same for five years and I love it.",
+        has_media=True,
+    ),
     row("short", "Coffee or tea in the morning?", "coffee obviously"),
     row("long", "Tabs or spaces?", "Tabs. " + "Here is why, at great length. " * 12),
     # Same tweet as g1 with a better-liked reply: one example per tweet, the most-liked reply wins.
-    row("g1b", PUPPY, "Puppy tax is real. Every pair of shoes you own is now a chew toy until he turns two.",
-        likes=120),
+    row(
+        "g1b", PUPPY, "Puppy tax is real. Every pair of shoes you own is now a chew toy until he turns two.", likes=120
+    ),
     # Near-duplicate of g5's reply under another tweet: dropped (first occurrence kept).
-    row("neardup", "Any advice for first-time founders?",
-        "Ship small, ship often, and talk to your users every single week. Congrats on the round!"),
+    row(
+        "neardup",
+        "Any advice for first-time founders?",
+        "Ship small, ship often, and talk to your users every single week. Congrats on the round!",
+    ),
 ]
 ROWS = GOOD + BAD
 
@@ -161,8 +196,10 @@ def test_results_distinct_and_never_the_query_tweet(index: ExampleIndex) -> None
     hits = index.search(PUPPY, k=6)
     assert all(h.tweet != PUPPY for h in hits)
     assert len({h.tweet for h in hits}) == len(hits) == 5  # the 6th example is the query itself
-    assert all(h.pair_id != "g1b" for h in index.search("  just adopted a GOLDEN retriever puppy and he already "
-                                                         "chewed up my shoes.  "))
+    assert all(
+        h.pair_id != "g1b"
+        for h in index.search("  just adopted a GOLDEN retriever puppy and he already chewed up my shoes.  ")
+    )
     assert index.search("") == [] and index.search("anything", k=0) == []
 
 
@@ -178,7 +215,9 @@ def test_index_persisted_and_reloaded_without_encoding(encoder: Encoder, tmp_pat
     loaded = build_or_load(dataset, fresh)
     assert loaded.source == "loaded" and (fresh.hits, fresh.misses) == (0, 0)
     assert loaded.examples == built.examples and loaded.stats == built.stats
-    assert [h.pair_id for h in loaded.search("marathon recovery")] == [h.pair_id for h in built.search("marathon recovery")]
+    assert [h.pair_id for h in loaded.search("marathon recovery")] == [
+        h.pair_id for h in built.search("marathon recovery")
+    ]
 
 
 def test_index_rebuilt_when_dataset_or_config_changes(encoder: Encoder, tmp_path: Path) -> None:
@@ -188,7 +227,11 @@ def test_index_rebuilt_when_dataset_or_config_changes(encoder: Encoder, tmp_path
     assert (idx_dir / "pairs.jsonl.faiss").is_file() and not (tmp_path / "pairs.jsonl.faiss").exists()
     assert build_or_load(dataset, encoder, index_dir=idx_dir).source == "loaded"
 
-    extra = row("g7", "Is a standing desk actually worth it?", "Only if you alternate. Standing all day is just sitting's evil twin.")
+    extra = row(
+        "g7",
+        "Is a standing desk actually worth it?",
+        "Only if you alternate. Standing all day is just sitting's evil twin.",
+    )
     write_jsonl(dataset, GOOD + [extra])
     rebuilt = build_or_load(dataset, encoder, index_dir=idx_dir)
     assert rebuilt.source == "built" and "g7" in {ex.pair_id for ex in rebuilt.examples}

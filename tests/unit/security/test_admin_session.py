@@ -1,4 +1,5 @@
 """Admin = a server-issued token in a cookie (not Gradio's session_hash); throttled logins; logout; expiry; OAuth."""
+
 from __future__ import annotations
 
 import time
@@ -56,7 +57,9 @@ def test_login_throttled_per_address_then_globally(tmp_path):
         gate.login("pw", "5.5.5.5")
     # the throttle is in SQLite: a restart does not reset it
     with pytest.raises(AdminRequired, match="paused"):
-        AdminGate(password="pw", on_space=False, db=SecurityDB(tmp_path), max_failures=3, max_failures_global=5).login("pw", "6.6.6.6")
+        AdminGate(password="pw", on_space=False, db=SecurityDB(tmp_path), max_failures=3, max_failures_global=5).login(
+            "pw", "6.6.6.6"
+        )
 
 
 def test_oauth_profile_from_session_must_be_on_allow_list(tmp_path):

@@ -1,4 +1,5 @@
 """Limits are per trusted address and persist in SQLite across restarts."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -1,4 +1,5 @@
 """Messages shown to users never carry server temp paths; the public page never says whether a judge key is set."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def _evaluate_page_config(tmp_path: Path, monkeypatch, key: str | None) -> str:
         monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     else:
         monkeypatch.setenv("ANTHROPIC_API_KEY", key)
-    ctx = SimpleNamespace(engine=None, settings=SimpleNamespace(data_dir=tmp_path, adapters_dir=tmp_path, heldout=tmp_path / "h.jsonl"),
-                          gate=AdminGate(password="pw", on_space=False), extras={}, model_banner=lambda: "none")
+    ctx = SimpleNamespace(
+        engine=None,
+        settings=SimpleNamespace(data_dir=tmp_path, adapters_dir=tmp_path, heldout=tmp_path / "h.jsonl"),
+        gate=AdminGate(password="pw", on_space=False),
+        extras={},
+        model_banner=lambda: "none",
+    )
     with gr.Blocks() as demo:
         build_evaluate_tab(ctx)
     cfg = demo.get_config_file()

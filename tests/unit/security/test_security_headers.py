@@ -1,4 +1,5 @@
 """The headers middleware adds frame-ancestors / nosniff to every response, replacing any the app set."""
+
 from __future__ import annotations
 
 from starlette.applications import Starlette
@@ -25,4 +26,6 @@ def test_local_app_may_not_be_framed_by_others():
 
 def test_space_allows_the_hub_iframe_only():
     r = TestClient(_app(True)).get("/")
-    assert "https://huggingface.co" in r.headers["content-security-policy"] and "*" not in r.headers["content-security-policy"].replace("*.hf.space", "")
+    assert "https://huggingface.co" in r.headers["content-security-policy"] and "*" not in r.headers[
+        "content-security-policy"
+    ].replace("*.hf.space", "")

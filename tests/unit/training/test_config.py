@@ -1,4 +1,5 @@
 """Training config: the seed's defaults, YAML round trip, presets, and every refusal before anything loads."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,9 +36,20 @@ def test_defaults_are_the_seed_recipe():
     assert c.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert (c.learning_rate, c.epochs, c.micro_batch_size, c.grad_accum) == (2e-4, 2, 4, 4)
     assert (c.warmup_ratio, c.weight_decay, c.max_grad_norm) == (0.03, 0.01, 1.0)
-    assert (c.load_in_4bit, c.bnb_4bit_quant_type, c.bnb_4bit_use_double_quant, c.bnb_4bit_compute_dtype) == (True, "nf4", True, "bfloat16")
+    assert (c.load_in_4bit, c.bnb_4bit_quant_type, c.bnb_4bit_use_double_quant, c.bnb_4bit_compute_dtype) == (
+        True,
+        "nf4",
+        True,
+        "bfloat16",
+    )
     assert (c.eval_steps, c.save_steps, c.save_total_limit, c.load_best_model_at_end) == (50, 50, 3, True)
-    assert (c.early_stopping_patience, c.early_stopping_threshold, c.seed, c.max_seq_len, c.max_steps) == (3, 0.01, 42, 512, -1)
+    assert (c.early_stopping_patience, c.early_stopping_threshold, c.seed, c.max_seq_len, c.max_steps) == (
+        3,
+        0.01,
+        42,
+        512,
+        -1,
+    )
     assert c.base_model == "" and c.dataset == "" and c.gpus is None and c.wandb_project
 
 
@@ -50,8 +62,14 @@ def test_every_field_has_help_metadata():
 
 def test_cli_help_and_flags_come_from_the_metadata():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "training.train", "--help"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "training.train", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     shown = "".join(out.stdout.split())  # argparse re-wraps the lines (also at hyphens)
     for name in FIELD_TYPES:
@@ -90,23 +108,45 @@ def test_presets():
 
 
 def test_overrides_are_coerced_from_strings():
-    c = resolve("cpu-demo", parse_set(["learning_rate=5e-4", "target_modules=q_proj,v_proj", "gpus=0,2", "load_in_4bit=false",
-                                       "epochs=3", "rank=32"]))
+    c = resolve(
+        "cpu-demo",
+        parse_set(
+            [
+                "learning_rate=5e-4",
+                "target_modules=q_proj,v_proj",
+                "gpus=0,2",
+                "load_in_4bit=false",
+                "epochs=3",
+                "rank=32",
+            ]
+        ),
+    )
     assert c.learning_rate == 5e-4 and c.target_modules == ["q_proj", "v_proj"] and c.gpus == [0, 2]
     assert c.load_in_4bit is False and c.epochs == 3.0 and c.rank == 32
     assert resolve(None, {"gpus": "none", "load_in_4bit": False}).gpus is None
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("rank", 0, "rank must be a positive"), ("rank", -4, "rank must be a positive"),
-    ("alpha", 0, "alpha must be positive"), ("learning_rate", 0, "Learning rate must be positive"),
-    ("learning_rate", -1e-4, "Learning rate must be positive"), ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
-    ("dropout", -0.1, r"dropout must be in \[0, 1\)"), ("epochs", 0, "Epochs must be positive"),
-    ("max_steps", 0, "max_steps must be"), ("micro_batch_size", 0, "micro_batch_size"),
-    ("eval_fraction", 0.0, "eval split"), ("save_steps", 15, "multiple of eval_steps"),
-    ("run_name", "a/b", "run_name"), ("gpus", [0, 0], "distinct"),
-    ("dataset", "/no/such/dataset.jsonl", "does not exist"), ("target_modules", [], "target_modules is empty"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("rank", 0, "rank must be a positive"),
+        ("rank", -4, "rank must be a positive"),
+        ("alpha", 0, "alpha must be positive"),
+        ("learning_rate", 0, "Learning rate must be positive"),
+        ("learning_rate", -1e-4, "Learning rate must be positive"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("dropout", -0.1, r"dropout must be in \[0, 1\)"),
+        ("epochs", 0, "Epochs must be positive"),
+        ("max_steps", 0, "max_steps must be"),
+        ("micro_batch_size", 0, "micro_batch_size"),
+        ("eval_fraction", 0.0, "eval split"),
+        ("save_steps", 15, "multiple of eval_steps"),
+        ("run_name", "a/b", "run_name"),
+        ("gpus", [0, 0], "distinct"),
+        ("dataset", "/no/such/dataset.jsonl", "does not exist"),
+        ("target_modules", [], "target_modules is empty"),
+    ],
+)
 def test_invalid_values_are_refused(key, value, match):
     with pytest.raises(ValueError, match=match) as err:
         resolve(None, {key: value})
@@ -146,7 +186,9 @@ def test_4bit_without_cuda_falls_back_with_warning():
 
 def test_empty_eval_split_refused_before_model_load(tmp_path):
     p = tmp_path / "pairs.jsonl"
-    p.write_text("\n".join(json.dumps({"tweet": f"t{i}", "reply": f"reply number {i}", "split": "train"}) for i in range(5)))
+    p.write_text(
+        "\n".join(json.dumps({"tweet": f"t{i}", "reply": f"reply number {i}", "split": "train"}) for i in range(5))
+    )
     with pytest.raises(ValueError, match="eval split .* is empty"):
         load_pairs(resolve(None, {"dataset": str(p), "load_in_4bit": False}))
 

@@ -1,4 +1,5 @@
 """Diagnostics on synthetic trainer logs: each finding, its seed adjustment, conflicts, and the comparison table."""
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,9 @@ def test_underfitting_suggests_higher_lr_more_epochs_higher_rank():
     log = make_log([2.5, 2.0, 1.8, 1.7, 1.6], [2.6, 1.9, 1.75])
     findings, new = suggest_v2(TrainConfig(), log)
     assert kinds(findings) == ["underfitting"]
-    assert new["learning_rate"] == pytest.approx(3e-4) and new["epochs"] == 3 and (new["rank"], new["alpha"]) == (32, 32)
+    assert (
+        new["learning_rate"] == pytest.approx(3e-4) and new["epochs"] == 3 and (new["rank"], new["alpha"]) == (32, 32)
+    )
 
 
 def test_forgetting_suggests_lower_lr_fewer_epochs():
@@ -77,7 +80,9 @@ def test_no_plateau_while_improving_or_with_too_few_evals():
     assert "plateau" not in kinds(diagnose(make_log([0.8] * 40, [1.0, 0.9, 0.85, 0.80, 0.75]), TrainConfig()))
     assert "plateau" not in kinds(diagnose(make_log([0.8] * 10, [1.0, 0.999]), TrainConfig()))
     # the threshold is the config's early-stopping threshold
-    assert "plateau" in kinds(diagnose(make_log([0.8] * 40, [1.0, 0.9, 0.85, 0.80, 0.75]), TrainConfig(early_stopping_threshold=0.2)))
+    assert "plateau" in kinds(
+        diagnose(make_log([0.8] * 40, [1.0, 0.9, 0.85, 0.80, 0.75]), TrainConfig(early_stopping_threshold=0.2))
+    )
 
 
 def test_train_loss_is_smoothed_over_the_last_records():
@@ -107,10 +112,21 @@ def test_final_eval_preferred_and_log_read_from_run_dir(tmp_path):
 
 
 def test_compare_runs_table(tmp_path):
-    a = {"run_id": "a", "state": "completed", "config": TrainConfig(rank=16).to_dict(), "metrics": {"eval_loss": 0.8, "global_step": 50},
-         "log": make_log([0.4] * 5, [1.0, 0.8]), "adapter_path": "adapters/a"}
-    b = {"run_id": "b", "state": "completed", "config": TrainConfig(rank=8, learning_rate=1e-4).to_dict(),
-         "metrics": {"eval_loss": 0.6, "global_step": 40}, "log": make_log([0.55] * 5, [0.9, 0.6])}
+    a = {
+        "run_id": "a",
+        "state": "completed",
+        "config": TrainConfig(rank=16).to_dict(),
+        "metrics": {"eval_loss": 0.8, "global_step": 50},
+        "log": make_log([0.4] * 5, [1.0, 0.8]),
+        "adapter_path": "adapters/a",
+    }
+    b = {
+        "run_id": "b",
+        "state": "completed",
+        "config": TrainConfig(rank=8, learning_rate=1e-4).to_dict(),
+        "metrics": {"eval_loss": 0.6, "global_step": 40},
+        "log": make_log([0.55] * 5, [0.9, 0.6]),
+    }
     c = {"run_id": "c", "state": "failed", "config": {}, "metrics": {}}
     rows = compare_runs([a, b, c])
     assert [r["run"] for r in rows] == ["a", "b", "c"]

@@ -1,4 +1,5 @@
 """DPO on the Arena's votes with a tiny Qwen3: votes -> cleaned pairs -> TRL DPO from an SFT parent -> adapter with lineage."""
+
 from __future__ import annotations
 
 import json
@@ -25,15 +26,51 @@ def world(tmp_path_factory):
     with VoteStore(root / "data") as store:
         synthetic_votes(store)
         prov = build_from_store(store, root / "prefs", CleaningConfig(eval_fraction=0.2))
-    common = dict(base_model=str(tiny), load_in_4bit=False, cpu_dtype="float32", rank=8, alpha=16, warmup_ratio=0.0,
-                  output_dir=str(root / "runs"), adapters_dir=str(root / "adapters"), early_stopping_patience=0, logging_steps=1)
-    sft = resolve(None, {**common, "run_name": "sft-v1", "learning_rate": 1e-2, "micro_batch_size": 8, "grad_accum": 1, "max_steps": 3,
-                         "eval_steps": 3, "save_steps": 3})
+    common = dict(
+        base_model=str(tiny),
+        load_in_4bit=False,
+        cpu_dtype="float32",
+        rank=8,
+        alpha=16,
+        warmup_ratio=0.0,
+        output_dir=str(root / "runs"),
+        adapters_dir=str(root / "adapters"),
+        early_stopping_patience=0,
+        logging_steps=1,
+    )
+    sft = resolve(
+        None,
+        {
+            **common,
+            "run_name": "sft-v1",
+            "learning_rate": 1e-2,
+            "micro_batch_size": 8,
+            "grad_accum": 1,
+            "max_steps": 3,
+            "eval_steps": 3,
+            "save_steps": 3,
+        },
+    )
     (root / "runs" / "sft-v1").mkdir(parents=True)
     train(sft, root / "runs" / "sft-v1")
-    dpo = resolve(None, {**common, "kind": "dpo", "run_name": "dpo-v2", "parent_adapter": str(root / "adapters" / "sft-v1"),
-                         "dataset": str(root / "prefs"), "min_pairs": 20, "learning_rate": 2e-3, "micro_batch_size": 8, "grad_accum": 1,
-                         "max_steps": 24, "eval_steps": 12, "save_steps": 12, "dpo_beta": 0.1})
+    dpo = resolve(
+        None,
+        {
+            **common,
+            "kind": "dpo",
+            "run_name": "dpo-v2",
+            "parent_adapter": str(root / "adapters" / "sft-v1"),
+            "dataset": str(root / "prefs"),
+            "min_pairs": 20,
+            "learning_rate": 2e-3,
+            "micro_batch_size": 8,
+            "grad_accum": 1,
+            "max_steps": 24,
+            "eval_steps": 12,
+            "save_steps": 12,
+            "dpo_beta": 0.1,
+        },
+    )
     (root / "runs" / "dpo-v2").mkdir(parents=True)
     final = train_preference(dpo, root / "runs" / "dpo-v2")
     return root, tiny, prov, dpo, final
@@ -86,14 +123,19 @@ def test_adapter_has_lineage_provenance_and_joins_the_arena(world):
     assert not (adapter / "ref").exists()  # the frozen reference copy is not saved
     from generation.adapters import discover
 
-    assert "dpo-v2" in discover(root / "adapters")  # the engine lists discover() on every battle: it joins automatically
+    assert "dpo-v2" in discover(
+        root / "adapters"
+    )  # the engine lists discover() on every battle: it joins automatically
     lin = read_lineage(adapter)
     assert lin["parent_adapter"] == "sft-v1" and lin["kind"] == "dpo"
     assert set(lin["vote_ids"]) == set(prov["vote_ids"]) and lin["vote_set_sha256"] == prov["vote_set_sha256"]
     assert datetime.fromisoformat(lin["trained_at"]) > datetime.fromisoformat(prov["latest_vote_at"])
     assert json.loads((adapter / "provenance.json").read_text())["vote_ids"] == prov["vote_ids"]
     assert used_vote_ids(root / "adapters") == set(prov["vote_ids"])
-    assert lineage_string(root / "adapters", "dpo-v2") == f"base → SFT sft-v1 → DPO dpo-v2 on {len(prov['vote_ids'])} votes"
+    assert (
+        lineage_string(root / "adapters", "dpo-v2")
+        == f"base → SFT sft-v1 → DPO dpo-v2 on {len(prov['vote_ids'])} votes"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +147,33 @@ def prefs_only(tmp_path_factory):
     parent = root / "adapters" / "sft-v1"
     parent.mkdir(parents=True)
     (parent / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "tiny", "r": 8}))
-    cfg = TrainConfig.from_dict({"base_model": str(root / "tiny"), "kind": "dpo", "dataset": str(root / "prefs"), "min_pairs": 5,
-                                 "parent_adapter": str(parent), "adapters_dir": str(root / "adapters"), "load_in_4bit": False})
+    cfg = TrainConfig.from_dict(
+        {
+            "base_model": str(root / "tiny"),
+            "kind": "dpo",
+            "dataset": str(root / "prefs"),
+            "min_pairs": 5,
+            "parent_adapter": str(parent),
+            "adapters_dir": str(root / "adapters"),
+            "load_in_4bit": False,
+        }
+    )
     return root, prov, cfg
 
 
 def test_too_few_pairs_and_a_foreign_parent_are_refused(prefs_only, tmp_path):
     root, prov, cfg = prefs_only
     assert validate(cfg) == []
-    with pytest.raises(ValueError, match=rf"Only {prov['n_train']} clean preference pairs to train on; a DPO run needs at least 500 "):
+    with pytest.raises(
+        ValueError, match=rf"Only {prov['n_train']} clean preference pairs to train on; a DPO run needs at least 500 "
+    ):
         validate(TrainConfig.from_dict({"min_pairs": 500}, base=cfg))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen3-8B", "r": 8}))
-    with pytest.raises(ValueError, match=r"Parent adapter foreign was trained for base model Qwen/Qwen3-8B, not .*tiny"):
+    with pytest.raises(
+        ValueError, match=r"Parent adapter foreign was trained for base model Qwen/Qwen3-8B, not .*tiny"
+    ):
         validate(TrainConfig.from_dict({"parent_adapter": str(foreign)}, base=cfg))
     with pytest.raises(ValueError, match="Parent adapter nope was not found"):
         validate(TrainConfig.from_dict({"parent_adapter": "nope"}, base=cfg))
@@ -155,7 +210,9 @@ def test_sft_entry_point_refuses_a_preference_config(prefs_only, tmp_path):
 @pytest.mark.slow
 def test_kto_runs_on_the_same_votes(world):
     root, tiny, prov, dpo, _ = world
-    kto = resolve(None, {**dpo.to_dict(), "kind": "kto", "run_name": "kto-v2", "max_steps": 4, "eval_steps": 4, "save_steps": 4})
+    kto = resolve(
+        None, {**dpo.to_dict(), "kind": "kto", "run_name": "kto-v2", "max_steps": 4, "eval_steps": 4, "save_steps": 4}
+    )
     (root / "runs" / "kto-v2").mkdir(parents=True)
     final = train_preference(kto, root / "runs" / "kto-v2")
     assert final["state"] == "completed"

@@ -1,4 +1,5 @@
 """The environment check on this (CPU) box: what is found, what a missing piece disables, the fix, the W&B mode."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,19 @@ from training.envcheck import _package, main, pinned_versions, run_checks
 def test_cpu_box_report_names_what_is_missing_and_the_fix(tmp_path):
     rep = run_checks(tmp_path / "not-yet", env={})
     names = [c.name for c in rep.checks]
-    for n in ("torch", "CUDA GPU", "bitsandbytes", "4-bit loading", "transformers", "peft", "trl", "accelerate",
-              "liger-kernel", "W&B", "disk"):
+    for n in (
+        "torch",
+        "CUDA GPU",
+        "bitsandbytes",
+        "4-bit loading",
+        "transformers",
+        "peft",
+        "trl",
+        "accelerate",
+        "liger-kernel",
+        "W&B",
+        "disk",
+    ):
         assert n in names, n
     assert rep.get("torch").status == "ok" and torch.__version__ in rep.get("torch").detail
     assert not torch.cuda.is_available()
@@ -41,7 +53,11 @@ def test_wandb_mode_online_with_key_and_disabled():
 
 def test_missing_package_says_what_it_disables_and_the_pinned_install():
     c = _package("nothere", "reply-arena-no-such-dist", {"reply-arena-no-such-dist": "1.2.3"}, "the frobnicator")
-    assert c.status == "missing" and c.disables == "the frobnicator" and c.fix == "pip install reply-arena-no-such-dist==1.2.3"
+    assert (
+        c.status == "missing"
+        and c.disables == "the frobnicator"
+        and c.fix == "pip install reply-arena-no-such-dist==1.2.3"
+    )
     pins = pinned_versions()
     assert pins["wandb"] and pins["bitsandbytes"] and pins["torch"] == "2.13.0"
 

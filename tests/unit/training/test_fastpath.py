@@ -1,4 +1,5 @@
 """Packing is only a speed-up if it changes nothing: same loss, same gradients, no cross-example attention."""
+
 from __future__ import annotations
 
 import random
@@ -42,7 +43,9 @@ def test_no_attention_across_packed_examples(model_and_tok):
     model, _ = model_and_tok
     a, b = list(range(10, 30)), list(range(40, 75))
     with torch.no_grad():
-        packed = model(input_ids=torch.tensor([a + b]), position_ids=torch.tensor([list(range(20)) + list(range(35))])).logits[0, 20:]
+        packed = model(
+            input_ids=torch.tensor([a + b]), position_ids=torch.tensor([list(range(20)) + list(range(35))])
+        ).logits[0, 20:]
         alone = model(input_ids=torch.tensor([b])).logits[0]
     assert (packed - alone).abs().max().item() < 1e-4
 

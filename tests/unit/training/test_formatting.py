@@ -1,4 +1,5 @@
 """The single formatter: reply-only labels, <|im_end|> trained, identical to the chat template's own rendering."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def test_qwen3_labels_mask_prompt_and_empty_think_block(qwen_tok):
     tweet, reply = "Coffee before code?", "Code first, then coffee."
     ex = format_example(qwen_tok, tweet, reply, 512)
     prefix = _untrained_prefix(qwen_tok, ex)
-    assert prefix.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # the empty think block is context, not target
+    assert prefix.endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )  # the empty think block is context, not target
     assert prefix == render_prompt(qwen_tok, base_messages(tweet), thinking=False)
     assert _trained(qwen_tok, ex) == reply + "<|im_end|>"
     im_end = qwen_tok.convert_tokens_to_ids("<|im_end|>")
@@ -100,14 +103,21 @@ def test_long_tweet_is_cut_not_the_reply(qwen_tok):
 
 
 def test_reply_too_long_is_dropped_and_counted(qwen_tok):
-    rows = [{"tweet": "hi", "reply": "word " * 300}, {"tweet": "Coffee?", "reply": "Always coffee."}, {"tweet": "", "reply": "x"}]
+    rows = [
+        {"tweet": "hi", "reply": "word " * 300},
+        {"tweet": "Coffee?", "reply": "Always coffee."},
+        {"tweet": "", "reply": "x"},
+    ]
     assert format_example(qwen_tok, rows[0]["tweet"], rows[0]["reply"], 200) is None
     examples, stats = format_examples(qwen_tok, rows, 200)
     assert len(examples) == 1 and stats.kept == 1 and stats.dropped_too_long == 1 and stats.dropped_empty == 1
 
 
 def test_collator_pads_right_with_ignored_labels(qwen_tok):
-    exs = [format_example(qwen_tok, "a", "short.", 512), format_example(qwen_tok, "a much longer tweet here", "a much longer reply too.", 512)]
+    exs = [
+        format_example(qwen_tok, "a", "short.", 512),
+        format_example(qwen_tok, "a much longer tweet here", "a much longer reply too.", 512),
+    ]
     pad = qwen_tok.pad_token_id
     batch = PadCollator(pad)(exs)
     n0 = len(exs[0]["input_ids"])
@@ -123,7 +133,9 @@ def test_template_that_breaks_prompt_plus_reply_is_refused(qwen_tok):
     import copy
 
     tok = copy.deepcopy(qwen_tok)
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}Answer: {% endif %}"
-                         "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}Answer: {% endif %}"
+        "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     with pytest.raises(ValueError, match="not match inference|differently"):
         format_example(tok, "t", "r", 512)

@@ -1,5 +1,6 @@
 """The one-click loop: pairs available since the last DPO run, the next run's config, refusals, and a real DPO subprocess
 through the runner (progress with reward curves, stop, resume, adapter with lineage, the used votes not offered again)."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,10 @@ def test_state_before_and_after_votes(tmp_path):
     st = loop_state(tmp_path / "data", tmp_path / "adapters")
     assert st.available == 48 and st.funnel["votes"] == 48 and st.parents == ["sft-v1"]
     lines = describe(st, "sft-v1", tmp_path / "adapters")
-    assert lines[0] == "48 clean preference pairs available (no DPO run yet)" and lines[-1] == "Starts from: base → SFT sft-v1"
+    assert (
+        lines[0] == "48 clean preference pairs available (no DPO run yet)"
+        and lines[-1] == "Starts from: base → SFT sft-v1"
+    )
     cfg = next_config(TrainConfig(), st, "sft-v1", tmp_path / "adapters", "prefs")
     assert (cfg.kind, cfg.run_name, cfg.dataset) == ("dpo", "dpo-v2", "prefs")
     assert cfg.parent_adapter == str((tmp_path / "adapters" / "sft-v1").resolve())
@@ -64,9 +68,26 @@ def test_dpo_run_through_the_runner_stops_resumes_and_closes_the_loop(tiny_dir, 
     data, adapters = tmp_path / "data", tmp_path / "adapters"
     _votes(data)
     rm = RunManager(data, adapters)
-    base = resolve(None, dict(base_model=str(tiny_dir), load_in_4bit=False, cpu_dtype="float32", rank=8, alpha=16, learning_rate=2e-3,
-                              micro_batch_size=4, grad_accum=1, max_steps=400, warmup_ratio=0.0, eval_steps=2, save_steps=2,
-                              logging_steps=1, early_stopping_patience=0, min_pairs=20))
+    base = resolve(
+        None,
+        dict(
+            base_model=str(tiny_dir),
+            load_in_4bit=False,
+            cpu_dtype="float32",
+            rank=8,
+            alpha=16,
+            learning_rate=2e-3,
+            micro_batch_size=4,
+            grad_accum=1,
+            max_steps=400,
+            warmup_ratio=0.0,
+            eval_steps=2,
+            save_steps=2,
+            logging_steps=1,
+            early_stopping_patience=0,
+            min_pairs=20,
+        ),
+    )
     h, cfg, prov = start_next(rm, data, base, "")  # no adapter yet: a fresh LoRA on the base, reference = the base
     assert cfg.kind == "dpo" and h.run_id == "dpo-v2"
     st = wait_for(rm, h.run_id, lambda s: s.step >= 3, timeout=300)
@@ -90,10 +111,25 @@ def test_dpo_run_through_the_runner_stops_resumes_and_closes_the_loop(tiny_dir, 
 def test_training_curves_show_dpo_rewards():
     from training.service import loss_figure
 
-    hist = [{"event": "train", "step": s, "loss": 0.69 - 0.01 * s, "rewards/chosen": 0.01 * s, "rewards/rejected": -0.01 * s,
-             "rewards/margins": 0.02 * s, "rewards/accuracies": 0.5 + 0.05 * s} for s in range(1, 6)]
+    hist = [
+        {
+            "event": "train",
+            "step": s,
+            "loss": 0.69 - 0.01 * s,
+            "rewards/chosen": 0.01 * s,
+            "rewards/rejected": -0.01 * s,
+            "rewards/margins": 0.02 * s,
+            "rewards/accuracies": 0.5 + 0.05 * s,
+        }
+        for s in range(1, 6)
+    ]
     fig = loss_figure(hist)
     loss_ax, reward_ax = fig.axes
-    assert [ln.get_label() for ln in reward_ax.get_lines()] == ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+    assert [ln.get_label() for ln in reward_ax.get_lines()] == [
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+    ]
     assert list(reward_ax.get_lines()[2].get_ydata()) == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
     assert len(loss_figure([{"event": "train", "step": 1, "loss": 1.0}]).axes) == 1  # SFT runs keep one panel

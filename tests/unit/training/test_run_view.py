@@ -51,7 +51,9 @@ def test_resume_and_stop_words():
 def test_config_yaml_round_trip_and_refusals():
     cfg = resolve("cpu-demo", {"rank": 4, "run_name": "mine"})
     back = load_config_yaml(config_yaml(cfg))
-    assert back.rank == 4 and back.run_name == "mine" and back.to_dict() == TrainConfig.from_dict(cfg.to_dict()).to_dict()
+    assert (
+        back.rank == 4 and back.run_name == "mine" and back.to_dict() == TrainConfig.from_dict(cfg.to_dict()).to_dict()
+    )
     with pytest.raises(ValueError, match="not valid YAML at line"):
         load_config_yaml("rank: [1,\n")
     with pytest.raises(ValueError, match="YAML mapping"):
@@ -88,6 +90,14 @@ def test_checkpoint_promoted_to_an_adapter(tmp_path):
 def test_run_history_shows_losses_to_4_significant_digits():
     from training.service import history_rows
 
-    rows = history_rows([{"run_id": "r", "state": "completed", "metrics": {"train_loss": 4.121650679906209, "eval_loss": 0.98765432},
-                          "config": {"rank": 8}}])
+    rows = history_rows(
+        [
+            {
+                "run_id": "r",
+                "state": "completed",
+                "metrics": {"train_loss": 4.121650679906209, "eval_loss": 0.98765432},
+                "config": {"rank": 8},
+            }
+        ]
+    )
     assert rows[0][6:8] == [4.122, 0.9877]

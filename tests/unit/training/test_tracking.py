@@ -1,5 +1,6 @@
 """W&B tracking: a real offline run on the tiny Qwen3 writes real wandb run files (read back record by record), the
 tracking record the Training tab shows, and the mode rules."""
+
 from __future__ import annotations
 
 import json
@@ -29,11 +30,11 @@ def read_wandb_records(path: Path) -> list[pb.Record]:
         if left < 7:
             pos += left
             continue
-        length, kind = struct.unpack("<HB", raw[pos + 4:pos + 7])
+        length, kind = struct.unpack("<HB", raw[pos + 4 : pos + 7])
         if length == 0 and kind == 0:
             pos += left  # zero padding at the end of a block
             continue
-        chunk = raw[pos + 7:pos + 7 + length]
+        chunk = raw[pos + 7 : pos + 7 + length]
         pos += 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record; MIDDLE/LAST continue it
         if kind in (1, 4):
@@ -48,11 +49,29 @@ def read_wandb_records(path: Path) -> list[pb.Record]:
 def tracked_run(tmp_path_factory):
     tiny = save_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3-wandb"), init_std=0.2)
     out = tmp_path_factory.mktemp("wandb-out")
-    cfg = resolve(None, dict(base_model=str(tiny), load_in_4bit=False, cpu_dtype="float32", rank=8, alpha=16,
-                             learning_rate=1e-2, micro_batch_size=8, grad_accum=1, max_steps=4, warmup_ratio=0.0,
-                             eval_steps=2, save_steps=4, logging_steps=1, output_dir=str(out / "runs"),
-                             adapters_dir=str(out / "adapters"), run_name="wandb-run", early_stopping_patience=0,
-                             wandb_project="reply-arena-test"))
+    cfg = resolve(
+        None,
+        dict(
+            base_model=str(tiny),
+            load_in_4bit=False,
+            cpu_dtype="float32",
+            rank=8,
+            alpha=16,
+            learning_rate=1e-2,
+            micro_batch_size=8,
+            grad_accum=1,
+            max_steps=4,
+            warmup_ratio=0.0,
+            eval_steps=2,
+            save_steps=4,
+            logging_steps=1,
+            output_dir=str(out / "runs"),
+            adapters_dir=str(out / "adapters"),
+            run_name="wandb-run",
+            early_stopping_patience=0,
+            wandb_project="reply-arena-test",
+        ),
+    )
     run_dir = out / "runs" / "wandb-run"
     run_dir.mkdir(parents=True)
     final = train(cfg, run_dir)
@@ -70,13 +89,28 @@ def test_offline_run_writes_real_wandb_files(tracked_run, monkeypatch):
     assert "run" in kinds and "exit" in kinds
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert run.project == "reply-arena-test" and run.display_name == "wandb-run"
-    config = {i.key: json.loads(i.value_json) for r in recs if r.WhichOneof("record_type") == "config" for i in r.config.update}
-    config.update({i.key: json.loads(i.value_json) for r in recs if r.WhichOneof("record_type") == "run" for i in r.run.config.update})
+    config = {
+        i.key: json.loads(i.value_json)
+        for r in recs
+        if r.WhichOneof("record_type") == "config"
+        for i in r.config.update
+    }
+    config.update(
+        {
+            i.key: json.loads(i.value_json)
+            for r in recs
+            if r.WhichOneof("record_type") == "run"
+            for i in r.run.config.update
+        }
+    )
     assert config["rank"] == 8 and config["max_steps"] == 4
     sha = final["metrics"]["dataset_sha256"]
     assert config["dataset"]["sha256"] == sha
-    history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-               for r in recs if r.WhichOneof("record_type") == "history"]
+    history = [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in recs
+        if r.WhichOneof("record_type") == "history"
+    ]
     keys = set().union(*history)
     assert {"train/loss", "eval/loss", "train/tokens_per_s", "train/learning_rate"} <= keys
     losses = [h["train/loss"] for h in history if "train/loss" in h]
@@ -108,7 +142,12 @@ def test_mode_rules_and_messages():
 def test_evaluation_report_goes_to_wandb_only_online(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    info = log_evaluation("reply-arena-test", "eval-x", {"n_items": 3}, {"win_rates": (["versus", "win"], [["base", 0.6]])},
-                          report_dir=tmp_path)
+    info = log_evaluation(
+        "reply-arena-test",
+        "eval-x",
+        {"n_items": 3},
+        {"win_rates": (["versus", "win"], [["base", 0.6]])},
+        report_dir=tmp_path,
+    )
     assert info.mode == "offline" and "WANDB_API_KEY" in info.note
     assert not (tmp_path / "wandb").exists()

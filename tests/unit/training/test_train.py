@@ -1,4 +1,5 @@
 """The trainer on a tiny random Qwen3 (seconds), and the cpu-demo preset end to end on the embedded SmolLM2 (slow)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,9 +40,25 @@ def _machine_busy_s() -> float:
 
 
 def tiny_config(tiny_dir: Path, out: Path, name: str, **kw) -> TrainConfig:
-    values = dict(base_model=str(tiny_dir), load_in_4bit=False, cpu_dtype="float32", rank=16, alpha=32, learning_rate=1e-2,
-                  micro_batch_size=8, grad_accum=1, max_steps=12, warmup_ratio=0.0, eval_steps=4, save_steps=4, logging_steps=1,
-                  output_dir=str(out / "runs"), adapters_dir=str(out / "adapters"), run_name=name, early_stopping_patience=0)
+    values = dict(
+        base_model=str(tiny_dir),
+        load_in_4bit=False,
+        cpu_dtype="float32",
+        rank=16,
+        alpha=32,
+        learning_rate=1e-2,
+        micro_batch_size=8,
+        grad_accum=1,
+        max_steps=12,
+        warmup_ratio=0.0,
+        eval_steps=4,
+        save_steps=4,
+        logging_steps=1,
+        output_dir=str(out / "runs"),
+        adapters_dir=str(out / "adapters"),
+        run_name=name,
+        early_stopping_patience=0,
+    )
     values.update(kw)
     return resolve(None, values)
 
@@ -76,8 +93,15 @@ def test_adapter_folder_has_everything_the_app_needs(trained, tiny_dir):
     cfg, run_dir, final = trained
     adapter = Path(final["adapter_path"])
     assert final["state"] == "completed" and adapter == Path(cfg.adapters_dir) / "tiny-run"
-    for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "generation_config.json",
-              "training_config.yaml", "dataset.json", "metrics.json"):
+    for f in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        "training_config.yaml",
+        "dataset.json",
+        "metrics.json",
+    ):
         assert (adapter / f).is_file(), f
     acfg = json.loads((adapter / "adapter_config.json").read_text())
     assert acfg["base_model_name_or_path"] == str(tiny_dir)  # == LoadedModel.name, what adapters.py matches
@@ -112,8 +136,12 @@ def test_adapter_loads_back_and_changes_the_model(trained, tiny_dir):
         after = pm(input_ids=ids).logits
     assert not torch.allclose(before, after, atol=1e-3)
     pm.unload()
-    engine = Engine(load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32")), Path(cfg.adapters_dir))
-    r = engine.generate("Coffee before code?", "lora:tiny-run", SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=8))
+    engine = Engine(
+        load_base(ModelConfig(base_model=str(tiny_dir), device="cpu", cpu_dtype="float32")), Path(cfg.adapters_dir)
+    )
+    r = engine.generate(
+        "Coffee before code?", "lora:tiny-run", SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=8)
+    )
     assert r.new_tokens > 0
 
 
@@ -128,7 +156,11 @@ def test_trainer_log_and_status(trained):
     assert recs[-1]["event"] == "end" and recs[-1]["status"] == "completed"
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed" and status["pid"] == os.getpid() and status["adapter_path"]
-    assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == ["checkpoint-12", "checkpoint-4", "checkpoint-8"]
+    assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == [
+        "checkpoint-12",
+        "checkpoint-4",
+        "checkpoint-8",
+    ]
 
 
 class StopAfter(StopFlag):
@@ -154,7 +186,11 @@ def test_stop_saves_checkpoint_and_resume_continues(tiny_dir, tmp_path):
     assert last_checkpoint(run_dir).name == "checkpoint-3"
     assert not (Path(cfg.adapters_dir) / "stop-resume").exists()  # a stopped run is resumable, not published
     st = train(cfg, run_dir, resume=True)
-    assert st["state"] == "completed" and st["metrics"]["global_step"] == 10 and st["resumed_from"].endswith("checkpoint-3")
+    assert (
+        st["state"] == "completed"
+        and st["metrics"]["global_step"] == 10
+        and st["resumed_from"].endswith("checkpoint-3")
+    )
     recs = _log(run_dir)
     begins = [r for r in recs if r["event"] == "begin"]
     assert [b["step"] for b in begins] == [0, 3]  # the second session started from the checkpoint
@@ -166,8 +202,13 @@ def test_stop_saves_checkpoint_and_resume_continues(tiny_dir, tmp_path):
 def test_reads_saved_datasetdict_and_jsonl_split(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    rows = [{"tweet": f"tweet {i}", "reply": f"reply number {i} here", "likes": 10, "pair_id": f"p{i}", "tweet_id": f"t{i}"} for i in range(12)]
-    DatasetDict({"train": Dataset.from_list(rows[:10]), "eval": Dataset.from_list(rows[10:])}).save_to_disk(str(tmp_path / "dd"))
+    rows = [
+        {"tweet": f"tweet {i}", "reply": f"reply number {i} here", "likes": 10, "pair_id": f"p{i}", "tweet_id": f"t{i}"}
+        for i in range(12)
+    ]
+    DatasetDict({"train": Dataset.from_list(rows[:10]), "eval": Dataset.from_list(rows[10:])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     data = load_pairs(resolve(None, {"dataset": str(tmp_path / "dd"), "load_in_4bit": False}))
     assert (len(data.train), len(data.eval)) == (10, 2) and data.eval[0]["tweet"] == "tweet 10"
     assert data.info["kind"] == "datasetdict" and len(data.info["sha256"]) == 64
@@ -189,15 +230,35 @@ def test_cpu_demo_preset_end_to_end(tmp_path):
     """The acceptance run: cpu-demo finishes in <= 3 minutes here and its adapter visibly changes the replies."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ru0, busy0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _machine_busy_s(), time.time()
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--preset", "cpu-demo", "--set", f"output_dir={tmp_path / 'runs'}",
-                           "--set", f"adapters_dir={tmp_path / 'adapters'}", "--set", "run_name=demo"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--preset",
+            "cpu-demo",
+            "--set",
+            f"output_dir={tmp_path / 'runs'}",
+            "--set",
+            f"adapters_dir={tmp_path / 'adapters'}",
+            "--set",
+            "run_name=demo",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     wall, ru1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     ncpu = os.cpu_count() or 1
     others = max(0.0, (_machine_busy_s() - busy0) - cpu) / (wall * ncpu)  # share of the machine other processes used
-    print(f"\ncpu-demo wall time: {wall:.1f} s (CPU {cpu:.0f} s on {ncpu} cores; other processes used {others:.0%} of the machine)")
+    print(
+        f"\ncpu-demo wall time: {wall:.1f} s (CPU {cpu:.0f} s on {ncpu} cores; other processes used {others:.0%} of "
+        "the machine)"
+    )
     if others < 0.15:
         assert wall <= 180, f"cpu-demo took {wall:.0f} s"
     else:  # a shared box stretches wall time: hold the run's own CPU time to the same budget instead
@@ -211,7 +272,9 @@ def test_cpu_demo_preset_end_to_end(tmp_path):
     loaded = load_base(ModelConfig(base_model="", device="cpu", cache_dir=ROOT / ".cache"))
     engine = Engine(loaded, tmp_path / "adapters")
     greedy = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=24, repetition_penalty=1.2)
-    tweets = [json.loads(line)["tweet"] for line in (ROOT / "assets" / "heldout_tweets.jsonl").read_text().splitlines()[:3]]
+    tweets = [
+        json.loads(line)["tweet"] for line in (ROOT / "assets" / "heldout_tweets.jsonl").read_text().splitlines()[:3]
+    ]
     pairs = [(engine.generate(t, "base", greedy).reply, engine.generate(t, "lora:demo", greedy).reply) for t in tweets]
     for (b, a), t in zip(pairs, tweets):
         print(f"TWEET {t}\n  base: {b}\n  lora: {a}")

@@ -1,4 +1,5 @@
 """Fixtures for the curation tests: the sample pairs and a real MiniLM encoder with its own cache."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """What the curation tests share: the sample file, the drops and near-duplicates assets/README.md lists, a passing pair."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,11 +21,29 @@ README_DROPS = {
     "low_likes": {"p0008", "p0110", "p0113", "p0123", "p0199", "p0217", "p0231", "p0238"},
     "wrong_language": {"p0177", "p0179", "p0200", "p0255"},
 }
-NEAR_DUPS = [("p0022", "p0162"), ("p0042", "p0136"), ("p0050", "p0053"), ("p0068", "p0144"), ("p0094", "p0145"), ("p0178", "p0259")]
+NEAR_DUPS = [
+    ("p0022", "p0162"),
+    ("p0042", "p0136"),
+    ("p0050", "p0053"),
+    ("p0068", "p0144"),
+    ("p0094", "p0145"),
+    ("p0178", "p0259"),
+]
 
 
 def good(**kw) -> Pair:
-    base = dict(pair_id="x1", tweet_id="t1", tweet="A tweet.", reply="This reply is long enough to pass all rules.",
-                likes=10, retweets=1, author_followers=5000, time_diff_seconds=3600, has_media=False, has_url=False, lang="en")
+    base = dict(
+        pair_id="x1",
+        tweet_id="t1",
+        tweet="A tweet.",
+        reply="This reply is long enough to pass all rules.",
+        likes=10,
+        retweets=1,
+        author_followers=5000,
+        time_diff_seconds=3600,
+        has_media=False,
+        has_url=False,
+        lang="en",
+    )
     base.update(kw)
     return Pair(**base)

@@ -1,6 +1,7 @@
 """The X API v2 collector and the Apify runner against local servers that speak those APIs (tests/x_api_server.py):
 pagination, 429 + reset header, 503, a page with `errors` and no includes, the post cap, crash + resume, bad tokens,
 the min_faves check; the output round-trips through the importer."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,12 @@ def test_paginates_waits_for_rate_limit_retries_503_and_round_trips(tmp_path, co
     clock = FakeClock()
     with XApiServer({"100": conv}, faults={2: "429", 4: "503"}, errors_page=2, clock=clock) as srv:
         out = tmp_path / "c.jsonl"
-        rep = collect(CollectConfig(out=out, conversation_ids=["100"], max_posts=1000, base_url=srv.url),
-                      token=TOKEN, clock=clock, sleep=clock.sleep)
+        rep = collect(
+            CollectConfig(out=out, conversation_ids=["100"], max_posts=1000, base_url=srv.url),
+            token=TOKEN,
+            clock=clock,
+            sleep=clock.sleep,
+        )
         reqs = srv.requests
     assert [r["params"].get("next_token") for r in reqs] == [None, "t100", "t100", "t200", "t200"]
     assert len(reqs) == 5 and srv.n_search == 5
@@ -56,8 +61,15 @@ def test_paginates_waits_for_rate_limit_retries_503_and_round_trips(tmp_path, co
     assert max(clock.sleeps) >= 900
     p = reqs[0]["params"]
     assert p["query"] == "conversation_id:100" and p["expansions"] == EXPANSIONS
-    for f in ("public_metrics", "created_at", "conversation_id", "in_reply_to_user_id", "referenced_tweets", "lang",
-              "attachments"):
+    for f in (
+        "public_metrics",
+        "created_at",
+        "conversation_id",
+        "in_reply_to_user_id",
+        "referenced_tweets",
+        "lang",
+        "attachments",
+    ):
         assert f in p["tweet.fields"].split(",")
     assert rep.posts_read == 250 and rep.pages == 3 and rep.stopped == "done"
     pages = _lines(out)
@@ -91,8 +103,10 @@ def test_post_cap_stops_before_the_cap_and_next_run_resumes(tmp_path, conv):
 @pytest.mark.parametrize("cap", [0, 9])
 def test_a_cap_below_one_page_is_refused_before_any_request(tmp_path, conv, cap):
     with XApiServer({"100": conv}) as srv, pytest.raises(CollectError, match="at least 10"):
-        collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=cap, base_url=srv.url),
-                token=TOKEN)
+        collect(
+            CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=cap, base_url=srv.url),
+            token=TOKEN,
+        )
     assert srv.requests == [] and not (tmp_path / "c.jsonl").exists()
 
 
@@ -119,8 +133,10 @@ def test_crash_mid_run_resumes_without_duplicate_or_half_page(tmp_path, conv):
 
 def test_wrong_or_missing_token_is_one_sentence_naming_the_variable(tmp_path, conv, monkeypatch):
     with XApiServer({"100": conv}, token="right") as srv, pytest.raises(CollectError) as ei:
-        collect(CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=50, base_url=srv.url),
-                token="wrong-secret")
+        collect(
+            CollectConfig(out=tmp_path / "c.jsonl", conversation_ids=["100"], max_posts=50, base_url=srv.url),
+            token="wrong-secret",
+        )
     msg = str(ei.value)
     assert "X_BEARER_TOKEN" in msg and "401" in msg and "wrong-secret" not in msg and msg.count(". ") == 0
     monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
@@ -150,8 +166,19 @@ def test_min_faves_check_reports_an_operator_the_plan_refuses(tmp_path, conv):
 def test_cli_collects_with_token_from_env(tmp_path, conv, monkeypatch, capsys):
     monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
     with XApiServer({"100": conv}) as srv:
-        rc = main(["x", "--conversation-id", "100", "--max-posts", "300", "--out", str(tmp_path / "c.jsonl"),
-                   "--base-url", srv.url])
+        rc = main(
+            [
+                "x",
+                "--conversation-id",
+                "100",
+                "--max-posts",
+                "300",
+                "--out",
+                str(tmp_path / "c.jsonl"),
+                "--base-url",
+                srv.url,
+            ]
+        )
     out = capsys.readouterr()
     assert rc == 0 and "Read 250 posts in 3 pages" in out.out and f"{expected_pairs(conv)} pairs" in out.out
     assert TOKEN not in out.out + out.err
@@ -164,8 +191,16 @@ def test_apify_run_progress_dataset_and_cost(tmp_path):
     items = apify_items(conv)
     with ApifyServer(items, polls_to_finish=3, usage_usd=0.0421) as srv:
         seen: list[str] = []
-        rep = run_actor("apidojo/tweet-scraper", {"conversationIds": ["200"]}, tmp_path / "a.jsonl", token="apify-test",
-                        base_url=srv.url, max_items=500, poll_s=0, progress=seen.append)
+        rep = run_actor(
+            "apidojo/tweet-scraper",
+            {"conversationIds": ["200"]},
+            tmp_path / "a.jsonl",
+            token="apify-test",
+            base_url=srv.url,
+            max_items=500,
+            poll_s=0,
+            progress=seen.append,
+        )
         started = [r for r in srv.requests if r["method"] == "POST"]
     assert started[0]["path"].endswith("/apidojo~tweet-scraper/runs") and started[0]["params"]["maxItems"] == "500"
     assert json.loads(started[0]["body"]) == {"conversationIds": ["200"]}

@@ -1,4 +1,5 @@
 """Semantic dedup with the real encoder + FAISS, and the range search on planted duplicates."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +48,12 @@ def test_range_search_finds_planted_duplicates(index: str) -> None:
     dups = base[src] + 0.01 * rng.standard_normal((20, 384)).astype(np.float32)
     dups /= np.linalg.norm(dups, axis=1, keepdims=True)
     emb = np.vstack([base, dups])
-    found = {(i, int(j)) for i, nb, _ in near_duplicate_neighbors(emb, SemanticDedupConfig(threshold=0.9, index=index)) for j in nb if i < j}
+    found = {
+        (i, int(j))
+        for i, nb, _ in near_duplicate_neighbors(emb, SemanticDedupConfig(threshold=0.9, index=index))
+        for j in nb
+        if i < j
+    }
     planted = {(int(s), 3000 + k) for k, s in enumerate(src)}
     if index == "flat":
         assert found == planted

@@ -1,4 +1,5 @@
 """Per-row filter rules: boundaries, URL variants, language."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,8 +63,12 @@ def test_url_variants_are_caught(reply: str) -> None:
 
 @pytest.mark.parametrize(
     "reply",
-    ["e.g. this works fine for most people I know", "Node.js is fine, honestly, for this use case",
-     "3.14 is close enough to pi for a pizza party", "ok.so what do we do now, asking for real"],
+    [
+        "e.g. this works fine for most people I know",
+        "Node.js is fine, honestly, for this use case",
+        "3.14 is close enough to pi for a pizza party",
+        "ok.so what do we do now, asking for real",
+    ],
 )
 def test_url_regex_no_false_positives(reply: str) -> None:
     assert check_pair(good(reply=reply)) is None
@@ -76,6 +81,8 @@ def test_language_field_and_heuristic() -> None:
     assert guess_language("ok 👍") is None
     assert check_pair(good(lang=None, reply=es))[0] == "wrong_language"
     assert check_pair(good(lang="und", reply="This is the one thing that you have to try")) is None
-    assert check_pair(good(lang=None, reply="Totally agree, brilliant stuff, cheers mate")) is None  # no clear guess → passes
+    assert (
+        check_pair(good(lang=None, reply="Totally agree, brilliant stuff, cheers mate")) is None
+    )  # no clear guess → passes
     assert check_pair(good(lang="es"), FilterConfig(languages=None)) is None
     assert check_pair(good(lang=None, reply=es), FilterConfig(guess_missing_language=False)) is None

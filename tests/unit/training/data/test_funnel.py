@@ -1,4 +1,5 @@
 """The funnel: exact duplicates, the counts on the sample data against assets/README.md, the plot."""
+
 from __future__ import annotations
 
 from training.data.funnel import REASONS, apply_filters

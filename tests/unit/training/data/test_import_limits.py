@@ -1,4 +1,5 @@
 """A gzip bomb (one huge JSON object) fails fast, with a clear sentence and bounded memory; nothing is imported."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """Import: format detection, joining, missing parents, malformed input, streaming memory bound."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,9 +15,16 @@ from training.data.pairs import Pair
 ROOT = Path(__file__).resolve().parents[4]
 FIX = ROOT / "tests" / "fixtures"
 CSV_MAPPING = {
-    "id": "Tweet ID", "text": "Content", "created_at": "Posted At", "in_reply_to_id": "Reply To",
-    "author_id": "Handle", "author_followers": "Followers", "likes": "Likes", "retweets": "Reposts",
-    "has_media": "Has Media", "lang": "Language",
+    "id": "Tweet ID",
+    "text": "Content",
+    "created_at": "Posted At",
+    "in_reply_to_id": "Reply To",
+    "author_id": "Handle",
+    "author_followers": "Followers",
+    "likes": "Likes",
+    "retweets": "Reposts",
+    "has_media": "Has Media",
+    "lang": "Language",
 }
 
 
@@ -35,7 +43,9 @@ def test_x_api_v2_joins_with_includes_users_and_referenced_tweets() -> None:
     a = pairs["1700000000000000101"]  # parent only in includes.tweets
     assert a.tweet_id == "1700000000000000001"
     assert a.tweet == "Pasta water: salt it or not? Settle this for me."
-    assert a.reply == "Salt it like the sea & save a mug of the water before you drain it."  # mention stripped, &amp; unescaped
+    assert (
+        a.reply == "Salt it like the sea & save a mug of the water before you drain it."
+    )  # mention stripped, &amp; unescaped
     assert (a.likes, a.retweets, a.author_followers, a.time_diff_seconds) == (42, 3, 1200, 600)
     assert (a.has_media, a.has_url, a.lang, a.conversation_id) == (False, False, "en", "1700000000000000001")
     m = pairs["1700000000000000102"]  # photo reply: media link removed from the text, not counted as a URL
@@ -57,7 +67,12 @@ def test_x_api_v1_statuses_jsonl() -> None:
     assert p.reply == "Paper never sends me a notification, which is exactly why it works."
     assert (p.likes, p.retweets, p.author_followers, p.time_diff_seconds) == (12, 2, 800, 600)  # Twitter date format
     media = pairs["1050119024000000000"]
-    assert (media.has_media, media.has_url, media.reply, media.time_diff_seconds) == (True, False, "Mine, for reference", 96)
+    assert (media.has_media, media.has_url, media.reply, media.time_diff_seconds) == (
+        True,
+        False,
+        "Mine, for reference",
+        96,
+    )
     assert pairs["1050299000000000000"].has_url is True  # entities.urls, `text` instead of `full_text`
     ext = pairs["1050164000000000000"]  # inside a {"statuses": [...]} page, extended_tweet.full_text
     assert ext.reply.endswith("somewhere else for forty minutes.") and ext.time_diff_seconds == 3 * 3600
@@ -84,7 +99,9 @@ def test_csv_tweets_with_mapping_are_joined() -> None:
     p = pairs["9002"]
     assert p.tweet == "Unpopular opinion: cold brew is just patience, bottled."
     assert (p.likes, p.retweets, p.author_followers, p.time_diff_seconds, p.has_media) == (48, 6, 2600, 2700, False)
-    assert pairs["9003"].reply == "Counterpoint: a good cold brew, made right,\nis worth every single hour."  # quoted newline
+    assert (
+        pairs["9003"].reply == "Counterpoint: a good cold brew, made right,\nis worth every single hour."
+    )  # quoted newline
     assert pairs["9005"].has_media is True
 
 
@@ -92,15 +109,29 @@ def test_csv_of_joined_pairs_with_mapping(tmp_path: Path) -> None:
     f = tmp_path / "pairs.csv"
     f.write_text(
         "id,original,answer,hearts,rts,fans,delay,img\n"
-        "a1,Tweet one,\"A reply, with a comma, long enough\",10,1,900,400,false\n"
+        'a1,Tweet one,"A reply, with a comma, long enough",10,1,900,400,false\n'
         "a2,Tweet one,Another reply to the same tweet text,3,0,700,100,true\n",
         encoding="utf-8",
     )
-    mapping = {"pair_id": "id", "tweet": "original", "reply": "answer", "likes": "hearts", "retweets": "rts",
-               "author_followers": "fans", "time_diff_seconds": "delay", "has_media": "img"}
+    mapping = {
+        "pair_id": "id",
+        "tweet": "original",
+        "reply": "answer",
+        "likes": "hearts",
+        "retweets": "rts",
+        "author_followers": "fans",
+        "time_diff_seconds": "delay",
+        "has_media": "img",
+    }
     res = import_file(f, mapping)
     a1, a2 = res.pairs
-    assert (a1.pair_id, a1.reply, a1.likes, a1.author_followers, a1.time_diff_seconds) == ("a1", "A reply, with a comma, long enough", 10, 900, 400)
+    assert (a1.pair_id, a1.reply, a1.likes, a1.author_followers, a1.time_diff_seconds) == (
+        "a1",
+        "A reply, with a comma, long enough",
+        10,
+        900,
+        400,
+    )
     assert a2.has_media is True and a1.has_media is False
     assert a1.tweet_id == a2.tweet_id  # no parent id column: same tweet text → same group
 
@@ -124,15 +155,43 @@ def test_sample_jsonl_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name, content, expect",
     [
-        ("bad.jsonl", '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n{"pair_id": "p2",\n', r"bad\.jsonl: line 2.*invalid JSON.*JSONL"),
-        ("bad.json", '[\n {"id": "1", "text": "a", "likeCount": 1},\n {"id": "2", "text": "b" "likeCount": 2}\n]', r"bad\.json: line 3.*invalid JSON"),
-        ("trunc.json", '[\n {"id": "1", "text": "a", "likeCount": 1},\n', r"trunc\.json: line 3.*(end of file|invalid JSON)"),
-        ("unknown.jsonl", '{"foo": 1, "bar": 2}\n', r"unknown\.jsonl: line 1: unknown record format.*expected X API v2"),
+        (
+            "bad.jsonl",
+            '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n{"pair_id": "p2",\n',
+            r"bad\.jsonl: line 2.*invalid JSON.*JSONL",
+        ),
+        (
+            "bad.json",
+            '[\n {"id": "1", "text": "a", "likeCount": 1},\n {"id": "2", "text": "b" "likeCount": 2}\n]',
+            r"bad\.json: line 3.*invalid JSON",
+        ),
+        (
+            "trunc.json",
+            '[\n {"id": "1", "text": "a", "likeCount": 1},\n',
+            r"trunc\.json: line 3.*(end of file|invalid JSON)",
+        ),
+        (
+            "unknown.jsonl",
+            '{"foo": 1, "bar": 2}\n',
+            r"unknown\.jsonl: line 1: unknown record format.*expected X API v2",
+        ),
         ("notjson.txt", "hello world\nthis is not data\n", r"notjson\.txt: line 1: unknown format"),
         ("empty.json", "   \n", r"empty\.json: file is empty"),
-        ("v2_no_text.json", '{"data": [{"id": "5", "author_id": "1"}], "includes": {"users": []}}', r"v2_no_text\.json: line 1.*data\[0\].*'text'"),
-        ("sample_missing.jsonl", '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n{"pair_id": "p2", "tweet_id": "t", "tweet": "x"}\n', r"sample_missing\.jsonl: line 2: missing 'tweet' or 'reply'"),
-        ("bad_time.jsonl", '{"id_str": "1", "full_text": "a", "created_at": "yesterday-ish", "user": {"followers_count": 1}}\n', r"bad_time\.jsonl: line 1: unrecognized timestamp 'yesterday-ish'"),
+        (
+            "v2_no_text.json",
+            '{"data": [{"id": "5", "author_id": "1"}], "includes": {"users": []}}',
+            r"v2_no_text\.json: line 1.*data\[0\].*'text'",
+        ),
+        (
+            "sample_missing.jsonl",
+            '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n{"pair_id": "p2", "tweet_id": "t", "tweet": "x"}\n',
+            r"sample_missing\.jsonl: line 2: missing 'tweet' or 'reply'",
+        ),
+        (
+            "bad_time.jsonl",
+            '{"id_str": "1", "full_text": "a", "created_at": "yesterday-ish", "user": {"followers_count": 1}}\n',
+            r"bad_time\.jsonl: line 1: unrecognized timestamp 'yesterday-ish'",
+        ),
     ],
 )
 def test_malformed_input_raises_clear_error(tmp_path: Path, name: str, content: str, expect: str) -> None:
@@ -173,19 +232,38 @@ def _status(i: int) -> dict:
     """A v1.1 status of realistic shape (~1.3 KB, real ones are larger); odd ids reply to the previous one."""
     parent = i - 1 if i % 2 else None
     return {
-        "created_at": "Wed Oct 10 20:19:24 +0000 2018", "id": 10**18 + i, "id_str": str(10**18 + i),
-        "full_text": (f"@user{parent} " if parent is not None else "") + f"tweet {i} " + "lorem ipsum dolor sit amet " * 4,
-        "truncated": False, "display_text_range": [0, 140],
+        "created_at": "Wed Oct 10 20:19:24 +0000 2018",
+        "id": 10**18 + i,
+        "id_str": str(10**18 + i),
+        "full_text": (f"@user{parent} " if parent is not None else "")
+        + f"tweet {i} "
+        + "lorem ipsum dolor sit amet " * 4,
+        "truncated": False,
+        "display_text_range": [0, 140],
         "source": '<a href="http://twitter.com/download/iphone" rel="nofollow">Twitter for iPhone</a>',
         "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []},
         "in_reply_to_status_id_str": str(10**18 + parent) if parent is not None else None,
-        "user": {"id_str": str(5000 + i % 997), "name": "Some Name", "screen_name": f"user{i % 997}",
-                 "location": "Somewhere", "description": "Writes about coffee, code and cats. Opinions are my own. " * 2,
-                 "followers_count": 1000 + i, "friends_count": 300, "listed_count": 2,
-                 "created_at": "Wed Oct 10 20:19:24 +0000 2012", "favourites_count": 4000, "statuses_count": 9000,
-                 "profile_image_url_https": "https://pbs.twimg.com/profile_images/1234567890/abcdefg_normal.jpg",
-                 "default_profile": False, "verified": False},
-        "retweet_count": 1, "favorite_count": 10, "lang": "en", "possibly_sensitive": False, "place": None,
+        "user": {
+            "id_str": str(5000 + i % 997),
+            "name": "Some Name",
+            "screen_name": f"user{i % 997}",
+            "location": "Somewhere",
+            "description": "Writes about coffee, code and cats. Opinions are my own. " * 2,
+            "followers_count": 1000 + i,
+            "friends_count": 300,
+            "listed_count": 2,
+            "created_at": "Wed Oct 10 20:19:24 +0000 2012",
+            "favourites_count": 4000,
+            "statuses_count": 9000,
+            "profile_image_url_https": "https://pbs.twimg.com/profile_images/1234567890/abcdefg_normal.jpg",
+            "default_profile": False,
+            "verified": False,
+        },
+        "retweet_count": 1,
+        "favorite_count": 10,
+        "lang": "en",
+        "possibly_sensitive": False,
+        "place": None,
     }
 
 

@@ -7,8 +7,15 @@ from training.data.pairs import Pair
 
 
 def _pair(i: int, **kw) -> Pair:
-    base = dict(pair_id=f"p{i}", tweet_id=f"t{i}", tweet=f"tweet number {i} about coffee", reply=f"a long enough reply number {i} here",
-                likes=10, author_followers=1000, time_diff_seconds=None)
+    base = dict(
+        pair_id=f"p{i}",
+        tweet_id=f"t{i}",
+        tweet=f"tweet number {i} about coffee",
+        reply=f"a long enough reply number {i} here",
+        likes=10,
+        author_followers=1000,
+        time_diff_seconds=None,
+    )
     base.update(kw)
     return Pair(**base)
 
@@ -35,10 +42,14 @@ def test_show_names_hides_upload_folders():
     up = "/tmp/gradio/3f2a9c0d1e2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d/replies.csv"
     assert show_names(f"{up}: line 1: unknown format", [up]) == "replies.csv: line 1: unknown format"
     assert show_names(f"cannot read {up}") == "cannot read replies.csv"
-    assert show_names("/data/exports/x.jsonl: empty", []) == "/data/exports/x.jsonl: empty"  # a server path stays as typed
+    assert (
+        show_names("/data/exports/x.jsonl: empty", []) == "/data/exports/x.jsonl: empty"
+    )  # a server path stays as typed
 
 
 def test_export_size_warning():
-    assert "Only 3 pairs (2 train / 1 eval)" in export_size_warning(3, 2, 1) and "800–1,200" in export_size_warning(3, 2, 1)
+    assert "Only 3 pairs (2 train / 1 eval)" in export_size_warning(3, 2, 1) and "800–1,200" in export_size_warning(
+        3, 2, 1
+    )
     assert export_size_warning(900, 810, 90) == ""
     assert "eval split is empty" in export_size_warning(900, 900, 0)

@@ -1,4 +1,5 @@
 """Review store (real SQLite) and export (real DatasetDict on disk)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,16 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 def mk(i: int, tweet_id: str | None = None) -> Pair:
-    return Pair(pair_id=f"p{i}", tweet_id=tweet_id or f"t{i // 2}", tweet=f"Tweet {i // 2}", reply=f"Reply number {i}, long enough to keep.",
-                likes=10 + i, retweets=i % 3, author_followers=1000, time_diff_seconds=600)
+    return Pair(
+        pair_id=f"p{i}",
+        tweet_id=tweet_id or f"t{i // 2}",
+        tweet=f"Tweet {i // 2}",
+        reply=f"Reply number {i}, long enough to keep.",
+        likes=10 + i,
+        retweets=i % 3,
+        author_followers=1000,
+        time_diff_seconds=600,
+    )
 
 
 @pytest.fixture()
@@ -142,8 +151,11 @@ def test_export_dataset_dict_jsonl_and_card(tmp_path: Path) -> None:
     sample = import_file(ROOT / "assets" / "sample_pairs.jsonl").pairs
     fr = apply_filters(sample)
     store = ReviewStore(tmp_path)
-    store.create_dataset("sample", fr.kept, meta={"filter_config": {"min_likes": 5}, "funnel": fr.funnel.to_dict(),
-                                                  "source": "assets/sample_pairs.jsonl"})
+    store.create_dataset(
+        "sample",
+        fr.kept,
+        meta={"filter_config": {"min_likes": 5}, "funnel": fr.funnel.to_dict(), "source": "assets/sample_pairs.jsonl"},
+    )
     items = store.list("sample")
     for it in items[:150]:
         store.decide("sample", it.pair_id, "keep")
@@ -186,6 +198,7 @@ def test_export_dataset_dict_jsonl_and_card(tmp_path: Path) -> None:
 def test_failed_export_leaves_previous_export_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pairs = [(mk(i), False) for i in range(10)]
     first = export_pairs(tmp_path, "ds", pairs)
+
     def boom(*a, **k):
         raise RuntimeError("disk full while drawing")
 

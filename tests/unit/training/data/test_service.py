@@ -3,6 +3,7 @@
 Semantic dedup uses a stub encoder (seeded random vectors; the README's six near-duplicate pairs share one) so
 this stays quick; the real MiniLM path is covered by test_dedup.py and the browser test.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,14 @@ from training.data.service import (
 ROOT = Path(__file__).resolve().parents[4]
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 FIXTURES = ROOT / "tests" / "fixtures"
-NEAR_DUPS = [("p0022", "p0162"), ("p0042", "p0136"), ("p0050", "p0053"), ("p0068", "p0144"), ("p0094", "p0145"), ("p0178", "p0259")]
+NEAR_DUPS = [
+    ("p0022", "p0162"),
+    ("p0042", "p0136"),
+    ("p0050", "p0053"),
+    ("p0068", "p0144"),
+    ("p0094", "p0145"),
+    ("p0178", "p0259"),
+]
 
 
 class StubEncoder:
@@ -75,9 +83,20 @@ def test_import_sample_funnel_and_review_dataset(imported) -> None:
     assert out.formats == ["sample (jsonl)"]
     rows = funnel_rows(out.funnel)
     assert rows[0] == ["in", 260] and rows[-1] == ["out", 198] and ["dropped: low likes", 8] in rows
-    assert store.progress("sample") == {"total": 198, "reviewed": 0, "kept": 0, "discarded": 0, "edited": 0, "pending": 198}
+    assert store.progress("sample") == {
+        "total": 198,
+        "reviewed": 0,
+        "kept": 0,
+        "discarded": 0,
+        "edited": 0,
+        "pending": 198,
+    }
     meta = store.meta("sample")
-    assert meta["funnel"]["out"] == 198 and meta["filter_config"]["min_likes"] == 5 and meta["semantic"]["threshold"] == 0.85
+    assert (
+        meta["funnel"]["out"] == 198
+        and meta["filter_config"]["min_likes"] == 5
+        and meta["semantic"]["threshold"] == 0.85
+    )
     assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == 1.0
     line, funnel = dataset_summary(store, "sample")
     assert "funnel 260 in → 198 out" in line and funnel.to_dict() == out.funnel.to_dict()
@@ -86,8 +105,15 @@ def test_import_sample_funnel_and_review_dataset(imported) -> None:
 
 
 def test_thresholds_change_the_funnel_and_replace_needs_consent(tmp_path: Path, encoder: StubEncoder) -> None:
-    cfg = make_filter_config(min_reply_chars=30, max_reply_chars=280, min_author_followers=500, max_author_followers=100000,
-                             min_time_diff_seconds=300, min_likes="", languages="en")  # empty likes = no bound
+    cfg = make_filter_config(
+        min_reply_chars=30,
+        max_reply_chars=280,
+        min_author_followers=500,
+        max_author_followers=100000,
+        min_time_diff_seconds=300,
+        min_likes="",
+        languages="en",
+    )  # empty likes = no bound
     assert cfg.min_likes is None
     out = import_to_review([SAMPLE], tmp_path, "loose", filter_config=cfg, semantic_threshold=None)
     assert out.funnel.dropped["low_likes"] == 0 and out.funnel.dropped["near_duplicate"] == 0
@@ -132,11 +158,19 @@ def test_sources_mapping_and_csv(tmp_path: Path, encoder: StubEncoder) -> None:
         parse_mapping("{tweet: parent}")
     with pytest.raises(ValueError, match="unknown field"):
         parse_mapping('{"twete": "x"}')
-    mapping = parse_mapping('{"id": "Tweet ID", "text": "Content", "created_at": "Posted At", "in_reply_to_id": "Reply To", '
-                            '"author_id": "Handle", "author_followers": "Followers", "likes": "Likes", "retweets": "Reposts", '
-                            '"has_media": "Has Media", "lang": "Language"}')
-    out = import_to_review(resolve_sources([], str(FIXTURES / "tweets_export.csv")), tmp_path, "csv", mapping=mapping,
-                           encoder=encoder, filter_config=FilterConfig(min_likes=None))
+    mapping = parse_mapping(
+        '{"id": "Tweet ID", "text": "Content", "created_at": "Posted At", "in_reply_to_id": "Reply To", '
+        '"author_id": "Handle", "author_followers": "Followers", "likes": "Likes", "retweets": "Reposts", '
+        '"has_media": "Has Media", "lang": "Language"}'
+    )
+    out = import_to_review(
+        resolve_sources([], str(FIXTURES / "tweets_export.csv")),
+        tmp_path,
+        "csv",
+        mapping=mapping,
+        encoder=encoder,
+        filter_config=FilterConfig(min_likes=None),
+    )
     r = out.reports[0]
     assert r.format == "csv" and out.funnel.n_in == r.n_pairs == 3 and r.missing_parent == ["9004"]
     assert "missing parents for replies: 9004" in import_report_markdown(out)

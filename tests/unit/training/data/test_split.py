@@ -1,4 +1,5 @@
 """The grouped, seeded train/eval split."""
+
 from __future__ import annotations
 
 import random
