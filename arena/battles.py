@@ -170,7 +170,8 @@ class BattleManager:
 
     # -- issuing ---------------------------------------------------------------
     def pair_weights(self, contenders: Sequence[str] | None = None) -> dict[tuple[str, str], float]:
-        """Sampling weight per unordered pair: active (uncertainty, with a floor) or 1/(1+votes) so under-voted pairs catch up."""
+        """Sampling weight per unordered pair: active (uncertainty, with a floor) or 1/(1+votes) so under-voted pairs
+        catch up."""
         names = sorted(set(contenders if contenders is not None else self.contenders_fn()))
         if self.config.pair_sampling == "active":
             return active_weights(names, self._tallies.snapshot(), self._sampling)
@@ -214,7 +215,8 @@ class BattleManager:
 
     def new_battle_stream(self, session_id: str, tweet: str) -> Iterator[tuple[str, str, int, "Battle | None"]]:
         """Like new_battle, but both replies are generated together (one batch) and yielded as they grow:
-        (reply_a, reply_b, queue position, None) ... then (reply_a, reply_b, 0, Battle). Names never leave the server."""
+        (reply_a, reply_b, queue position, None) ... then (reply_a, reply_b, 0, Battle). Names never leave the
+        server."""
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("A session id is required to start a battle.")
         text = validate_tweet(tweet)

@@ -115,7 +115,8 @@ def still_needed(pair: dict[str, Any]) -> str:
 
 
 def pair_rows(board: dict[str, Any]) -> list[list[Any]]:
-    """The pairwise table: win rate of the first-named with its Wilson CI, sign test, Holm-adjusted p, votes still needed."""
+    """The pairwise table: win rate of the first-named with its Wilson CI, sign test, Holm-adjusted p, votes still
+    needed."""
     rows = []
     for p in board.get("pairs") or []:
         dec = int(p["a_wins"]) + int(p["b_wins"])
@@ -136,7 +137,8 @@ def pair_rows(board: dict[str, Any]) -> list[list[Any]]:
 
 
 def comparisons_markdown(board: dict[str, Any], min_votes: int = 10, escape: Callable[[str], str] = lambda s: s) -> str:
-    """A Markdown bullet per comparison; ``escape`` (the UI's inert) makes each sentence plain text (adapter names are user-chosen)."""
+    """A Markdown bullet per comparison; ``escape`` (the UI's inert) makes each sentence plain text (adapter names are
+    user-chosen)."""
     pairs = board.get("pairs") or []
     if not pairs:
         return "No comparisons yet: vote in the Arena tab."

@@ -96,7 +96,8 @@ def _day(created_at: str) -> str:
 
 
 def _tally(t: dict[tuple[str, str], list[float]], r: VoteRecord) -> None:
-    """Add one vote to pair tallies [wins of the first name, wins of the second, ties] (both-bad is a tie, as on the leaderboard)."""
+    """Add one vote to pair tallies [wins of the first name, wins of the second, ties] (both-bad is a tie, as on the
+    leaderboard)."""
     key = pair_key(r.contender_a, r.contender_b)
     cnt = t.setdefault(key, [0.0, 0.0, 0.0])
     if r.vote in ("a", "b"):

@@ -77,7 +77,8 @@ def padded_batches(examples, mb, pad_id=0):
 
 
 def packed_batches(examples, pack_tokens, rows_per_batch=1):
-    """The fast path: packed rows (training/fastpath.py), `rows_per_batch` per micro-batch; yields (batch, real tokens)."""
+    """The fast path: packed rows (training/fastpath.py), `rows_per_batch` per micro-batch; yields (batch, real
+    tokens)."""
     rows = pack_examples(examples, pack_tokens)
     coll = PackedCollator()
     for i in range(0, len(rows) - rows_per_batch + 1, rows_per_batch):

@@ -1,4 +1,5 @@
-"""DPO through the product path on the Qwen3-8B shape: votes in a real VoteStore -> arena.preferences -> `python -m training.dpo`.
+"""DPO through the product path on the Qwen3-8B shape: votes in a real VoteStore -> arena.preferences -> `python -m
+training.dpo`.
 
 Method (as GPU.md's SFT trainer numbers): the random-weight Qwen3-8B shape is saved with the tests' Qwen3-style BPE
 tokenizer; a parent "SFT" adapter (r16/a16, the seed's 7 modules, small random B so the reference differs from the base)

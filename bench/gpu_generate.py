@@ -61,7 +61,8 @@ def gen(model, batch, new, fast, sample=True, seed=0, reps=3):
 
 
 def greedy_match(model, new=24):
-    """Random weights give near-flat logits where bf16 kernel differences flip argmax ties; sharpen the head (x30) for the
+    """Random weights give near-flat logits where bf16 kernel differences flip argmax ties; sharpen the head (x30) for
+    the
     check so equal greedy outputs mean the same function, then restore it."""
     import torch
 

@@ -1,4 +1,5 @@
-"""Serving a crowd on one GPU: today's serial Engine vs the scheduler (continuous batching, static KV, CUDA-graph decode),
+"""Serving a crowd on one GPU: today's serial Engine vs the scheduler (continuous batching, static KV, CUDA-graph
+decode),
 same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads driving the real Engine.
 
 Correctness first (before any timing): with the head sharpened (lm_head x30, so greedy choices are not bf16 ties between

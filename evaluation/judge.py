@@ -216,7 +216,8 @@ _LINE_END = re.compile(r"[*_`\"'\]).!]*\s*(?:\n|$)")
 
 
 def _plausible(m: re.Match, text: str) -> bool:
-    """A lowercase bare 'a'/'b' after a label counts only at the end of its line ("answer: a" yes, "answer: a reply" no)."""
+    """A lowercase bare 'a'/'b' after a label counts only at the end of its line ("answer: a" yes, "answer: a reply"
+    no)."""
     word = m.group(1)
     if word in ("a", "b") and not re.search(r"(?:reply|response|option)[\s_]*[ab]$", m.group(0), re.I):
         return bool(_LINE_END.match(text, m.end()))

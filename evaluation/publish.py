@@ -162,7 +162,8 @@ def build_model_card(
     report_link: str | None = None,
     merged: bool = False,
 ) -> str:
-    """The adapter's card; ``merged=True``: the card of the adapter merged into its base (evaluation/export_model.py)."""
+    """The adapter's card; ``merged=True``: the card of the adapter merged into its base
+    (evaluation/export_model.py)."""
     adapter_dir = Path(adapter_dir)
     acfg = _read_json(adapter_dir / "adapter_config.json")
     tcfg = _read_yaml(adapter_dir / "training_config.yaml")

@@ -295,13 +295,13 @@ def adapter_verdicts(table: PairTable, rule: DecisionRule = DecisionRule()) -> l
             ia, io = pos[adapter], pos[other]
             r = lookup.get((min(ia, io), max(ia, io)))
             if r is None:
-                w = l = 0
+                w = losses = 0
                 t = 0.0
             else:
                 c = table.counts[r]
-                w, l = (int(c[0]), int(c[1])) if ia < io else (int(c[1]), int(c[0]))
+                w, losses = (int(c[0]), int(c[1])) if ia < io else (int(c[1]), int(c[0]))
                 t = float(c[2] + c[3])
-            out.append({"adapter": adapter, "versus": other, **decide(w, l, t, rule)})
+            out.append({"adapter": adapter, "versus": other, **decide(w, losses, t, rule)})
     return out
 
 

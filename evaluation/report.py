@@ -146,7 +146,7 @@ def lengths_plot(result: dict) -> bytes:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot(111)
     lens = {v: [len(it["replies"][v]) for it in result["items"]] for v in variants}
-    top = max([max(l) if l else 0 for l in lens.values()] + [300])
+    top = max([max(v) if v else 0 for v in lens.values()] + [300])
     bins = list(range(0, int(top) + 20, 20))
     for k, v in enumerate(variants):
         ax.hist(lens[v], bins=bins, histtype="step", lw=1.6, color=_COLORS[k % len(_COLORS)], label=v)

@@ -50,7 +50,8 @@ def read_adapter(path: Path) -> AdapterInfo:
 
 
 def discover(adapters_dir: Path) -> dict[str, AdapterInfo]:
-    """Adapters are sub-folders with an adapter_config.json; listed fresh each call so new runs appear without a restart."""
+    """Adapters are sub-folders with an adapter_config.json; listed fresh each call so new runs appear without a
+    restart."""
     found: dict[str, AdapterInfo] = {}
     d = Path(adapters_dir)
     if not d.is_dir():

@@ -175,7 +175,10 @@ class OpenAIBackend:
     def _sentence(self, exc: BaseException, variant: str) -> GenerationError:
         model = self.model_for(variant)
         if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
-            msg = f"The generation server at {self.base_url} is not reachable; start it (see the README's vllm serve command) or fix --openai-base-url."
+            msg = (
+                f"The generation server at {self.base_url} is not reachable; start it (see the README's vllm serve "
+                "command) or fix --openai-base-url."
+            )
         elif isinstance(exc, openai.NotFoundError) or (
             isinstance(exc, openai.BadRequestError) and "does not exist" in str(exc)
         ):
@@ -187,7 +190,8 @@ class OpenAIBackend:
             detail = str(getattr(exc, "message", "") or exc).splitlines()[0][:160]
             msg = f"The generation server refused the request for {variant} (HTTP {exc.status_code}): {detail}"
         else:
-            msg = f"Generation for {variant} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            first = str(exc).splitlines()[0][:160] if str(exc) else ""
+            msg = f"Generation for {variant} failed: {type(exc).__name__}: {first}"
         err = GenerationError(msg)
         err.__cause__ = exc
         return err

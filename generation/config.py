@@ -34,8 +34,10 @@ NON_THINKING_SAMPLING = SamplingConfig()
 
 
 def default_sampling(thinking: bool, small_model: bool = False, max_new_tokens: int | None = None) -> SamplingConfig:
-    """Card defaults for the mode. The embedded 135M model gets a repetition penalty (it loops otherwise) and 60 new tokens:
-    its replies past ~60 tokens are rambling cut at 280 chars anyway, and 60 tokens is ~3 s on a 2-core CPU (bench/cpu_generate.py)."""
+    """Card defaults for the mode. The embedded 135M model gets a repetition penalty (it loops otherwise) and 60 new
+    tokens:
+    its replies past ~60 tokens are rambling cut at 280 chars anyway, and 60 tokens is ~3 s on a 2-core CPU
+    (bench/cpu_generate.py)."""
     base = THINKING_SAMPLING if thinking else NON_THINKING_SAMPLING
     if max_new_tokens and not thinking:  # the app's reply budget (REPLY_ARENA_MAX_NEW_TOKENS, read by context)
         base = replace(base, max_new_tokens=int(max_new_tokens))

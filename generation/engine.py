@@ -165,7 +165,8 @@ class Engine:
         private: bool = False,
         errors: str = "raise",
     ) -> Iterator[list[StreamEvent]]:
-        """Generate every variant for one tweet in the same batch; yield all replies (one StreamEvent each) as they grow.
+        """Generate every variant for one tweet in the same batch; yield all replies (one StreamEvent each) as they
+        grow.
 
         `private=True` (the Arena) gives each request its own generator seeded from the OS, whatever `sampling.seed`
         says.
@@ -253,9 +254,11 @@ class Engine:
         background: bool = True,
         private: bool = False,
     ) -> list[GenerationResult]:
-        """Every tweet goes through the scheduler, batched with whatever else runs; results in input order. `batch_size` is
+        """Every tweet goes through the scheduler, batched with whatever else runs; results in input order. `batch_size`
+        is
         kept for callers; the scheduler's max_batch decides the real batch. background=True (Evaluate, the battle pool):
-        rows no visitor waits for, so an admin job never makes visitors 'busy'. private=True: OS-seeded, whatever the seed."""
+        rows no visitor waits for, so an admin job never makes visitors 'busy'. private=True: OS-seeded, whatever the
+        seed."""
         thinking = thinking and self.supports_thinking
         s = sampling or self.default_sampling(thinking)
         items = [validate_tweet(t) for t in tweets]

@@ -35,7 +35,8 @@ class LoadedModel:
 
     def summary(self) -> str:
         q = f", {self.quantized}" if self.quantized else ""
-        return f"{self.name} on {self.device} ({self.dtype}{q}), {self.memory_gb:.2f} GB, loaded in {self.load_seconds:.1f} s"
+        where = f"{self.name} on {self.device} ({self.dtype}{q})"
+        return f"{where}, {self.memory_gb:.2f} GB, loaded in {self.load_seconds:.1f} s"
 
 
 def resolve_device(requested: str, warnings: list[str]) -> str:

@@ -70,7 +70,10 @@ class AdminGate:
 
     def how_to_enable(self) -> str:
         if self.on_space:
-            return "Admin tabs are off: set the ADMIN_USERS secret (comma-separated Hugging Face usernames) and sign in with Hugging Face."
+            return (
+                "Admin tabs are off: set the ADMIN_USERS secret (comma-separated Hugging Face usernames) and sign in "
+                "with Hugging Face."
+            )
         return "Admin tabs are off: start the app with ADMIN_PASSWORD set, then log in here."
 
     def login(self, password: str, address: str) -> str:

@@ -623,7 +623,8 @@ def _norm_model(name: str) -> str:
 
 
 def resolve_parent(cfg: TrainConfig) -> Path | None:
-    """The parent adapter's folder: a path as given, else a name under adapters_dir; None when training from the base."""
+    """The parent adapter's folder: a path as given, else a name under adapters_dir; None when training from the
+    base."""
     if not cfg.parent_adapter:
         return None
     p = Path(cfg.parent_adapter).expanduser()
@@ -657,7 +658,8 @@ def preference_pair_count(dataset: str | Path) -> int:
 
 
 def _validate_preference_run(cfg: TrainConfig) -> None:
-    """A DPO/KTO run: a preference dataset with enough clean pairs, a positive beta, a parent adapter that exists and fits."""
+    """A DPO/KTO run: a preference dataset with enough clean pairs, a positive beta, a parent adapter that exists and
+    fits."""
     if cfg.dpo_beta <= 0:
         raise ValueError(f"dpo_beta must be positive (TRL's default is 0.1), got {cfg.dpo_beta}.")
     if cfg.min_pairs < 1:

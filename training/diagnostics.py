@@ -107,7 +107,8 @@ def diagnose(
     plateau_evals: int | None = None,
     threshold: float | None = None,
 ) -> list[Finding]:
-    """Findings for one run; `plateau_evals` / `threshold` default to the config's early-stopping patience / threshold."""
+    """Findings for one run; `plateau_evals` / `threshold` default to the config's early-stopping patience /
+    threshold."""
     cfg = _cfg(config)
     s = summarize(log)
     n = plateau_evals or max(1, cfg.early_stopping_patience or 3)
@@ -206,7 +207,8 @@ def suggest_v2(
 
 
 def compare_runs(runs: Iterable[dict]) -> list[dict]:
-    """One row per run for a comparison table: key hyper-parameters, losses, findings; the lowest eval loss is marked best.
+    """One row per run for a comparison table: key hyper-parameters, losses, findings; the lowest eval loss is marked
+    best.
 
     Each run is a dict as returned by RunManager.runs() (config, metrics, run_dir, ...), optionally with a "log" list.
     """
@@ -268,7 +270,8 @@ def verdict(findings: list[Finding]) -> str:
 
 
 def report(findings: list[Finding], new_config: dict, old_config: TrainConfig | dict | None = None) -> str:
-    """Markdown for the Training tab: one verdict, the findings, and the diff between the run's config and the suggested v2."""
+    """Markdown for the Training tab: one verdict, the findings, and the diff between the run's config and the suggested
+    v2."""
     if not findings:
         return (
             "**Verdict: Healthy.** No problems found: train and eval loss are close, and eval loss was still improving."

@@ -98,7 +98,8 @@ def reply_logprob(model, tokenizer, tweet: str, reply: str, max_len: int = 512) 
 
 
 def preference_margins(model, tokenizer, pairs: list[dict], max_len: int = 512) -> list[float]:
-    """log P(chosen) - log P(rejected) per pair (rows: tweet, chosen, rejected); > 0 = the model prefers the chosen reply."""
+    """log P(chosen) - log P(rejected) per pair (rows: tweet, chosen, rejected); > 0 = the model prefers the chosen
+    reply."""
     return [
         reply_logprob(model, tokenizer, p["tweet"], p["chosen"], max_len)
         - reply_logprob(model, tokenizer, p["tweet"], p["rejected"], max_len)

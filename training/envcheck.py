@@ -280,7 +280,9 @@ def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bi
             f"{free:.1f} GB free at {where} (data dir {data_dir})",
             ""
             if ok
-            else f"room for Qwen3-8B (~16 GB) plus checkpoints; below {MIN_FREE_GB:.0f} GB a download or a save can fail",
+            else (
+                f"room for Qwen3-8B (~16 GB) plus checkpoints; below {MIN_FREE_GB:.0f} GB a download or a save can fail"
+            ),
             "" if ok else "free space, or start the app with --data-dir on a bigger disk",
         )
     )

@@ -31,7 +31,10 @@ def build_system_tab(ctx) -> None:
             rep = run_checks(ctx.settings.data_dir)
         except Exception as exc:  # a broken install must not show a traceback
             log.exception("environment check failed")
-            return f"⚠️ The check itself failed ({inert(type(exc).__name__)}); run `python -m training.envcheck` for details."
+            return (
+                f"⚠️ The check itself failed ({inert(type(exc).__name__)}); "
+                "run `python -m training.envcheck` for details."
+            )
         return rep.markdown()
 
     btn.click(on_check, None, [out])

@@ -20,7 +20,8 @@ _SENTINEL = "Sentinel reply text 12345."
 
 @dataclass
 class TurnEnd:
-    """What the template writes after the reply: `trained` ends the turn (e.g. <|im_end|>), `trailing` (e.g. "\\n") is context only."""
+    """What the template writes after the reply: `trained` ends the turn (e.g. <|im_end|>), `trailing` (e.g. "\\n") is
+    context only."""
 
     trained: str
     trailing: str

@@ -1,4 +1,5 @@
-"""The command line and environment that start a training run: one process, or one process per GPU via `accelerate launch`.
+"""The command line and environment that start a training run: one process, or one process per GPU via `accelerate
+launch`.
 
     1 GPU / CPU  ->  python -m training.train --config <run_dir>/run.yaml --run-dir <run_dir> [--resume]
     N > 1 GPUs   ->  python -m accelerate.commands.launch --num_processes N --num_machines 1 --mixed_precision bf16
@@ -42,7 +43,9 @@ from .rundir import CONFIG_FILE
 CPU_PROCESSES_ENV = (
     "REPLY_ARENA_CPU_PROCESSES"  # tests / dev boxes: N gloo processes on the CPU through the same launcher
 )
-SHUTDOWN_GRACE_S = 60  # after SIGTERM (stop) or a failed rank, torch.distributed.run gives workers this long before SIGKILL (runner stop: 120 s)
+# After SIGTERM (stop) or a failed rank, torch.distributed.run gives workers this long before SIGKILL
+# (runner stop: 120 s).
+SHUTDOWN_GRACE_S = 60
 ACCELERATE = "accelerate.commands.launch"
 FSDP_VERSION = 2
 # FSDP2: reshard_after_forward=true is FULL_SHARD; each decoder layer is one shard group (PEFT's wrap policy adds the
@@ -145,7 +148,8 @@ def accelerate_args(
     fsdp: bool = False,
     fsdp_version: int = FSDP_VERSION,
 ) -> list[str]:
-    """`-m accelerate.commands.launch ...` flags for n processes on one machine (bench/gpu_train_ddp.py uses them too)."""
+    """`-m accelerate.commands.launch ...` flags for n processes on one machine (bench/gpu_train_ddp.py uses them
+    too)."""
     args = [
         "-m",
         ACCELERATE,

@@ -15,7 +15,8 @@ from .service import build_config
 
 
 def build_loop_section(ctx, rm, gate, preset: gr.Dropdown, msg: gr.Markdown, run_pick: gr.Dropdown):
-    """Adds the section inside the open Training tab; returns (its refresh handler, the handler's inputs, outputs) so the
+    """Adds the section inside the open Training tab; returns (its refresh handler, the handler's inputs, outputs) so
+    the
     tab can refresh it when opened."""
     data_dir, adapters_dir = ctx.settings.data_dir, rm.adapters_dir
     gr.Markdown("### Train on the Arena's votes (DPO)")

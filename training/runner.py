@@ -304,7 +304,8 @@ class RunManager:
         return rid
 
     def start(self, config: TrainConfig | dict, env: dict[str, str] | None = None) -> RunHandle:
-        """Validate, write run.yaml, launch the child. Raises ValueError for a bad config, RunError if a run is active."""
+        """Validate, write run.yaml, launch the child. Raises ValueError for a bad config, RunError if a run is
+        active."""
         cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         warnings = validate(cfg)
         check_gpus(cfg)  # more GPUs than this host shows: refused before a run folder exists
@@ -399,7 +400,9 @@ class RunManager:
         child_env.update(extra)
         with open(run_dir / TRAIN_LOG, "ab") as log:
             log.write(
-                f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode()
+                (
+                    f"\n=== {'resume' if resume else 'start'} {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n"
+                ).encode()
             )
             log.flush()
             proc = subprocess.Popen(

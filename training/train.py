@@ -172,11 +172,14 @@ def load_pairs(cfg: TrainConfig) -> PairData:
             kind = "jsonl"
         else:
             raise ValueError(f"Dataset {src} is neither a JSONL file nor a saved DatasetDict folder.")
-    clean = lambda rs: [
-        {"tweet": str(r.get("tweet") or "").strip(), "reply": str(r.get("reply") or "").strip()}
-        for r in rs  # noqa: E731
-        if str(r.get("tweet") or "").strip() and str(r.get("reply") or "").strip()
-    ]
+
+    def clean(rs: list[dict]) -> list[dict]:
+        return [
+            {"tweet": str(r.get("tweet") or "").strip(), "reply": str(r.get("reply") or "").strip()}
+            for r in rs
+            if str(r.get("tweet") or "").strip() and str(r.get("reply") or "").strip()
+        ]
+
     train, evl = clean(train), clean(evl)
     if not evl:
         raise ValueError(
@@ -865,7 +868,8 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None, train_fn=None) -> int:
-    """The CLI; `train_fn` (default: SFT `train`) lets training/dpo.py reuse the same run-folder, lock and status handling."""
+    """The CLI; `train_fn` (default: SFT `train`) lets training/dpo.py reuse the same run-folder, lock and status
+    handling."""
     stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
     _follow_launcher()
     fmt = (

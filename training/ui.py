@@ -224,7 +224,8 @@ def build_training_tab(ctx) -> None:
         ]
 
     def on_stop_begin(request: gr.Request):
-        """Stop acts on the run that is running, whatever run is on screen; the message stays 'stopping…' until it is gone."""
+        """Stop acts on the run that is running, whatever run is on screen; the message stays 'stopping…' until it is
+        gone."""
         if not gate.is_admin(request):
             return "⚠️ Stopping a run needs an admin: log in first.", None, gr.update()
         active = rm.active_run()

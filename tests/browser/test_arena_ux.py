@@ -11,7 +11,10 @@ from tests.support.ux_helpers import require_chromium, wait_text
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 require_chromium()
 
-READY = "() => !document.querySelector('#vote-a')?.disabled && document.querySelector('#arena-a textarea')?.value.length > 0"
+READY = (
+    "() => !document.querySelector('#vote-a')?.disabled"
+    " && document.querySelector('#arena-a textarea')?.value.length > 0"
+)
 
 
 def test_arena_reveal_keys_next_and_refused_vote(tmp_path):

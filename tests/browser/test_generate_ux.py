@@ -1,4 +1,5 @@
-"""Generate in a real browser: the seed field is empty (random) by default, a live n/280 counter, and a refused tweet shows
+"""Generate in a real browser: the seed field is empty (random) by default, a live n/280 counter, and a refused tweet
+shows
 its message once while earlier replies stay and the status does not claim "Done."."""
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Leaderboard in a real browser over a real vote store: Chatbot Arena ranks (overlap = shared rank), "preliminary" under the
-vote threshold, one plain sentence per comparison, the pairwise table with votes still needed, readable help, friendly names."""
+"""Leaderboard in a real browser over a real vote store: Chatbot Arena ranks (overlap = shared rank), "preliminary"
+under the
+vote threshold, one plain sentence per comparison, the pairwise table with votes still needed, readable help, friendly
+names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Arena generation on the scheduler (tiny random Qwen3, real PEFT adapters, real SQLite vote store): a live battle's two
+"""Arena generation on the scheduler (tiny random Qwen3, real PEFT adapters, real SQLite vote store): a live battle's
+two
 replies decode in the same batch and stream as they grow; pool battles are served without the GPU, never repeat a
 (tweet, pair) to a voter, never leak names, and pick up a new adapter."""
 

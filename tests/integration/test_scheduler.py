@@ -297,7 +297,8 @@ def test_queue_bound_says_busy_and_shows_position(tiny):
 
 
 def test_public_seed_never_touches_global_rng_nor_reproduces_arena(tiny):
-    """Issue 12.2: Generate(seed=123) is reproducible, leaves torch's global RNG alone, and cannot reproduce an Arena reply."""
+    """Issue 12.2: Generate(seed=123) is reproducible, leaves torch's global RNG alone, and cannot reproduce an Arena
+    reply."""
     engine = Engine(tiny, ROOT / "no-adapters")
     hot = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=30, seed=123)
     torch.manual_seed(7)
@@ -332,7 +333,8 @@ def test_scheduler_without_engine_runs_requests_directly(tiny):
 
 
 def test_background_work_never_makes_visitors_wait(tiny):
-    """Evaluate batches and the battle pool run as background rows: a visitor arriving meanwhile starts at the next step."""
+    """Evaluate batches and the battle pool run as background rows: a visitor arriving meanwhile starts at the next
+    step."""
     engine = Engine(tiny, ROOT / "no-adapters", scheduler=SchedulerConfig(max_batch=4, max_waiting=1))
     ids = tiny.tokenizer("background item", add_special_tokens=False)["input_ids"]
     long = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=100_000)  # run until cancelled

@@ -134,7 +134,10 @@ def _package(module: str) -> str:
 def test_the_walker_sees_imports_inside_functions_and_relative_imports(tmp_path):
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
-    code = "from . import sibling\nfrom .sibling import x\ndef f():\n    import other.mod\nif TYPE_CHECKING:\n    import hidden\n"
+    code = (
+        "from . import sibling\nfrom .sibling import x\ndef f():\n    import other.mod\n"
+        "if TYPE_CHECKING:\n    import hidden\n"
+    )
     path = tmp_path / "mod.py"
     path.write_text(code)
     assert _imports("pkg.mod", path, {"pkg", "pkg.mod", "pkg.sibling", "other", "other.mod", "hidden"}) == {

@@ -416,7 +416,10 @@ class MinFavesCheck:
         b = self.with_filter
         if self.reduced:
             pct = 100.0 * (a.posts_read_total - b.posts_read_total) / max(1, a.posts_read_total)
-            verdict = f"min_faves:{self.min_faves} reduced the posts read from {a.posts_read_total} to {b.posts_read_total} (−{pct:.0f}%)"
+            verdict = (
+                f"min_faves:{self.min_faves} reduced the posts read from {a.posts_read_total} to "
+                f"{b.posts_read_total} (−{pct:.0f}%)"
+            )
         else:
             verdict = (
                 f"min_faves:{self.min_faves} did not reduce the posts read ({a.posts_read_total} without, "

@@ -1,6 +1,7 @@
 """Data tab panel "0 · Collect": X API v2 replies (with the post cap and the min_faves check) or an Apify actor run,
 into ``<data_dir>/collect/<name>.jsonl``, ready for the import panel below. Wiring only (training/data/collect.py,
-training/data/apify.py). Tokens come from the server's env (X_BEARER_TOKEN, APIFY_TOKEN); the page never asks for one."""
+training/data/apify.py). Tokens come from the server's env (X_BEARER_TOKEN, APIFY_TOKEN); the page never asks for
+one."""
 
 from __future__ import annotations
 

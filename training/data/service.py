@@ -425,7 +425,10 @@ def why_passed(p: Pair, meta: Mapping[str, Any] | None) -> list[str]:
 def progress_html(progress: Mapping[str, int] | None) -> str:
     """A stacked bar built only from integers (nothing user-supplied reaches the HTML)."""
     if not progress:
-        return '<div id="review-progress-bar" class="review-progress" data-reviewed="0" data-total="0">No dataset selected.</div>'
+        return (
+            '<div id="review-progress-bar" class="review-progress" data-reviewed="0" data-total="0">'
+            "No dataset selected.</div>"
+        )
     total = max(0, int(progress.get("total", 0)))
     kept, edited, disc = (max(0, int(progress.get(k, 0))) for k in ("kept", "edited", "discarded"))
     reviewed = kept + edited + disc
@@ -466,7 +469,10 @@ class ReviewView:
             return "No review dataset yet: import one above."
         if self.item is None:
             if self.status_filter == "pending":
-                return "✅ **Every pair in this dataset has been reviewed.** Switch the filter to see decisions, or export below."
+                return (
+                    "✅ **Every pair in this dataset has been reviewed.** Switch the filter to see decisions, "
+                    "or export below."
+                )
             return f"No pairs with status **{self.status_filter}**."
         it = self.item
         who = f" by {inert(it.reviewer)}" if it.reviewer else ""

@@ -1,4 +1,5 @@
-"""Votes -> preference pairs: each cleaning rule drops what it should (counted), the dataset and provenance are exact."""
+"""Votes -> preference pairs: each cleaning rule drops what it should (counted), the dataset and provenance are
+exact."""
 
 from __future__ import annotations
 

@@ -120,7 +120,8 @@ def test_parse_verdict_tolerates_format_drift(text, want):
     "text,want",
     [
         (
-            '<reasoning>wit 3</reasoning>{"engagement": 7, "relevance": 8, "tone": 7, "wit": 6, "concision": 9, "score": 7}',
+            '<reasoning>wit 3</reasoning>{"engagement": 7, "relevance": 8, "tone": 7, "wit": 6, '
+            '"concision": 9, "score": 7}',
             7,
         ),
         ("Score: 6/10", 6),
@@ -157,7 +158,10 @@ def test_prompt_delimits_and_escapes():
 def test_pair_judged_twice_swapped_at_temperature_03(srv, tmp_path):
     j = claude(srv)
     short = "Deep focus? Remote work, no question."
-    long_ = "Well, I think there are many different considerations to weigh and it really depends on the person and the team."
+    long_ = (
+        "Well, I think there are many different considerations to weigh and it really depends on the person and "
+        "the team."
+    )
     res = j.compare(TWEET, short, long_)
     assert len(srv.requests) == 2
     r1, r2 = srv.requests

@@ -1,4 +1,5 @@
-"""Tests for evaluation.ratings (and the verdict rule it applies from evaluation.gates): each statistic against a reference implementation
+"""Tests for evaluation.ratings (and the verdict rule it applies from evaluation.gates): each statistic against a
+reference implementation
 (statsmodels / scipy / hand formulas) and the leaderboard against data with known truth."""
 
 from __future__ import annotations

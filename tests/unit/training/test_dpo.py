@@ -1,4 +1,5 @@
-"""DPO on the Arena's votes with a tiny Qwen3: votes -> cleaned pairs -> TRL DPO from an SFT parent -> adapter with lineage."""
+"""DPO on the Arena's votes with a tiny Qwen3: votes -> cleaned pairs -> TRL DPO from an SFT parent -> adapter with
+lineage."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The one-click loop: pairs available since the last DPO run, the next run's config, refusals, and a real DPO subprocess
-through the runner (progress with reward curves, stop, resume, adapter with lineage, the used votes not offered again)."""
+"""The one-click loop: pairs available since the last DPO run, the next run's config, refusals, and a real DPO
+subprocess
+through the runner (progress with reward curves, stop, resume, adapter with lineage, the used votes not offered
+again)."""
 
 from __future__ import annotations
 

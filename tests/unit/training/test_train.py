@@ -30,7 +30,8 @@ def tiny_dir(tmp_path_factory):
 
 
 def _machine_busy_s() -> float:
-    """Seconds of CPU time all processes have used since boot (from /proc/stat), to tell a shared box from a slow run."""
+    """Seconds of CPU time all processes have used since boot (from /proc/stat), to tell a shared box from a slow
+    run."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError):

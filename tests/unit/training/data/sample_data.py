@@ -1,4 +1,5 @@
-"""What the curation tests share: the sample file, the drops and near-duplicates assets/README.md lists, a passing pair."""
+"""What the curation tests share: the sample file, the drops and near-duplicates assets/README.md lists, a passing
+pair."""
 
 from __future__ import annotations
 

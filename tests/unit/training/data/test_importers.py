@@ -184,7 +184,8 @@ def test_sample_jsonl_round_trip(tmp_path: Path) -> None:
         ),
         (
             "sample_missing.jsonl",
-            '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n{"pair_id": "p2", "tweet_id": "t", "tweet": "x"}\n',
+            '{"pair_id": "p1", "tweet_id": "t", "tweet": "x", "reply": "y"}\n'
+            '{"pair_id": "p2", "tweet_id": "t", "tweet": "x"}\n',
             r"sample_missing\.jsonl: line 2: missing 'tweet' or 'reply'",
         ),
         (
