@@ -327,8 +327,8 @@ def build_evaluate_tab(ctx: AppContext) -> None:
             return f"⚠️ {_t(local_problem)}"
         return _key_status()
 
-    def on_estimate(src, split, up, ads, rag, jk, lim):
-        if engine is None:
+    def on_estimate(src, split, up, ads, rag, jk, lim, request: gr.Request):
+        if engine is None or denied(request):  # admin only: it reads the chosen file on the server
             return ""
         path = split if src == "split" else (getattr(up, "name", up) if src == "upload" else ctx.settings.heldout)
         n = count_tweets(path)

@@ -238,8 +238,8 @@ def build_training_tab(ctx) -> None:
         )
 
     def on_stop_finish(target, request: gr.Request):
-        if not target:
-            return gr.update(), gr.update(value="Stop", interactive=True)
+        if not target or not gate.is_admin(request):
+            return gr.update(), gr.update(interactive=True)
         try:
             gate.require(request)
             st = rm.stop(target)

@@ -360,7 +360,7 @@ def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch
         in fns["on_run"]("heldout", None, None, [], False, False, "local", "", 2, 0.4, 0.3, 0.3, 10, "x", guest)[0]
     )
     assert "admin" in fns["on_ledger"](guest)[0] and "admin" in fns["on_open"](guest)[0]
-    assert "admin" in fns["on_publish"]("tiny", "me/x", True, False, guest)[0]
+    assert "admin" in fns["on_publish"]("tiny", "me/x", True, False, "", guest)[0]
     assert "admin" in fns["on_refresh_adapters"](guest)[0]
 
     token = ctx.gate.login("pw", "127.0.0.1")  # the server-issued token the login route puts in the HttpOnly cookie
@@ -372,7 +372,7 @@ def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch
     )[0]
     assert "to use the Claude judge, or pick the local judge" in msg  # no key: a message, nothing else breaks
     assert fns["on_ledger"](admin) == ("", [])
-    pub_msg, card = fns["on_publish"]("tiny", "me/tiny-lora", True, False, admin)
+    pub_msg, card = fns["on_publish"]("tiny", "me/tiny-lora", True, False, "", admin)
     assert "Dry run" in pub_msg and "# tiny" in card
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test")

@@ -12,7 +12,7 @@ import pytest
 
 from arena.battles import EXPIRED_MESSAGE
 from arena.store import VoteStore
-from tests.support.probe_support import ADMIN_PW, GradioHTTP, running_app
+from tests.support.probe_support import ADMIN_PW, GradioHTTP, generate_status, running_app
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,9 @@ def test_pending_battle_expires_and_limits_survive_restart(tmp_path):
             )
             assert g.call(start["id"], ["Is it going to rain?"], session_hash=session, headers=_xff(0)).success
             results = [_generate(g, i) for i in range(1, 4)]
-            assert [r.success for r in results] == [
-                True,
-                True,
-                False,
-            ]  # one proxy-seen address, whatever the client wrote
-            assert "reached today's limit of 2 generations" in results[2].error
+            statuses = [generate_status(r) for r in results]  # a refusal is the status line, replies kept
+            assert [s.startswith("⚠️") for s in statuses] == [False, False, True]  # one proxy-seen address
+            assert "reached today's limit of 2 generations" in statuses[2]
             other = g.call(
                 g.dependency_for("gen-go")["id"],
                 ["Coffee?", ["base"], *g.default_inputs(g.dependency_for("gen-go"))[2:]],
@@ -80,7 +77,7 @@ def test_pending_battle_expires_and_limits_survive_restart(tmp_path):
             res = g.call(vote["id"], [None], session_hash=session, headers=_xff(5))
             assert res.success and res.data[1].replace("\\", "") == f"⚠️ {EXPIRED_MESSAGE}"
             limited = _generate(g, 6)
-            assert not limited.success and "reached today's limit of 2 generations" in limited.error
+            assert "reached today's limit of 2 generations" in generate_status(limited)
         r = httpx.post(
             url + "/admin/login", json={"password": ADMIN_PW}, headers={"X-Forwarded-For": "192.0.2.201"}, timeout=30
         )

@@ -21,6 +21,7 @@ from tests.support.probe_support import (
     SECRET,
     GradioHTTP,
     admin_dependencies,
+    generate_status,
     harmless,
     plant_secrets,
     refused,
@@ -112,7 +113,7 @@ def test_broken_unicode_is_one_sentence_without_traceback(app):
         data = g.default_inputs(gen)
         data[0] = "coffee \ud800 or tea"
         res = g.call(gen["id"], data)
-        assert not res.success and res.error == INVALID_UNICODE_MESSAGE
+        assert generate_status(res) == f"⚠️ {INVALID_UNICODE_MESSAGE}"
         start = next(
             d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"]
         )
@@ -127,7 +128,11 @@ def test_public_page_does_not_reveal_the_judge_key(app):
     assert "ANTHROPIC_API_KEY" not in page and "sk-probe" not in page
     with GradioHTTP(url) as g:
         judge = g.by_elem_id("eval-judge")
-        change = next(d for d in g.config["dependencies"] if [judge["id"], "change"] in d["targets"])
+        change = next(
+            d
+            for d in g.config["dependencies"]
+            if [judge["id"], "change"] in d["targets"] and d.get("api_name") == "on_judge_change"
+        )
         res = g.call(change["id"], ["anthropic"])
         assert res.success and "ANTHROPIC" not in json.dumps(res.data)
 
@@ -141,8 +146,9 @@ def test_rotating_forwarded_for_does_not_dodge_limits(app):
         data = g.default_inputs(gen)
         data[0], data[1] = "Coffee or tea?", ["base"]
         results = [g.call(gen["id"], data, headers={"X-Forwarded-For": next(xff)}) for _ in range(4)]
-        assert [r.success for r in results] == [True, True, True, False]
-        assert "Too many generations from your address" in results[3].error
+        statuses = [generate_status(r) for r in results]  # a refusal is the status line, replies kept
+        assert [s.startswith("⚠️") for s in statuses] == [False, False, False, True]
+        assert "Too many generations from your address" in statuses[3]
 
         start = next(
             d for d in g.config["dependencies"] if d.get("trigger_after") == g.dependency_for("arena-start")["id"]

@@ -85,3 +85,12 @@ def refused(res: CallResult) -> bool:
     if SECRET in json.dumps(res.data):
         return False
     return all(harmless(v) for v in res.data) or any(isinstance(v, str) and "needs an admin" in v for v in res.data)
+
+
+def generate_status(res: CallResult) -> str:
+    """The Generate status line of a finished call. Generate answers a refusal there ("⚠️ <sentence>") and keeps the
+    replies already on screen, instead of raising an error toast. Markdown escapes (user text is rendered inert) are
+    dropped so the sentence can be compared."""
+    assert res.success, res.error
+    last = res.data[-1]
+    return str(last.get("value", "") if isinstance(last, dict) else last).replace("\\", "")
