@@ -13,6 +13,8 @@ import os
 import threading
 from pathlib import Path
 
+from common.jsonio import append_jsonl, read_jsonl  # the run log is JSONL like every other log here
+
 __all__ = [
     "STATUS_FILE",
     "LOG_FILE",
@@ -53,27 +55,3 @@ def read_json(path: str | Path) -> dict | None:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def append_jsonl(path: str | Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All complete records; a half-written last line (the writer is mid-append) is skipped, not an error."""
-    out: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except OSError:
-        pass
-    return out
