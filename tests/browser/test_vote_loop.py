@@ -36,6 +36,8 @@ def test_loop_section_counts_previews_and_refuses(tmp_path):
     with running_app(tmp_path) as url, browser_page() as page:
         open_app(page, url)
         page.get_by_role("tab", name="Training (admin)").click()
+        # the tab's own opening message first: clicking before it lands lets it overwrite the refusal (a race)
+        _wait_text(page, "#train-msg", "Log in as admin")
         page.locator("#loop-start").click()
         _wait_text(page, "#train-msg", "needs an admin")
         page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click() if not page.locator(
