@@ -25,6 +25,8 @@ def test_training_tab_runs_and_adapter_appears(tmp_path):
     with running_app(tmp_path) as url, browser_page() as page:
         open_app(page, url)
         page.get_by_role("tab", name="Training (admin)").click()
+        # the tab's own opening message first: clicking before it lands lets it overwrite the refusal (a race)
+        _wait_text(page, "#train-msg", "Log in as admin")
         page.locator("#train-start").click()
         _wait_text(page, "#train-msg", "needs an admin")  # refused on the server, nothing started
         assert not (tmp_path / "data" / "runs").exists() or not any((tmp_path / "data" / "runs").glob("ui-run*"))
