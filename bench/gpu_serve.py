@@ -1,6 +1,8 @@
 """Serving a crowd on one GPU: today's serial Engine vs the scheduler (continuous batching, static KV, CUDA-graph
 decode),
-same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads driving the real Engine.
+same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads driving the real Engine. The new path's
+decode step runs the grouped decode attention (generation/attention.py) on the smallest row bucket holding the live rows;
+`new_visitors_join_wait_30ms` repeats the visitors' load with newcomers coalesced into fewer prefills.
 
 Correctness first (before any timing): with the head sharpened (lm_head x30, so greedy choices are not bf16 ties between
 near-equal random logits) the scheduler's batched greedy tokens are compared with plain `model.generate` one prompt at a
@@ -384,6 +386,19 @@ def main():
     run_section("new_warmup_s", engine.warm_up)  # the first decode step captures the CUDA graph
     run_section("new_single", lambda: single_latency(engine, 5))
     run_section("new_visitors", lambda: visitors(a.visitors, a.window, batched_battle(engine)))
+
+    def joined(ms):
+        """The same load with join_wait_ms: newcomers wait up to `ms` so that several share one prefill."""
+        engine.scheduler.config.join_wait_ms = ms
+        p0 = engine.scheduler.prefills
+        try:
+            out = visitors(a.visitors, a.window, batched_battle(engine))
+        finally:
+            engine.scheduler.config.join_wait_ms = 0.0
+        out["prefills"] = engine.scheduler.prefills - p0
+        return out
+
+    run_section("new_visitors_join_wait_30ms", lambda: joined(30.0))
     run_section("new_visitors_64", lambda: visitors(64, a.window / 2, batched_battle(engine)))
     st = engine.scheduler._static
     RES["new_path_steps"] = {
@@ -391,7 +406,10 @@ def main():
         "eager": st.eager_steps,
         "graph_failed": st.graph_failed,
         "compactions": st.compactions,
-        "graph_widths": sorted(st.graphs),
+        "graphs_rows_width": sorted(st.graphs),
+        "row_buckets_used": sorted(st.rows_used),
+        "slot_moves": st.slot_moves,
+        "prefills": engine.scheduler.prefills,
         "max_rows": engine.scheduler.max_rows_seen,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }

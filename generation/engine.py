@@ -85,9 +85,11 @@ class Engine:
 
     def warm_up(self) -> float:
         """One 2-token generation at start-up: the first forward pays for kernel selection and allocations (~1 s on
-        the CPU), which would otherwise land on the first visitor's reply. Returns the seconds spent."""
+        the CPU), which would otherwise land on the first visitor's reply. On CUDA the decode graphs of every batch
+        size are captured too. Returns the seconds spent."""
         t0 = time.perf_counter()
         self.generate("warm up", BASE, SamplingConfig(do_sample=False, temperature=0.0, max_new_tokens=2))
+        self.scheduler.capture_graphs()
         return time.perf_counter() - t0
 
     # ---- what can be generated -------------------------------------------------------------------------------

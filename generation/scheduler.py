@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from .attention import decode_attention
 from .config import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,14 @@ class SchedulerConfig:
         default_factory=lambda: os.environ.get("REPLY_ARENA_CUDA_GRAPH", "1") != "0",
         metadata={"help": "replay the all-base decode step as a CUDA graph (static KV on CUDA only)"},
     )
+    join_wait_ms: float = field(
+        default=0.0,
+        metadata={
+            "help": "while rows are decoding, let newcomers wait up to this long so several join in one prefill "
+            "(each prefill pauses every running row); 0 = join at the next step"
+        },
+    )
+    join_min: int = field(default=4, metadata={"help": "this many waiting requests join at once without waiting"})
 
 
 @dataclass
@@ -180,6 +189,8 @@ class Scheduler:
         self.steps = 0  # decode steps run (for tests and the bench)
         self.max_rows_seen = 0
         self._active_count = 0
+        self._calls: list[Callable[[], None]] = []  # work for the worker thread between steps (graph capture)
+        self.prefills = 0
 
     # ---- caller side (any thread; never blocks on the model) -------------------------------------------------
     @property
@@ -254,12 +265,19 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._stop and not self._waiting and not self._background and not batch.rows:
+                    while (
+                        not self._stop
+                        and not self._waiting
+                        and not self._background
+                        and not batch.rows
+                        and not self._calls
+                    ):
                         self._cond.wait(1.0)
                     if self._stop:
                         break
+                    calls, self._calls = (self._calls, []) if not batch.rows else ([], self._calls)
                     room = self.max_batch - len(batch.rows)
-                    joiners = self._waiting[: max(0, room)]
+                    joiners = [] if self._hold_joiners(batch, room) else self._waiting[: max(0, room)]
                     del self._waiting[: len(joiners)]
                     if (
                         not self._waiting
@@ -273,6 +291,10 @@ class Scheduler:
                         del self._background[:take]
                     if joiners:
                         self._cond.notify_all()  # submitters blocked on the bound
+                for call in calls:  # only while no row runs: the calls may use the batch buffers
+                    call()
+                if calls:
+                    batch = self._new_batch()
                 joiners = self._load_adapters([r for r in joiners if not r.cancelled.is_set()])
                 if joiners:
                     try:
@@ -295,6 +317,53 @@ class Scheduler:
                 with self._cond:
                     self._active_count = len(batch.rows)
                     self.max_rows_seen = max(self.max_rows_seen, len(batch.rows))
+
+    def _hold_joiners(self, batch, room: int) -> bool:
+        """Let a few newcomers wait (join_wait_ms) so that more of them share one prefill; never when idle."""
+        w = self.config.join_wait_ms
+        if not w or not batch.rows or not self._waiting or len(self._waiting) >= min(room, self.config.join_min):
+            return False
+        return (time.perf_counter() - self._waiting[0].created) * 1000 < w
+
+    def on_worker(self, fn: Callable[[], object], timeout: float = 600.0):
+        """Run fn on the worker thread while no row is decoding; returns its result (or raises its error)."""
+        done, box = threading.Event(), {}
+
+        def call():
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed back to the caller below
+                box["error"] = exc
+            finally:
+                done.set()
+
+        with self._cond:
+            self._calls.append(call)
+            self._ensure_worker()
+            self._cond.notify_all()
+        if not done.wait(timeout):
+            raise TimeoutError("the generation worker did not get to the call in time")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def capture_graphs(self) -> int:
+        """CUDA: capture the decode graph of every row bucket at the first width now (~0.1 s each), so the first
+        visitors of each batch size do not pay for it. Returns how many graphs exist; 0 where graphs do not apply."""
+        if not (self.static_kv and self.config.cuda_graph and getattr(self.bank.base.device, "type", "") == "cuda"):
+            return 0
+
+        def capture():
+            import torch
+
+            st = self._new_batch()
+            with torch.inference_mode():
+                for R in st.row_buckets:
+                    st.warm_graph(R, st.buckets[0])
+            st.reset()
+            return len(st.graphs)
+
+        return self.on_worker(capture)
 
     @property
     def static_kv(self) -> bool:
@@ -356,6 +425,7 @@ class Scheduler:
             mask[i, n - len(r.prompt_ids) :] = 1
             r.started = time.perf_counter()
         ids, mask = ids.to(dev), mask.to(dev)
+        self.prefills += 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         out = self._forward(
@@ -498,11 +568,13 @@ class _SlotLayer:
     def __init__(self, keys, values, pos):
         self.keys, self.values, self.pos = keys, values, pos
         self.width = keys.shape[2]  # attention reads columns [0, width) only: views of the same buffer, graph-safe
+        self.rows = keys.shape[0]  # and slots [0, rows): the step runs on the smallest bucket holding every live row
 
     def update(self, key_states, value_states, *args, **kwargs):
-        self.keys.index_copy_(2, self.pos, key_states)
-        self.values.index_copy_(2, self.pos, value_states)
-        return self.keys[:, :, : self.width], self.values[:, :, : self.width]
+        k, v = self.keys[: self.rows], self.values[: self.rows]
+        k.index_copy_(2, self.pos, key_states)
+        v.index_copy_(2, self.pos, value_states)
+        return k[:, :, : self.width], v[:, :, : self.width]
 
     def get_seq_length(self) -> int:
         return int(self.pos)
@@ -519,6 +591,8 @@ class _StaticBatch:
     copied into columns [T - n, T); every step writes column T for all slots; the 4D mask says which columns each row
     sees. Shapes never change, so the all-base decode step is captured once as a CUDA graph and replayed (the plain
     per-step host work of a 36-layer forward, ~1,000 kernel launches, was most of today's 80 ms per token).
+    A step runs on the first R slots only, R the smallest power of two holding the live rows (rows are moved down into
+    free low slots when they leave holes), so one visitor decodes one row, not 32; one graph per (R, width).
     Rows with a LoRA adapter run the same step eagerly through PEFT's mixed batch (adapter_names per slot)."""
 
     def __init__(self, sched: "Scheduler", slots: int, max_len: int):
@@ -549,14 +623,18 @@ class _StaticBatch:
         self.mask4d = torch.zeros(slots, 1, 1, max_len, dtype=dtype, device=dev)
         self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.pos_ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.graphs: dict[int, tuple] = {}  # width -> (CUDA graph, its logits): one per attention width bucket
+        self.graphs: dict[tuple[int, int], tuple] = {}  # (rows, width) -> (CUDA graph, its logits)
         # attention reads only [0, width): the smallest bucket past T. Rows are moved left (compaction) once 64+
         # columns at the front are dead, so T stays near the live window and the step reads a small KV slice.
         self.buckets = sorted({b for b in (256, 512, 1024) if b < max_len} | {max_len})
+        self.row_buckets = sorted({1 << i for i in range(slots.bit_length()) if (1 << i) < slots} | {slots})
+        self.R = slots
         self.graph_failed: str | None = None
         self.profile = os.environ.get("REPLY_ARENA_PROFILE") == "1"
         self.timings = {"prepare": 0.0, "forward": 0.0}
         self.widths_used: set[int] = set()
+        self.rows_used: set[int] = set()
+        self.slot_moves = 0
         self.graph_steps = 0
         self.eager_steps = 0
         self.compactions = 0
@@ -624,6 +702,26 @@ class _StaticBatch:
         self.n_cached = [self.n_cached[i] for i in idx]
         self.starts = [self.starts[i] for i in idx]
 
+    def _pack_slots(self) -> int:
+        """The smallest row bucket holding every live row; rows in slots past it move down into free slots below."""
+        import torch
+
+        R = next(b for b in self.row_buckets if b >= max(1, len(self.rows)))
+        high = [r for r in self.rows if self.slot_of[r.id] >= R]
+        if high:
+            free = sorted(set(range(R)) - set(self.slot_of.values()))
+            src = torch.tensor([self.slot_of[r.id] for r in high], device=self.dev)
+            dst = torch.tensor(free[: len(high)], device=self.dev)
+            for layer in self.layers:
+                for buf in (layer.keys, layer.values):
+                    buf[dst, :, : self.T] = buf[src, :, : self.T]
+            self.valid[dst] = self.valid[src]
+            self.valid[src] = False
+            for r, d in zip(high, free):
+                self.slot_of[r.id] = d
+            self.slot_moves += len(high)
+        return R
+
     def _compact(self) -> None:
         first = self._first_used()
         if first > 0:
@@ -643,32 +741,36 @@ class _StaticBatch:
                 self.sched._finish(self.rows[oldest], Event("done", reason="length"))
                 self.keep([i for i in range(len(self.rows)) if i != oldest])
                 self._compact()
+        R = self.R = self._pack_slots()
         slots = [self.slot_of[r.id] for r in self.rows]
-        ids = torch.zeros(self.S, 1, dtype=torch.long)
-        pos_ids = torch.zeros(self.S, 1, dtype=torch.long)
+        ids = torch.zeros(R, 1, dtype=torch.long)
+        pos_ids = torch.zeros(R, 1, dtype=torch.long)
         for r, s, c in zip(self.rows, slots, self.n_cached):
             ids[s, 0], pos_ids[s, 0] = r.generated[-1], c
-        self.ids.copy_(ids, non_blocking=True)
-        self.pos_ids.copy_(pos_ids, non_blocking=True)
+        self.ids[:R].copy_(ids, non_blocking=True)
+        self.pos_ids[:R].copy_(pos_ids, non_blocking=True)
         self.pos.fill_(self.T)
-        self.valid[:, self.T] = True  # every slot sees its own new token (free slots: no NaN rows)
-        self.mask4d.copy_(torch.where(self.valid, 0.0, torch.finfo(self.dtype).min).to(self.dtype)[:, None, None, :])
-        adapters = [None] * self.S
+        self.valid[:R, self.T] = True  # every slot sees its own new token (free slots: no NaN rows)
+        width = next(b for b in self.buckets if b >= self.T + 1)
+        m = torch.where(self.valid[:R, :width], 0.0, torch.finfo(self.dtype).min).to(self.dtype)
+        self.mask4d[:R, 0, 0, :width].copy_(m)
+        adapters = [None] * R
         for r, s in zip(self.rows, slots):
             adapters[s] = r.adapter
-        width = next(b for b in self.buckets if b >= self.T + 1)
         self.widths_used.add(width)
+        self.rows_used.add(R)
         for layer in self.layers:
-            layer.width = width
+            layer.width, layer.rows = width, R
         if self.profile:
             torch.cuda.synchronize() if self.dev.type == "cuda" else None
             t1 = time.perf_counter()
             self.timings["prepare"] += t1 - t0
         if all(a is None for a in adapters):
-            logits = self._base_step(width)
+            logits = self._base_step(R, width)
         else:
             self.eager_steps += 1
-            logits = self.sched._forward(adapters, **self._inputs(width)).logits
+            with decode_attention(self.sched.bank.base):
+                logits = self.sched._forward(adapters, **self._inputs(R, width)).logits
         if self.profile:
             torch.cuda.synchronize() if self.dev.type == "cuda" else None
             self.timings["forward"] += time.perf_counter() - t1
@@ -676,49 +778,68 @@ class _StaticBatch:
         self.n_cached = [c + 1 for c in self.n_cached]
         return logits[slots, -1, :]
 
-    def _inputs(self, width: int) -> dict:
+    def _inputs(self, R: int, width: int) -> dict:
         return dict(
-            input_ids=self.ids,
-            attention_mask=self.mask4d[..., :width],
-            position_ids=self.pos_ids,
+            input_ids=self.ids[:R],
+            attention_mask=self.mask4d[:R, :, :, :width],
+            position_ids=self.pos_ids[:R],
             past_key_values=self.cache,
             cache_position=self.pos,
             use_cache=True,
         )
 
-    def _base_forward(self, width: int):
+    def _base_forward(self, R: int, width: int):
         import contextlib
 
         pm = self.sched.bank.peft_model
-        with pm.disable_adapter() if pm is not None else contextlib.nullcontext():
-            return self.sched.bank.base(**self._inputs(width)).logits
+        base = self.sched.bank.base
+        with pm.disable_adapter() if pm is not None else contextlib.nullcontext(), decode_attention(base):
+            return base(**self._inputs(R, width)).logits
 
-    def _base_step(self, width: int):
+    def warm_graph(self, R: int, width: int) -> None:
+        """Capture (R, width) with no live rows: each slot sees only the column the step writes, which a row that
+        joins later overwrites. Buffers stay those the graph points at."""
+        import torch
+
+        self.valid[:R] = False
+        self.valid[:R, self.T] = True
+        m = torch.where(self.valid[:R, :width], 0.0, torch.finfo(self.dtype).min).to(self.dtype)
+        self.mask4d[:R, 0, 0, :width].copy_(m)
+        self.ids[:R].zero_()
+        self.pos_ids[:R].zero_()
+        self.pos.fill_(self.T)
+        for layer in self.layers:
+            layer.width, layer.rows = width, R
+        self._base_step(R, width)
+        self.valid[:R] = False
+
+    def _base_step(self, R: int, width: int):
         import torch
 
         use_graph = self.dev.type == "cuda" and self.sched.config.cuda_graph and self.graph_failed is None
         if not use_graph:
             self.eager_steps += 1
-            return self._base_forward(width)
-        if width not in self.graphs:
+            return self._base_forward(R, width)
+        key = (R, width)
+        if key not in self.graphs:
             try:
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):  # warm-up on the real inputs: rewrites column T with the same values
-                        self._base_forward(width)
+                        self._base_forward(R, width)
                 torch.cuda.current_stream().wait_stream(side)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    logits = self._base_forward(width)
-                self.graphs[width] = (g, logits)
+                    logits = self._base_forward(R, width)
+                self.graphs[key] = (g, logits)
             except Exception as exc:  # capture is an optimisation: fall back to eager, say why once
                 self.graph_failed = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_failed)
                 torch.cuda.synchronize()
                 self.eager_steps += 1
-                return self._base_forward(width)
-        g, logits = self.graphs[width]
+                return self._base_forward(R, width)
+        g, logits = self.graphs[key]
         g.replay()
         self.graph_steps += 1
         return logits

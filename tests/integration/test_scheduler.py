@@ -132,7 +132,9 @@ def test_batched_greedy_equals_unbatched(which, kv, tiny, tmp_path):
         reqs = _staggered(engine, ["base"] * len(TWEETS), 20)
         assert engine.scheduler.max_rows_seen >= 3, "the requests must really have been decoded together"
         if kv == "static":
-            assert engine.scheduler._static.compactions > 0, "the test must exercise moving rows to the left"
+            st = engine.scheduler._static
+            assert st.compactions > 0, "the test must exercise moving rows to the left"
+            assert st.slot_moves > 0 and len(st.rows_used) > 1, "and moving rows down into smaller row buckets"
         tok = loaded.tokenizer
         for r in reqs:
             ref = _reference(loaded.model, r.prompt_ids, engine.eot_ids, 20, tok.pad_token_id)
@@ -360,3 +362,48 @@ def test_background_work_never_makes_visitors_wait(tiny):
     for t in bg:
         t.cancel()
     engine.close()
+
+
+def test_join_wait_lets_newcomers_share_one_prefill_and_keeps_greedy_equal(tiny, tmp_path):
+    """join_wait_ms: while a row decodes, two requests submitted 30 ms apart join in one prefill (not two), and the
+    tokens are still those of one-at-a-time decoding."""
+    engine = Engine(tiny, tmp_path, scheduler=SchedulerConfig(max_batch=4, kv="static", join_wait_ms=400, join_min=2))
+    s = SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=60)
+    try:
+        first, second, third = (engine._request(t, "base", s, False)[0] for t in TWEETS[:3])
+        tickets = [engine.scheduler.submit(first)]
+        while len(first.generated) < 2:
+            time.sleep(0.002)
+        tickets.append(engine.scheduler.submit(second))
+        time.sleep(0.03)
+        tickets.append(engine.scheduler.submit(third))
+        for t in tickets:
+            for _ in t.events():
+                pass
+        assert engine.scheduler.prefills == 2, "the two newcomers must have joined together"
+        for r in (first, second, third):
+            assert r.generated == _reference(tiny.model, r.prompt_ids, engine.eot_ids, 60, tiny.tokenizer.pad_token_id)
+    finally:
+        engine.close()
+
+
+def test_join_wait_never_delays_an_idle_scheduler(tiny, tmp_path):
+    engine = Engine(tiny, tmp_path, scheduler=SchedulerConfig(max_batch=4, kv="static", join_wait_ms=5_000))
+    try:
+        t0 = time.perf_counter()
+        engine.generate(TWEETS[0], "base", SamplingConfig(temperature=0.0, do_sample=False, max_new_tokens=4))
+        assert time.perf_counter() - t0 < 4.0  # nothing was running: the request starts at once
+    finally:
+        engine.close()
+
+
+def test_work_on_the_worker_thread_runs_between_steps_and_reports_errors(tiny, tmp_path):
+    engine = Engine(tiny, tmp_path, scheduler=SchedulerConfig(kv="static", max_batch=2))
+    sched = engine.scheduler
+    try:
+        assert sched.on_worker(threading.current_thread) is sched._thread
+        with pytest.raises(ZeroDivisionError):
+            sched.on_worker(lambda: 1 / 0)
+        assert sched.capture_graphs() == 0  # CPU: no CUDA graphs, nothing captured
+    finally:
+        engine.close()
