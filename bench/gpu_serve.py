@@ -1,8 +1,7 @@
 """Serving a crowd on one GPU: today's serial Engine vs the scheduler (continuous batching, static KV, CUDA-graph
-decode),
-same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads driving the real Engine. The new path's
-decode step runs the grouped decode attention (generation/attention.py) on the smallest row bucket holding the live rows;
-`new_visitors_join_wait_30ms` repeats the visitors' load with newcomers coalesced into fewer prefills.
+decode), same run, same model (Qwen3-8B shape, random bf16 weights), N visitor threads driving the real Engine. The new
+path's decode step runs the grouped decode attention (generation/attention.py) on the smallest row bucket holding the
+live rows; `new_visitors_join_wait_30ms` repeats the visitors' load with newcomers coalesced into fewer prefills.
 
 Correctness first (before any timing): with the head sharpened (lm_head x30, so greedy choices are not bf16 ties between
 near-equal random logits) the scheduler's batched greedy tokens are compared with plain `model.generate` one prompt at a
@@ -385,6 +384,7 @@ def main():
     engine = no_eos(Engine(loaded_for(model, tok), "/tmp/adapters"))
     run_section("new_warmup_s", engine.warm_up)  # the first decode step captures the CUDA graph
     run_section("new_single", lambda: single_latency(engine, 5))
+    engine.scheduler.config.join_wait_ms = 0.0  # newcomers join at the next step; the app's CUDA default is below
     run_section("new_visitors", lambda: visitors(a.visitors, a.window, batched_battle(engine)))
 
     def joined(ms):
@@ -394,7 +394,7 @@ def main():
         try:
             out = visitors(a.visitors, a.window, batched_battle(engine))
         finally:
-            engine.scheduler.config.join_wait_ms = 0.0
+            engine.scheduler.config.join_wait_ms = -1.0  # the app's default from here on
         out["prefills"] = engine.scheduler.prefills - p0
         return out
 

@@ -87,10 +87,11 @@ class SchedulerConfig:
         metadata={"help": "replay the all-base decode step as a CUDA graph (static KV on CUDA only)"},
     )
     join_wait_ms: float = field(
-        default=0.0,
+        default=-1.0,
         metadata={
             "help": "while rows are decoding, let newcomers wait up to this long so several join in one prefill "
-            "(each prefill pauses every running row); 0 = join at the next step"
+            "(each prefill pauses every running row); 0 = join at the next step; -1 = 30 ms on CUDA (H200, 16 "
+            "visitors: 1,344 -> 1,440 replies/min, p95 battle 1.53 -> 1.32 s), 0 on the CPU"
         },
     )
     join_min: int = field(default=4, metadata={"help": "this many waiting requests join at once without waiting"})
@@ -321,6 +322,8 @@ class Scheduler:
     def _hold_joiners(self, batch, room: int) -> bool:
         """Let a few newcomers wait (join_wait_ms) so that more of them share one prefill; never when idle."""
         w = self.config.join_wait_ms
+        if w < 0:
+            w = 30.0 if getattr(self.bank.base.device, "type", "cpu") == "cuda" else 0.0
         if not w or not batch.rows or not self._waiting or len(self._waiting) >= min(room, self.config.join_min):
             return False
         return (time.perf_counter() - self._waiting[0].created) * 1000 < w
