@@ -265,7 +265,8 @@ def single_latency(engine, reps=3) -> dict:
     }
 
 
-def make_adapter(model, path):
+def make_adapter(model, path, strength: float = 1.0):
+    """A random r16 adapter on the seed's 7 modules; strength scales B (a strong one must change greedy replies)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -280,6 +281,11 @@ def make_adapter(model, path):
             task_type="CAUSAL_LM",
         ),
     )
+    if strength != 1.0:
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_B" in n:
+                    p.mul_(strength)
     pm.save_pretrained(path)
     pm.unload()
 
@@ -348,6 +354,60 @@ def main():
             torch.cuda.empty_cache()
 
     run_section("greedy_graph_fp32", fp32)
+
+    def lora_fp32():
+        """Mixed base/LoRA rows in fp32: the stacked adapters' CUDA-graph step against PEFT's generate with the
+        adapter set (or disabled), one prompt at a time."""
+        from generation.scheduler import Request
+
+        model.float()
+        engine = None
+        try:
+            make_adapter(model, "/tmp/adapters-fp32/demo", strength=20.0)
+            engine = Engine(loaded_for(model, tok), "/tmp/adapters-fp32", scheduler=SchedulerConfig(kv="static"))
+            engine.bank.load("demo")
+            pm = engine.bank.peft_model
+            greedy = SamplingConfig(do_sample=False, temperature=0.0, max_new_tokens=24)
+            prompts = [engine._request(t, "base", greedy, False)[0].prompt_ids for t in TWEETS[:8]]
+            adapters = [None, "demo"] * 4
+            with torch.no_grad():
+                model.lm_head.weight.mul_(30)
+            refs = []
+            for p, name in zip(prompts, adapters):
+                if name is None:
+                    with pm.disable_adapter():
+                        refs.append(reference(pm, p, 24)[0])
+                else:
+                    pm.set_adapter(name)
+                    refs.append(reference(pm, p, 24)[0])
+            with pm.disable_adapter():
+                base_refs = [reference(pm, p, 24)[0] for p in prompts]
+            reqs = [Request(p, name, greedy, []) for p, name in zip(prompts, adapters)]
+            for t in [engine.scheduler.submit(r) for r in reqs]:
+                list(t.events())
+            st = engine.scheduler._static
+            return {
+                "equal_sequences": sum(r.generated == ref for r, ref in zip(reqs, refs)),
+                "of": len(reqs),
+                "lora_rows_differing_from_base": sum(
+                    ref != base_ref for name, ref, base_ref in zip(adapters, refs, base_refs) if name is not None
+                ),
+                "stacked_lora_steps": st.lora_steps,
+                "peft_steps": st.peft_steps,
+                "graph_steps": st.graph_steps,
+                "graph_failed": st.graph_failed,
+            }
+        finally:
+            with torch.no_grad():
+                model.lm_head.weight.div_(30)
+            if engine is not None:
+                engine.close()
+                if engine.bank.peft_model is not None:
+                    engine.bank.peft_model.unload()
+            model.to(torch.bfloat16)
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    run_section("greedy_lora_graph_fp32", lora_fp32)
     text_head(model, tok)
 
     def profile():
@@ -414,13 +474,14 @@ def main():
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
 
-    # base vs LoRA battles: adapter rows decode eagerly in PEFT's mixed batch
+    # base vs LoRA battles: adapter rows through the stacked adapters (generation/lora_rows.py), graph-captured
     def lora():
         make_adapter(model, "/tmp/adapters/demo")
         engine.bank.load("demo")
         return visitors(a.visitors, a.window / 2, batched_battle(engine, ("base", "lora:demo")))
 
     run_section("new_visitors_base_vs_lora", lora)
+    RES["lora_steps"] = {"stacked_graph": st.lora_steps, "peft_eager": st.peft_steps, "graphs": sorted(st.graphs)}
     engine.close()
     if engine.bank.peft_model is not None:
         engine.bank.peft_model.unload()
@@ -494,7 +555,13 @@ def main():
         json.dumps(
             {
                 k: RES.get(k, {}).get("equal_sequences")
-                for k in ("greedy_graph", "greedy_static_eager", "greedy_dynamic", "greedy_graph_fp32")
+                for k in (
+                    "greedy_graph",
+                    "greedy_static_eager",
+                    "greedy_dynamic",
+                    "greedy_graph_fp32",
+                    "greedy_lora_graph_fp32",
+                )
             }
         )
     )

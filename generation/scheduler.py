@@ -596,7 +596,8 @@ class _StaticBatch:
     per-step host work of a 36-layer forward, ~1,000 kernel launches, was most of today's 80 ms per token).
     A step runs on the first R slots only, R the smallest power of two holding the live rows (rows are moved down into
     free low slots when they leave holes), so one visitor decodes one row, not 32; one graph per (R, width).
-    Rows with a LoRA adapter run the same step eagerly through PEFT's mixed batch (adapter_names per slot)."""
+    A step with LoRA rows adds each row's adapter delta through the stacked adapters of generation/lora_rows.py (fixed
+    shapes, so it is graph-captured too); adapters those cannot express run PEFT's mixed batch eagerly."""
 
     def __init__(self, sched: "Scheduler", slots: int, max_len: int):
         import torch
@@ -626,7 +627,11 @@ class _StaticBatch:
         self.mask4d = torch.zeros(slots, 1, 1, max_len, dtype=dtype, device=dev)
         self.ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
         self.pos_ids = torch.zeros(slots, 1, dtype=torch.long, device=dev)
-        self.graphs: dict[tuple[int, int], tuple] = {}  # (rows, width) -> (CUDA graph, its logits)
+        self.graphs: dict[tuple[int, int, str], tuple] = {}  # (rows, width, base|lora) -> (CUDA graph, its logits)
+        self._lora = None  # generation/lora_rows.StackedLoRA for the loaded adapters
+        self._lora_names: list[str] | None = None
+        self.lora_steps = 0  # mixed steps through the stacked adapters (graph-captured on CUDA)
+        self.peft_steps = 0  # mixed steps through PEFT's own forward (adapters the stack cannot express)
         # attention reads only [0, width): the smallest bucket past T. Rows are moved left (compaction) once 64+
         # columns at the front are dead, so T stays near the live window and the step reads a small KV slice.
         self.buckets = sorted({b for b in (256, 512, 1024) if b < max_len} | {max_len})
@@ -768,10 +773,16 @@ class _StaticBatch:
             torch.cuda.synchronize() if self.dev.type == "cuda" else None
             t1 = time.perf_counter()
             self.timings["prepare"] += t1 - t0
+        stacked = None if all(a is None for a in adapters) else self._stacked_lora()
         if all(a is None for a in adapters):
-            logits = self._base_step(R, width)
-        else:
+            logits = self._step(R, width, lora=False)
+        elif stacked is not None:  # every adapter's delta per row in fixed shapes: graph-captured like the base step
+            stacked.select(adapters)
+            logits = self._step(R, width, lora=True)
+            self.lora_steps += 1
+        else:  # adapters the stack cannot express: PEFT's own mixed-batch forward, eagerly
             self.eager_steps += 1
+            self.peft_steps += 1
             with decode_attention(self.sched.bank.base):
                 logits = self.sched._forward(adapters, **self._inputs(R, width)).logits
         if self.profile:
@@ -791,13 +802,36 @@ class _StaticBatch:
             use_cache=True,
         )
 
-    def _base_forward(self, R: int, width: int):
+    def _base_forward(self, R: int, width: int, lora: bool = False):
         import contextlib
 
         pm = self.sched.bank.peft_model
         base = self.sched.bank.base
+        stacked = self._lora if lora else None
         with pm.disable_adapter() if pm is not None else contextlib.nullcontext(), decode_attention(base):
-            return base(**self._inputs(R, width)).logits
+            if stacked is None:
+                return base(**self._inputs(R, width)).logits
+            stacked.active = True
+            try:
+                return base(**self._inputs(R, width)).logits
+            finally:
+                stacked.active = False
+
+    def _stacked_lora(self):
+        """The stacked adapters for the adapters loaded now (rebuilt, and their graphs dropped, when that set
+        changes); None when they cannot be stacked."""
+        bank = self.sched.bank
+        names = sorted(bank.loaded)
+        if names == self._lora_names:
+            return self._lora
+        from .lora_rows import StackedLoRA
+
+        if self._lora is not None:
+            self._lora.close()
+        self.graphs = {k: v for k, v in self.graphs.items() if k[2] != "lora"}
+        self._lora_names = names
+        self._lora = StackedLoRA.build(bank.peft_model, names, self.S, self.dtype, self.dev) if names else None
+        return self._lora
 
     def warm_graph(self, R: int, width: int) -> None:
         """Capture (R, width) with no live rows: each slot sees only the column the step writes, which a row that
@@ -813,35 +847,35 @@ class _StaticBatch:
         self.pos.fill_(self.T)
         for layer in self.layers:
             layer.width, layer.rows = width, R
-        self._base_step(R, width)
+        self._step(R, width, lora=False)
         self.valid[:R] = False
 
-    def _base_step(self, R: int, width: int):
+    def _step(self, R: int, width: int, lora: bool):
         import torch
 
         use_graph = self.dev.type == "cuda" and self.sched.config.cuda_graph and self.graph_failed is None
         if not use_graph:
             self.eager_steps += 1
-            return self._base_forward(R, width)
-        key = (R, width)
+            return self._base_forward(R, width, lora)
+        key = (R, width, "lora" if lora else "base")
         if key not in self.graphs:
             try:
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):  # warm-up on the real inputs: rewrites column T with the same values
-                        self._base_forward(R, width)
+                        self._base_forward(R, width, lora)
                 torch.cuda.current_stream().wait_stream(side)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    logits = self._base_forward(R, width)
+                    logits = self._base_forward(R, width, lora)
                 self.graphs[key] = (g, logits)
             except Exception as exc:  # capture is an optimisation: fall back to eager, say why once
                 self.graph_failed = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("CUDA graph capture failed, decoding eagerly: %s", self.graph_failed)
                 torch.cuda.synchronize()
                 self.eager_steps += 1
-                return self._base_forward(R, width)
+                return self._base_forward(R, width, lora)
         g, logits = self.graphs[key]
         g.replay()
         self.graph_steps += 1

@@ -173,6 +173,9 @@ def test_mixed_adapter_batch_equals_per_adapter(kv, tiny_dir, tmp_path):
         engine.bank.load("beta")
         reqs = _staggered(engine, variants, 16)
         assert engine.scheduler.max_rows_seen >= 3
+        if kv == "static":  # mixed steps went through the stacked adapters (the CUDA-graph form), not PEFT's forward
+            st = engine.scheduler._static
+            assert st.lora_steps > 0 and st.peft_steps == 0
         tok = loaded.tokenizer
         pm = engine.bank.peft_model
         for r, v in zip(reqs, variants):
