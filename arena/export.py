@@ -16,26 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
-from arena.store import DB_FILENAME, VoteRecord, VoteStore
+from arena.store import COLUMNS, DB_FILENAME, VoteRecord, VoteStore
 from common.jsonio import atomic_write, write_jsonl
 
-# Column order for CSV: arena fields first, then the full record.
+# Column order for CSV: arena fields first, then the rest of the stored record (the votes table's columns).
 ARENA_FIELDS: tuple[str, ...] = ("battle_id", "model_a", "model_b", "winner", "len_a", "len_b", "tstamp")
-RECORD_FIELDS: tuple[str, ...] = (
-    "created_at",
-    "tweet",
-    "contender_a",
-    "contender_b",
-    "reply_a",
-    "reply_b",
-    "settings",
-    "vote",
-    "session_hash",
-    "client_hash",
-    "app_version",
-    "flags",
-    "excluded",
-)
+RECORD_FIELDS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ARENA_FIELDS)
 CSV_FIELDS: tuple[str, ...] = ARENA_FIELDS + RECORD_FIELDS
 
 

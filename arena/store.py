@@ -71,7 +71,7 @@ _MIGRATIONS: list[list[str]] = [
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
-_COLUMNS: tuple[str, ...] = (
+COLUMNS: tuple[str, ...] = (  # the votes table's columns, in order (arena.export's CSV too)
     "battle_id",
     "created_at",
     "tweet",
@@ -314,7 +314,7 @@ class VoteStore:
         """
         rec = _coerce_record(record)
         params = _row_params(rec)
-        sql = f"INSERT INTO votes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+        sql = f"INSERT INTO votes ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         with self._lock:
             try:
                 with sqlite.transaction(self._db()) as conn:

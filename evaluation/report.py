@@ -30,7 +30,7 @@ from security.escape import own_markdown as _mt
 
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP
 
-__all__ = ["write_report", "render_html", "render_markdown", "make_plots", "safe_name", "list_reports"]
+__all__ = ["write_report", "render_html", "render_markdown", "make_plots", "safe_name", "list_reports", "PAIR_COLUMNS"]
 
 _COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#4b5563"]
 
@@ -169,22 +169,25 @@ def make_plots(result: dict) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- #
 # Tables (shared by HTML, Markdown and the UI)
 # --------------------------------------------------------------------------- #
+PAIR_COLUMNS = [
+    "pair",
+    "n",
+    "wins",
+    "losses",
+    "ties",
+    "unparsed",
+    "win rate",
+    "95% CI",
+    "at equal length",
+    "position-consistent",
+    "Mann-Whitney p",
+    "Cohen's d",
+    "verdict",
+]
+
+
 def pair_table(result: dict) -> tuple[list[str], list[list[str]]]:
-    head = [
-        "pair",
-        "n",
-        "wins",
-        "losses",
-        "ties",
-        "unparsed",
-        "win rate",
-        "95% CI",
-        "at equal length",
-        "position-consistent",
-        "Mann-Whitney p",
-        "Cohen's d",
-        "verdict",
-    ]
+    head = list(PAIR_COLUMNS)
     rows = []
     for p in result.get("pairs") or []:
         st = p.get("score_tests") or {}

@@ -25,6 +25,7 @@ from .export_model import ExportError, export_model
 from .gates import COMPOSITE_HELP, PHASE0_HELP, PHASE4_HELP, DecisionRule, Weights
 from .judge import DEFAULT_MODEL, LOCAL_LABEL_NOTE, NO_KEY_MESSAGE, JudgeError, JudgeUnavailable, make_judge
 from .ledger import LEDGER_COLUMNS, Ledger
+from .report import PAIR_COLUMNS
 
 if TYPE_CHECKING:  # type-only: evaluation never imports the app layer at run time
     from context import AppContext
@@ -32,21 +33,6 @@ if TYPE_CHECKING:  # type-only: evaluation never imports the app layer at run ti
 log = logging.getLogger(__name__)
 
 SOURCES = {"heldout": "Held-out set (assets)", "split": "Exported eval split", "upload": "Upload JSONL / CSV"}
-PAIR_COLUMNS = [
-    "pair",
-    "n",
-    "wins",
-    "losses",
-    "ties",
-    "unparsed",
-    "win rate",
-    "95% CI",
-    "at equal length",
-    "position-consistent",
-    "Mann-Whitney p",
-    "Cohen's d",
-    "verdict",
-]
 
 
 def _key_status() -> str:

@@ -28,7 +28,7 @@ import openai
 
 from common.text import validate_tweet
 
-from .chat import base_messages, clean_reply, split_thinking
+from .chat import base_messages
 from .config import SamplingConfig, default_sampling
 from .engine import GenerationResult, StreamEvent
 from .errors import ModelLoadError
@@ -247,16 +247,10 @@ class OpenAIBackend:
             th.start()
 
         def events() -> list[StreamEvent]:
-            evs = []
-            for i, v in enumerate(variants):
-                if errs[i] is not None:
-                    evs.append(StreamEvent(v, "", "", True, None, error=str(errs[i])))
-                elif results[i] is not None:
-                    evs.append(StreamEvent(v, results[i].reply, results[i].thinking, True, results[i]))
-                else:
-                    think, answer = split_thinking(texts[i])
-                    evs.append(StreamEvent(v, clean_reply(answer) if answer.strip() else "", think))
-            return evs
+            return [
+                StreamEvent.of(v, texts[i], results[i], None if errs[i] is None else str(errs[i]))
+                for i, v in enumerate(variants)
+            ]
 
         try:
             yield events()
@@ -270,12 +264,9 @@ class OpenAIBackend:
                     done[i], errs[i] = True, payload
                 else:
                     done[i] = True
-                    think, answer = split_thinking(texts[i])
                     secs = time.perf_counter() - t0
-                    results[i] = GenerationResult(
+                    results[i] = GenerationResult.from_text(
                         variants[i],
-                        clean_reply(answer),
-                        think,
                         texts[i],
                         0,
                         counts[i],
@@ -338,12 +329,9 @@ class OpenAIBackend:
             except Exception as exc:
                 raise self._sentence(exc, variant) from exc
             raw = r.choices[0].message.content or ""
-            think, answer = split_thinking(raw)
             usage = getattr(r, "usage", None)
-            res = GenerationResult(
+            res = GenerationResult.from_text(
                 variant,
-                clean_reply(answer),
-                think,
                 raw,
                 int(getattr(usage, "prompt_tokens", 0) or 0),
                 int(getattr(usage, "completion_tokens", 0) or 0),

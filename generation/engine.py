@@ -39,6 +39,24 @@ class GenerationResult:
     settings: dict = field(default_factory=dict)
     error: str | None = None
 
+    @classmethod
+    def from_text(
+        cls,
+        variant: str,
+        raw: str,
+        prompt_tokens: int,
+        new_tokens: int,
+        seconds: float,
+        ttft: float,
+        retrieved: list,
+        settings: dict,
+    ) -> GenerationResult:
+        """The finished reply from the model's raw text: the thinking split off, the answer cleaned for a tweet."""
+        think, answer = split_thinking(raw)
+        return cls(
+            variant, clean_reply(answer), think, raw, prompt_tokens, new_tokens, seconds, ttft, retrieved, settings
+        )
+
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
@@ -59,6 +77,24 @@ class StreamEvent:
     result: GenerationResult | None = None
     queued: int = 0  # >0: still waiting for the model, at this position in the queue
     error: str | None = None  # stream_many(errors="event"): this variant failed with this sentence
+
+    @classmethod
+    def of(
+        cls,
+        variant: str,
+        text: str = "",
+        result: GenerationResult | None = None,
+        error: str | None = None,
+        queued: int = 0,
+    ) -> StreamEvent:
+        """One variant as its caller sees it: failed (`error`), finished (`result`), or else the reply so far from the
+        raw `text` (thinking split off; the answer shows once it is more than white space)."""
+        if error is not None:
+            return cls(variant, "", "", True, None, error=error)
+        if result is not None:
+            return cls(variant, result.reply, result.thinking, True, result)
+        think, answer = split_thinking(text)
+        return cls(variant, clean_reply(answer) if answer.strip() else "", think, queued=queued)
 
 
 class Engine:
@@ -323,12 +359,9 @@ class _Progress:
             self.error = ev.error
             return True
         self.text = tokenizer.decode(self.tokens, skip_special_tokens=True)
-        think, answer = split_thinking(self.text)
         seconds = time.perf_counter() - self.t0
-        self.result = GenerationResult(
+        self.result = GenerationResult.from_text(
             self.variant,
-            clean_reply(answer),
-            think,
             self.text,
             len(self.req.prompt_ids),
             len(self.req.generated),
@@ -340,12 +373,10 @@ class _Progress:
         return True
 
     def event(self) -> StreamEvent:
+        msg = None
         if self.error is not None:
             msg = str(self.error).splitlines()[0][:300] if str(self.error) else type(self.error).__name__
-            return StreamEvent(self.variant, "", "", True, None, error=msg)
-        if self.result is not None:
-            return StreamEvent(self.variant, self.result.reply, self.result.thinking, True, self.result)
-        if self.tokenizer is not None and self.decoded != len(self.tokens):  # decode once per yield, not per token
+        elif self.result is None and self.tokenizer is not None and self.decoded != len(self.tokens):
+            # decode once per yield, not per token
             self.text, self.decoded = self.tokenizer.decode(self.tokens, skip_special_tokens=True), len(self.tokens)
-        think, answer = split_thinking(self.text)
-        return StreamEvent(self.variant, clean_reply(answer) if answer.strip() else "", think, queued=self.queued)
+        return StreamEvent.of(self.variant, self.text, self.result, msg, self.queued)

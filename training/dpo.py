@@ -36,11 +36,12 @@ from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, S
 from .config import PROVENANCE_FILE, TrainConfig, check_parent_base, resolve_parent, validate, validate_targets
 from .fastpath import fast_plan
 from .formatting import IGNORE_INDEX, end_of_turn_token, format_example
-from .rundir import LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
+from .rundir import LOG_FILE, read_jsonl
 from .tracking import WandbTracker
 from .train import (
     CHECKPOINTS,
     _checkpoint_step,
+    _finish_completed,
     _finish_stopped,
     _generation_config,
     _truncate_log,
@@ -310,32 +311,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
             extra_files={LINEAGE_FILE: json.dumps(lineage, indent=1), PROVENANCE_FILE: json.dumps(prov, indent=1)},
         )
     )
-    write_json_atomic(run_dir / METRICS_FILE, metrics)
-    tracker.finish(metrics)
-    append_jsonl(
-        run_dir / LOG_FILE,
-        {
-            "event": "end",
-            "step": state.global_step,
-            "max_steps": state.max_steps,
-            "status": "completed",
-            "eval_loss": ev.get("eval_loss"),
-            "time": time.time(),
-            "eta_s": 0.0,
-            "elapsed": round(time.time() - log_cb.t0, 2),
-        },
-    )
-    done = dict(
-        state="completed",
-        phase="done",
-        adapter_path=adapter_path,
-        metrics=metrics,
-        step=state.global_step,
-        max_steps=state.max_steps,
-        eta_s=0.0,
-        finished_at=time.time(),
-    )
-    return status.update(**done) or done
+    return _finish_completed(status, tracker, run_dir, state, metrics, ev.get("eval_loss"), adapter_path, log_cb.t0)
 
 
 def main(argv: list[str] | None = None) -> int:

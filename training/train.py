@@ -780,8 +780,40 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         adapter_path = str(
             save_adapter(pm, tok, cfg, run_id, data.info, metrics, eot, loaded.name, state_dict=full_state)
         )
-        write_json_atomic(run_dir / METRICS_FILE, metrics)
         tracker.log({"eval/loss": ev.get("eval_loss")}, step=state.global_step)
+    return _finish_completed(  # ranks > 0 write nothing and return what they know
+        status,
+        tracker,
+        run_dir,
+        state,
+        metrics,
+        ev.get("eval_loss"),
+        adapter_path,
+        log_cb.t0,
+        is_main=is_main,
+        rank_result=True,
+    )
+
+
+def _finish_completed(
+    status: StatusFile,
+    tracker: WandbTracker,
+    run_dir: Path,
+    state,
+    metrics: dict,
+    eval_loss: float | None,
+    adapter_path: str | None,
+    t0: float,
+    is_main: bool = True,
+    rank_result: bool = False,
+) -> dict:
+    """The end of a run that trained to its last step (SFT and preference runs alike), once the adapter is saved.
+
+    The main process writes metrics.json, closes the tracker and logs the `end` event; every process then records
+    the done state. `state` is the trainer's TrainerState; `t0` is when the log callback started its clock.
+    """
+    if is_main:
+        write_json_atomic(run_dir / METRICS_FILE, metrics)
         tracker.finish(metrics)
         append_jsonl(
             run_dir / LOG_FILE,
@@ -790,10 +822,10 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
                 "step": state.global_step,
                 "max_steps": state.max_steps,
                 "status": "completed",
-                "eval_loss": ev.get("eval_loss"),
+                "eval_loss": eval_loss,
                 "time": time.time(),
                 "eta_s": 0.0,
-                "elapsed": round(time.time() - log_cb.t0, 2),
+                "elapsed": round(time.time() - t0, 2),
             },
         )
     done = dict(
@@ -806,7 +838,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         eta_s=0.0,
         finished_at=time.time(),
     )
-    return status.update(**done) or {**done, "rank": _rank()}  # ranks > 0 write nothing and return what they know
+    return status.update(**done) or ({**done, "rank": _rank()} if rank_result else done)
 
 
 def _finish_stopped(
