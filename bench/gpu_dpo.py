@@ -13,6 +13,7 @@ GiB is
 torch.cuda.max_memory_allocated in the trainer process.
 
     python3 bench/gpu_dpo.py [--pairs 320] [--steps 9] [--variants bf16,qlora] [--tiny]   (--tiny: CPU smoke run)
+    python3 bench/gpu_dpo.py --variants bf16,bf16-x2,qlora-x2     (-x2: GPUs 0 and 1, DDP, through the same launcher)
 
 Writes bench/results/gpu-dpo-<kind>-<date>.json (or $OUT/...).
 """
@@ -130,13 +131,18 @@ def tokens_per_pair(base: Path, prefs: Path) -> float:
 
 
 def run_variant(name: str, out: Path, base: Path, steps: int, tiny: bool, timeout: float) -> dict:
+    """One trainer run; a name ending in -x2 runs on GPUs 0 and 1 (DDP, one process each) through the same launcher
+    the Training tab's runner uses (training.launch.launch_spec)."""
     from training.config import TrainConfig
+    from training.launch import CPU_PROCESSES_ENV, launch_spec
 
+    variant, two = (name[: -len("-x2")], True) if name.endswith("-x2") else (name, False)
     run_dir = out / "runs" / f"dpo-{name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.from_dict(
         {
-            **VARIANTS[name],
+            **VARIANTS[variant],
+            "gpus": [0, 1] if two and not tiny else None,
             "kind": "dpo",
             "base_model": str(base),
             "parent_adapter": str(out / "adapters" / "sft-v1"),
@@ -164,19 +170,14 @@ def run_variant(name: str, out: Path, base: Path, steps: int, tiny: bool, timeou
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "PYTHONUNBUFFERED": "1",
+        **({CPU_PROCESSES_ENV: "2"} if two and tiny else {}),  # the CPU smoke run: two gloo processes
     }
+    argv, extra = launch_spec(cfg, run_dir, env=env)
+    env.update(extra)
     with open(run_dir / "train.log", "w") as log:
         try:
             rc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "training.dpo",
-                    "--config",
-                    str(run_dir / "run.yaml"),
-                    "--run-dir",
-                    str(run_dir),
-                ],
+                argv,
                 cwd=str(ROOT),
                 env=env,
                 stdout=log,
@@ -200,17 +201,26 @@ def run_variant(name: str, out: Path, base: Path, steps: int, tiny: bool, timeou
     begin = next(r for r in recs if r.get("event") == "begin")
     k = max(1, len(train) // 3)
     steady_s_per_step = (train[-1]["time"] - train[k - 1]["time"]) / max(1, train[-1]["step"] - train[k - 1]["step"])
-    pairs_per_step = cfg.micro_batch_size * cfg.grad_accum
+    world = int(metrics.get("world_size") or 1)
+    per_rank_accum = -(-cfg.grad_accum // world)
+    pairs_per_step = cfg.micro_batch_size * per_rank_accum * world
     return {
         "variant": name,
         "ok": True,
-        "config": {**VARIANTS[name], "micro_batch": 4, "grad_accum": 4, "steps": steps},
+        "config": {
+            **VARIANTS[variant],
+            "micro_batch": cfg.micro_batch_size,
+            "grad_accum_per_rank": per_rank_accum,
+            "processes": world,
+            "steps": steps,
+        },
         "steady_s_per_step": round(steady_s_per_step, 3),
         "steady_pairs_per_s": round(pairs_per_step / steady_s_per_step, 2),
         "reference_pass_s": round(train[0]["time"] - begin["time"], 1)
         if metrics.get("precomputed_reference")
         else None,
         "peak_gib": metrics.get("peak_gib"),
+        "peak_gib_per_rank": metrics.get("peak_gib_per_rank"),
         "trainer_wall_s": round(wall, 1),
         "first_margin": metrics.get("first_margin"),
         "last_margin": train[-1].get("rewards/margins"),
@@ -270,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             print(r["log_tail"], flush=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     kind = "tiny-cpu" if ns.tiny else ("nvidia-h200" if "H200" in device else device.replace(" ", "-").lower())
+    if any(v.endswith("-x2") for v in ns.variants.split(",")) and not ns.tiny:
+        kind += "-x2"
     payload = {
         "bench": "gpu_dpo",
         "date": date.today().isoformat(),

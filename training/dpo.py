@@ -44,7 +44,12 @@ from .train import (
     _finish_completed,
     _finish_stopped,
     _generation_config,
+    _is_main,
+    _peak_gpu_gib,
+    _rank,
+    _split_for_ranks,
     _truncate_log,
+    _world_size,
     last_checkpoint,
     load_model,
     save_adapter,
@@ -127,7 +132,8 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     stop = stop or StopFlag()
     run_dir = Path(run_dir)
     run_id = cfg.run_name or run_dir.name
-    status = StatusFile(run_dir)
+    is_main, world = _is_main(), _world_size()  # several GPUs: one process each (DDP via accelerate, as for SFT)
+    status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)  # also: enough clean pairs, the parent adapter exists (and fits a named base)
     for w in warnings:
         log.warning(w)
@@ -144,17 +150,17 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         kind=cfg.kind,
     )
     ckpt = last_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
+    if ckpt is not None and is_main:
         _truncate_log(run_dir, _checkpoint_step(ckpt))
         status.update(resumed_from=str(ckpt))
-    elif (run_dir / LOG_FILE).exists():
+    elif is_main and (run_dir / LOG_FILE).exists():
         (run_dir / LOG_FILE).unlink()
 
     train_ds, eval_ds, prov = load_preferences(cfg)  # before the model: a data problem costs a second
     parent = resolve_parent(cfg)
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     on_cuda = device.startswith("cuda")
-    status.update(phase="loading model", device=device)
+    status.update(phase="loading model", device=device, world_size=world, distributed="ddp" if world > 1 else None)
     torch.manual_seed(cfg.seed)
     loaded, use_4bit = load_model(cfg, device, warnings)
     if parent is not None:
@@ -162,7 +168,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     model, tok = loaded.model, loaded.tokenizer
     validate_targets(model, cfg.target_modules)
     if stop.is_set():
-        return _finish_stopped(status, "Stopped while loading; nothing was trained.")
+        return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True)
     eot = end_of_turn_token(tok)
     model.generation_config.eos_token_id = _generation_config(model, tok, eot).eos_token_id
     model.config.use_cache = False
@@ -198,7 +204,16 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "n_eval": len(eval_ds) if eval_ds is not None else 0,
         "vote_set_sha256": prov.get("vote_set_sha256"),
     }
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info)
+    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, enabled=is_main)
+    grad_accum, _ = _split_for_ranks(cfg.grad_accum, None, world)  # the recipe's pairs per optimizer step, shared
+    if world > 1:
+        log.info(
+            "Rank %d of %d (DDP): %d x %d pairs per rank per optimizer step.",
+            _rank(),
+            world,
+            cfg.micro_batch_size,
+            grad_accum,
+        )
     wandb_dir = tracker.start().local_dir
     Config, Trainer = _trainer_classes(cfg.kind)
     args = Config(
@@ -209,7 +224,8 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         data_seed=cfg.seed,
         per_device_train_batch_size=cfg.micro_batch_size,
         per_device_eval_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        gradient_accumulation_steps=grad_accum,
+        ddp_find_unused_parameters=False if world > 1 else None,
         learning_rate=cfg.learning_rate,
         num_train_epochs=float(cfg.epochs),
         max_steps=cfg.max_steps,
@@ -236,7 +252,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         precompute_ref_log_probs=str(cfg.fast_path).lower() in ("on", "true", "1"),
         disable_dropout=True,
     )
-    log_cb = JsonlLogCallback(run_dir, status, extra_keys=PREF_LOG_KEYS)
+    log_cb = JsonlLogCallback(run_dir, status, enabled=is_main, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
     callbacks: list = [log_cb, stop_cb, tracker]
     fail_at = injected_failure_step()
@@ -251,10 +267,13 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     )
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     state = trainer.state
+    peaks = _peak_gpu_gib(device, world)  # collective on several GPUs: every rank calls it here
     if stop_cb.stopped_at is not None and state.global_step < state.max_steps:
         ck = last_checkpoint(run_dir)
         tracker.finish({"global_step": state.global_step}, state="stopped")
-        return _finish_stopped(status, None, step=state.global_step, checkpoint=str(ck) if ck else None)
+        return _finish_stopped(
+            status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True
+        )
 
     ev: dict[str, Any] = {}
     last_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
@@ -265,7 +284,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         log_cb.final = True
         ev = trainer.evaluate()
     runtime = out.metrics.get("train_runtime") or 0.0
-    pairs_seen = state.global_step * cfg.micro_batch_size * cfg.grad_accum
+    pairs_seen = state.global_step * cfg.micro_batch_size * grad_accum * world
     events = read_jsonl(run_dir / LOG_FILE)
     first = next((e for e in events if e.get("event") == "train" and e.get("rewards/margins") is not None), {})
     metrics: dict[str, Any] = {
@@ -288,8 +307,23 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "vote_set_sha256": prov.get("vote_set_sha256"),
         "precomputed_reference": bool(args.precompute_ref_log_probs),
         "wall_s": round(time.time() - t_start, 1),
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_cuda else None,
+        "peak_gib": max(peaks) if peaks else None,
+        "peak_gib_per_rank": peaks,
+        "world_size": world,
     }
+    if not is_main:  # rank 0 saves the adapter; the others record nothing and end
+        return _finish_completed(
+            status,
+            tracker,
+            run_dir,
+            state,
+            metrics,
+            ev.get("eval_loss"),
+            None,
+            log_cb.t0,
+            is_main=False,
+            rank_result=True,
+        )
     status.update(phase="saving adapter")
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if "ref" in unwrapped.peft_config:

@@ -279,6 +279,47 @@ def test_two_process_run_one_log_writer_one_adapter(tiny_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_process_dpo_run_one_log_writer_one_adapter_with_lineage(tiny_dir, tmp_path):
+    """DPO (training/dpo.py) on two processes through the same launcher: rank 0 alone writes the log and the adapter
+    (with its lineage), each rank trains half of every optimizer step's pairs."""
+    from arena.lineage import LINEAGE_FILE
+    from arena.preferences import CleaningConfig, build_from_store
+    from arena.store import VoteStore
+    from tests.support.preference_votes import synthetic_votes
+
+    with VoteStore(tmp_path / "votes") as store:
+        synthetic_votes(store)
+        build_from_store(store, tmp_path / "prefs", CleaningConfig(eval_fraction=0.2))
+    mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
+    conf = run_config(
+        tiny_dir,
+        run_name="dpo-ddp2",
+        kind="dpo",
+        dataset=str(tmp_path / "prefs"),
+        min_pairs=20,
+        grad_accum=2,
+        learning_rate=2e-3,
+    )
+    h = mgr.start(conf, env={CPU_PROCESSES_ENV: "2"})
+    st = wait_for(mgr, h.run_id, lambda s: not s.active)
+    log = (h.run_dir / "train.log").read_text()
+    assert st.state == "completed", f"{st.error}\n{log[-4000:]}"
+    assert mgr._procs[h.run_id].wait(timeout=60) == 0  # the launcher exits 0 only when every rank did
+    assert "--multi_gpu" in log and "-m training.dpo" in log
+    ranks = rank_results(log)
+    assert sorted(ranks) == [0, 1] and all(r["state"] == "completed" for r in ranks.values())
+    assert ranks[0]["adapter_path"] and ranks[1]["adapter_path"] is None
+    assert "Rank 1 of 2 (DDP): 4 x 1 pairs per rank per optimizer step" in log  # grad_accum 2 shared by 2 ranks
+    recs = st.history
+    assert [r["step"] for r in recs if r["event"] == "train"] == [1, 2, 3]
+    assert any(r.get("rewards/margins") is not None for r in recs if r["event"] == "train")
+    assert st.metrics["world_size"] == 2 and st.metrics["global_step"] == 3
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["dpo-ddp2"]
+    assert (tmp_path / "adapters" / "dpo-ddp2" / LINEAGE_FILE).is_file()
+    assert not workers_of(h.run_dir)
+
+
+@pytest.mark.slow
 def test_stop_reaches_every_rank_and_all_stop_at_the_same_step(tiny_dir, tmp_path):
     mgr = RunManager(tmp_path / "data", tmp_path / "adapters")
     h = mgr.start(
