@@ -91,7 +91,8 @@ class SchedulerConfig:
         metadata={
             "help": "while rows are decoding, let newcomers wait up to this long so several join in one prefill "
             "(each prefill pauses every running row); 0 = join at the next step; -1 = 30 ms on CUDA (H200, 16 "
-            "visitors: 1,344 -> 1,440 replies/min, p95 battle 1.53 -> 1.32 s), 0 on the CPU"
+            "visitors, two runs: 1,344 -> 1,440 and 1,338 -> 1,338 replies/min, p95 battle 1.53 -> 1.32 and "
+            "1.59 -> 1.52 s), 0 on the CPU"
         },
     )
     join_min: int = field(default=4, metadata={"help": "this many waiting requests join at once without waiting"})

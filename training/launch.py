@@ -207,7 +207,8 @@ def build_command(
 
 
 def build_env(cfg, base: Mapping[str, str] | None = None, cpu_processes: int = 0) -> dict[str, str]:
-    """Variables to add for the child: CUDA_VISIBLE_DEVICES from cfg.gpus, and the launcher's stop grace.
+    """Variables to add for the child: CUDA_VISIBLE_DEVICES from cfg.gpus (no list: the first visible GPU alone), and
+    the launcher's stop grace.
 
     cfg.gpus are indices among the GPUs this process sees: when CUDA_VISIBLE_DEVICES is already set (say 2,3), gpus
     [0, 1] map to devices 2,3, so the child sees exactly the GPUs the user picked.
@@ -220,6 +221,11 @@ def build_env(cfg, base: Mapping[str, str] | None = None, cpu_processes: int = 0
         parent = [d.strip() for d in str(base.get("CUDA_VISIBLE_DEVICES", "")).split(",") if d.strip()]
         ids = [parent[g] if parent and g < len(parent) else str(g) for g in cfg.gpus]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    elif base.get("CUDA_VISIBLE_DEVICES", None) != "":
+        # no list = one process on the first visible GPU, and only that one: a single process that sees two GPUs
+        # gets nn.DataParallel from the HF Trainer, which TRL's DPO refuses (seen on a 2-GPU H200 host)
+        parent = [d.strip() for d in str(base.get("CUDA_VISIBLE_DEVICES") or "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = parent[0] if parent else "0"
     if num_processes(cfg, cpu_processes) > 1:
         env.setdefault(
             "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(base.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT") or SHUTDOWN_GRACE_S)

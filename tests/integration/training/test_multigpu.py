@@ -61,7 +61,10 @@ def test_one_gpu_or_cpu_is_the_plain_trainer(tmp_path):
         assert build_command(cfg(gpus=gpus), tmp_path, "/py") == plain
     assert build_command(cfg(gpus=[0]), tmp_path, "/py", resume=True) == plain + ["--resume"]
     assert build_env(cfg(gpus=[3]), base={}) == {"CUDA_VISIBLE_DEVICES": "3"}
-    assert "CUDA_VISIBLE_DEVICES" not in build_env(cfg(gpus=None), base={})
+    # no list: the first visible GPU alone (a process seeing two would get nn.DataParallel, which TRL's DPO refuses)
+    assert build_env(cfg(gpus=None), base={}) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert build_env(cfg(gpus=None), base={"CUDA_VISIBLE_DEVICES": "5,6"}) == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert build_env(cfg(gpus=None), base={"CUDA_VISIBLE_DEVICES": ""}) == {}  # no GPU stays no GPU
     cmd, env = launch_spec(cfg(gpus=[1]), tmp_path, "/py", env={})
     assert cmd == plain and env["CUDA_VISIBLE_DEVICES"] == "1" and "--main_process_port" not in cmd
 
