@@ -26,6 +26,7 @@ from arena.pool import BattlePool
 from arena.store import VoteStore
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from generation.backends import OpenAIBackend
+from generation.scheduler import SchedulerConfig
 from retrieval import ExampleIndex, build_or_load, get_encoder
 from security import AdminGate, SecurityDB, VisitorLimits, client_address
 from security.ratelimit import PersistentRateLimiter
@@ -84,6 +85,9 @@ class Settings:
     # ARENA_POOL: auto = pre-generated battle pool on when the model runs on a GPU (filling 72 tweets x every
     # contender is minutes of CPU on a 2-core Space); on / off force it.
     arena_pool: str = "auto"
+    # The generation scheduler's limits (REPLY_ARENA_MAX_WAITING, REPLY_ARENA_KV, REPLY_ARENA_CUDA_GRAPH=0,
+    # REPLY_ARENA_PROFILE=1); field help in generation/scheduler.py.
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -121,6 +125,12 @@ class Settings:
             openai_base_url=e.get("OPENAI_BASE_URL", d.openai_base_url),
             openai_model=e.get("OPENAI_MODEL", d.openai_model),
             arena_pool=(e.get("ARENA_POOL", d.arena_pool) or d.arena_pool).strip().lower(),
+            scheduler=SchedulerConfig(
+                max_waiting=int(e.get("REPLY_ARENA_MAX_WAITING", "") or d.scheduler.max_waiting),
+                kv=(e.get("REPLY_ARENA_KV", "") or d.scheduler.kv).strip().lower(),
+                cuda_graph=env_flag(e.get("REPLY_ARENA_CUDA_GRAPH"), default=d.scheduler.cuda_graph),
+                profile=env_flag(e.get("REPLY_ARENA_PROFILE")),
+            ),
         )
 
     def model_config(self, **override) -> ModelConfig:
@@ -192,7 +202,7 @@ def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
             banners.append(str(exc2))
             return None
     banners.extend(loaded.warnings)
-    engine = Engine(loaded, s.adapters_dir, max_new_tokens=s.max_new_tokens)
+    engine = Engine(loaded, s.adapters_dir, max_new_tokens=s.max_new_tokens, scheduler=s.scheduler)
     engine.warm_up()
     return engine
 

@@ -1,5 +1,5 @@
 """Generation throughput on the Qwen3-8B shape: plain `generate` (dynamic cache) vs the project's path
-(generation/fastgen.py: static cache + compiled decode step with CUDA graphs, bucketed prompt padding), same run.
+(bench/fastgen.py: static cache + compiled decode step with CUDA graphs, bucketed prompt padding), same run.
 Greedy outputs are compared first. Run on the device: python bench/gpu_generate.py
 """
 
@@ -12,8 +12,8 @@ import random
 import time
 import traceback
 
+from bench.fastgen import PROMPT_BUCKET, cuda_generate_kwargs  # noqa: E402
 from bench.gpu_common import Timer, qwen3_8b, write_results  # noqa: E402
-from generation.fastgen import PROMPT_BUCKET, cuda_generate_kwargs  # noqa: E402
 
 
 def prompts(batch: int, seed: int = 0):

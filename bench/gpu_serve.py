@@ -37,6 +37,12 @@ TWEETS = [json.loads(line)["tweet"] for line in open(ROOT / "assets" / "heldout_
 RES: dict = {"new_tokens": NEW}
 BUSY_LOCK = threading.Lock()
 BUSY = [0]  # battles refused with 'busy, try again' (queue bound)
+KV = {"kv": "auto"}  # --tiny-cpu: static slots on the CPU too (the app's CUDA layout), so every section runs
+
+
+def sched(**kw) -> SchedulerConfig:
+    """The app's scheduler defaults (what context.Settings gives without REPLY_ARENA_* variables) plus overrides."""
+    return SchedulerConfig(**{**KV, **kw})
 
 
 def save():
@@ -98,7 +104,7 @@ def greedy_refs(model, tok, n=8, new=24):
     """Plain transformers greedy decoding, one prompt at a time, with the head sharpened (x30)."""
     import torch
 
-    engine = Engine(loaded_for(model, tok), "/tmp/no-adapters")
+    engine = Engine(loaded_for(model, tok), "/tmp/no-adapters", scheduler=sched())
     greedy = SamplingConfig(do_sample=False, temperature=0.0, max_new_tokens=new)
     prompts = [engine._request(t, "base", greedy, False)[0].prompt_ids for t in TWEETS[:n]]
     with torch.no_grad():
@@ -322,7 +328,7 @@ def main():
         from tests.support.tiny_qwen3 import build_model
 
         model = build_model(tok, init_std=0.3)
-        os.environ["REPLY_ARENA_KV"] = "static"
+        KV["kv"] = "static"
         a.skip_nf4 = True
     else:
         model = qwen3_8b()
@@ -411,26 +417,22 @@ def main():
     text_head(model, tok)
 
     def profile():
-        os.environ["REPLY_ARENA_PROFILE"] = "1"
-        try:
-            e = no_eos(Engine(loaded_for(model, tok), "/tmp/no-adapters"))
-            e.warm_up()
-            st = e.scheduler._static
-            st.timings = {"prepare": 0.0, "forward": 0.0}
-            steps0 = e.scheduler.steps
-            out = {"single": single_latency(e, 2)}
-            n = e.scheduler.steps - steps0
-            out["per_step_ms_single"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
-            st.timings = {"prepare": 0.0, "forward": 0.0}
-            steps0 = e.scheduler.steps
-            out["visitors"] = visitors(16, 8, batched_battle(e))
-            n = e.scheduler.steps - steps0
-            out["per_step_ms_16_visitors"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
-            out["graph_widths"] = sorted(st.graphs)
-            e.close()
-            return out
-        finally:
-            os.environ.pop("REPLY_ARENA_PROFILE", None)
+        e = no_eos(Engine(loaded_for(model, tok), "/tmp/no-adapters", scheduler=sched(profile=True)))
+        e.warm_up()
+        st = e.scheduler._static
+        st.timings = {"prepare": 0.0, "forward": 0.0}
+        steps0 = e.scheduler.steps
+        out = {"single": single_latency(e, 2)}
+        n = e.scheduler.steps - steps0
+        out["per_step_ms_single"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
+        st.timings = {"prepare": 0.0, "forward": 0.0}
+        steps0 = e.scheduler.steps
+        out["visitors"] = visitors(16, 8, batched_battle(e))
+        n = e.scheduler.steps - steps0
+        out["per_step_ms_16_visitors"] = {k: 1000 * v / max(1, n) for k, v in st.timings.items()}
+        out["graph_widths"] = sorted(st.graphs)
+        e.close()
+        return out
 
     run_section("profile", profile)
 
@@ -441,7 +443,7 @@ def main():
     serial = None  # free its memory before the scheduler loads
 
     # the scheduler (app default on CUDA: static KV + CUDA graph)
-    engine = no_eos(Engine(loaded_for(model, tok), "/tmp/adapters"))
+    engine = no_eos(Engine(loaded_for(model, tok), "/tmp/adapters", scheduler=sched()))
     run_section("new_warmup_s", engine.warm_up)  # the first decode step captures the CUDA graph
     run_section("new_single", lambda: single_latency(engine, 5))
     engine.scheduler.config.join_wait_ms = 0.0  # newcomers join at the next step; the app's CUDA default is below
@@ -513,7 +515,7 @@ def main():
             ser = no_eos(SerialEngine(ql, "/tmp/no-adapters"))
             out["serial_single"] = single_latency(ser, 1)
             del ser
-            e = no_eos(Engine(ql, "/tmp/no-adapters"))
+            e = no_eos(Engine(ql, "/tmp/no-adapters", scheduler=sched()))
             e.warm_up()
             out["new_single"] = single_latency(e, 2)
             out["new_visitors"] = visitors(a.visitors, a.window, batched_battle(e))

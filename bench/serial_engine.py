@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from bench.fastgen import cuda_generate_kwargs, pad_multiple
 from common.text import validate_tweet
 from generation.adapters import AdapterBank
 from generation.chat import (
@@ -20,7 +21,6 @@ from generation.chat import (
     supports_thinking,
 )
 from generation.config import SamplingConfig, default_sampling
-from generation.fastgen import cuda_generate_kwargs, pad_multiple
 from generation.loader import LoadedModel
 from generation.prompts import SYSTEM_PROMPT, build_fewshot_messages
 

@@ -54,6 +54,28 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
     assert Settings.from_env({}).cache_dir == Settings().cache_dir  # one cache default
 
 
+def test_scheduler_limits_come_from_settings_not_the_scheduler():
+    """The scheduler's knobs are read here, once; its config defaults are plain values (no env reads)."""
+    from generation.scheduler import SchedulerConfig
+
+    s = Settings.from_env(
+        {
+            "REPLY_ARENA_MAX_WAITING": "9",
+            "REPLY_ARENA_KV": "Dynamic",
+            "REPLY_ARENA_CUDA_GRAPH": "0",
+            "REPLY_ARENA_PROFILE": "yes",
+        }
+    )
+    assert (s.scheduler.max_waiting, s.scheduler.kv, s.scheduler.cuda_graph, s.scheduler.profile) == (
+        9,
+        "dynamic",
+        False,
+        True,
+    )
+    d = Settings.from_env({}).scheduler
+    assert d == SchedulerConfig() and d.cuda_graph is True and d.max_waiting == 64 and d.kv == "auto"
+
+
 def _vote(bid: str) -> VoteRecord:
     return VoteRecord(
         battle_id=bid,
