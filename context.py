@@ -64,7 +64,9 @@ class Settings:
     max_new_tokens: int | None = None  # REPLY_ARENA_MAX_NEW_TOKENS: the reply budget; None = the card default
     host: str = "127.0.0.1"
     port: int = 7860
+    # Secrets: repr=False keeps them out of any printed or logged Settings; they are never logged.
     admin_password: str | None = field(default=None, repr=False)
+    anthropic_api_key: str | None = field(default=None, repr=False)  # ANTHROPIC_API_KEY: the Claude judge
     admin_users: set[str] = field(default_factory=set)
     on_space: bool = False
     arena_app_version: str = "dev"
@@ -107,6 +109,7 @@ class Settings:
             host=e.get("HOST", d.host),
             port=int(e.get("PORT", str(d.port))),
             admin_password=e.get("ADMIN_PASSWORD") or None,
+            anthropic_api_key=e.get("ANTHROPIC_API_KEY", "").strip() or None,
             admin_users={u.strip().lower() for u in e.get("ADMIN_USERS", "").split(",") if u.strip()},
             on_space=on_space,
             arena_app_version=e.get("ARENA_APP_VERSION", APP_VERSION),

@@ -581,7 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = None
         if a.judge == "anthropic":  # fail on a missing key before loading any model
             judge = make_judge(
-                "anthropic", model=a.judge_model, cache_dir=data_dir / "eval_cache", base_url=a.anthropic_base_url
+                "anthropic",
+                model=a.judge_model,
+                cache_dir=data_dir / "eval_cache",
+                base_url=a.anthropic_base_url,
+                api_key=os.environ.get("ANTHROPIC_API_KEY"),
             )
         engine = _build_engine(a)
         if judge is None:

@@ -7,7 +7,6 @@ publish.py pushes. Every handler checks the admin gate on the server first.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,8 +48,8 @@ PAIR_COLUMNS = [
 ]
 
 
-def _key_status() -> str:
-    if os.environ.get("ANTHROPIC_API_KEY", "").strip():
+def _key_status(api_key: str | None) -> str:
+    if api_key:
         return "Claude judge: `ANTHROPIC_API_KEY` is set."
     return f"⚠️ {NO_KEY_MESSAGE} The local judge works offline ({LOCAL_LABEL_NOTE})."
 
@@ -97,7 +96,11 @@ def run_for_tab(
     items, warnings = load_items(path, lim)
     data_dir = Path(ctx.settings.data_dir)
     judge = make_judge(
-        judge_kind, model=(judge_model or DEFAULT_MODEL).strip(), engine=ctx.engine, cache_dir=data_dir / "eval_cache"
+        judge_kind,
+        model=(judge_model or DEFAULT_MODEL).strip(),
+        engine=ctx.engine,
+        cache_dir=data_dir / "eval_cache",
+        api_key=ctx.settings.anthropic_api_key,
     )
     w = Weights(*(float(x) for x in weights))
     cfg = EvalConfig(
@@ -325,7 +328,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
     def judge_status(jk: str) -> str:
         if jk == "local" and local_problem:
             return f"⚠️ {_t(local_problem)}"
-        return _key_status()
+        return _key_status(ctx.settings.anthropic_api_key)
 
     def on_estimate(src, split, up, ads, rag, jk, lim, request: gr.Request):
         if engine is None or denied(request):  # admin only: it reads the chosen file on the server
@@ -343,7 +346,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         if no:
             return no, gr.update(), [], "", gr.update()
         # The public page always says "anthropic"; an admin without a key gets the offline judge preselected.
-        judge = gr.update(value="anthropic" if os.environ.get("ANTHROPIC_API_KEY", "").strip() else "local")
+        judge = gr.update(value="anthropic" if ctx.settings.anthropic_api_key else "local")
         try:
             rows = ledger_rows(data_dir)
         except Exception as exc:  # a broken ledger must not break the tab
@@ -352,10 +355,10 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 f"⚠️ The ledger could not be read ({type(exc).__name__}).",
                 gr.update(choices=split_choices()),
                 [],
-                _key_status(),
+                _key_status(ctx.settings.anthropic_api_key),
                 judge,
             )
-        return "", gr.update(choices=split_choices()), rows, _key_status(), judge
+        return "", gr.update(choices=split_choices()), rows, _key_status(ctx.settings.anthropic_api_key), judge
 
     def on_refresh_adapters(request: gr.Request):
         no = denied(request)

@@ -54,6 +54,24 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
     assert Settings.from_env({}).cache_dir == Settings().cache_dir  # one cache default
 
 
+SECRETS = {
+    "ADMIN_PASSWORD": "admin-pw-7f3a",
+    "ANTHROPIC_API_KEY": "sk-ant-secret-7f3a",
+}
+
+
+def test_secrets_are_read_once_and_never_printed():
+    """The secrets reach Settings (the one env reader) and stay out of its repr, so a logged Settings or AppContext
+    cannot leak them."""
+    s = Settings.from_env(dict(SECRETS))
+    assert s.admin_password == SECRETS["ADMIN_PASSWORD"]
+    assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
+    shown = repr(s) + str(s)
+    for value in SECRETS.values():
+        assert value not in shown
+    assert Settings.from_env({"ANTHROPIC_API_KEY": "  "}).anthropic_api_key is None  # blank = not set
+
+
 def _vote(bid: str) -> VoteRecord:
     return VoteRecord(
         battle_id=bid,
