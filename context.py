@@ -83,6 +83,7 @@ class Settings:
     backend: str = "local"  # BACKEND
     openai_base_url: str = ""  # OPENAI_BASE_URL
     openai_model: str = ""  # OPENAI_MODEL; empty = the first model the server lists
+    openai_api_key: str | None = field(default=None, repr=False)  # OPENAI_API_KEY: that server's key, if it has one
     # ARENA_POOL: auto = pre-generated battle pool on when the model runs on a GPU (filling 72 tweets x every
     # contender is minutes of CPU on a 2-core Space); on / off force it.
     arena_pool: str = "auto"
@@ -123,6 +124,7 @@ class Settings:
             backend=e.get("BACKEND", d.backend),
             openai_base_url=e.get("OPENAI_BASE_URL", d.openai_base_url),
             openai_model=e.get("OPENAI_MODEL", d.openai_model),
+            openai_api_key=e.get("OPENAI_API_KEY") or None,
             arena_pool=(e.get("ARENA_POOL", d.arena_pool) or d.arena_pool).strip().lower(),
         )
 
@@ -178,7 +180,9 @@ def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
         return None
     if s.backend == "openai":
         try:
-            return OpenAIBackend(s.openai_base_url or "http://127.0.0.1:8000/v1", s.openai_model or None)
+            return OpenAIBackend(
+                s.openai_base_url or "http://127.0.0.1:8000/v1", s.openai_model or None, api_key=s.openai_api_key
+            )
         except ModelLoadError as exc:
             banners.append(str(exc))
             return None

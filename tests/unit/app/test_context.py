@@ -57,6 +57,7 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
 SECRETS = {
     "ADMIN_PASSWORD": "admin-pw-7f3a",
     "ANTHROPIC_API_KEY": "sk-ant-secret-7f3a",
+    "OPENAI_API_KEY": "sk-openai-secret-7f3a",
 }
 
 
@@ -66,6 +67,7 @@ def test_secrets_are_read_once_and_never_printed():
     s = Settings.from_env(dict(SECRETS))
     assert s.admin_password == SECRETS["ADMIN_PASSWORD"]
     assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
+    assert s.openai_api_key == SECRETS["OPENAI_API_KEY"]
     shown = repr(s) + str(s)
     for value in SECRETS.values():
         assert value not in shown
