@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # to believe is decided by --behind-proxy (security/client.py), not by where the request happens to come from.
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
+from arena.abuse import SALT_ENV
 from arena.battles import ArenaConfig, BattleManager
 from arena.pool import BattlePool
 from arena.store import VoteStore
@@ -67,6 +68,8 @@ class Settings:
     # Secrets: repr=False keeps them out of any printed or logged Settings; they are never logged.
     admin_password: str | None = field(default=None, repr=False)
     anthropic_api_key: str | None = field(default=None, repr=False)  # ANTHROPIC_API_KEY: the Claude judge
+    # ARENA_SALT: the salt of the voter hashes; None = a random one persisted in the data dir (arena/abuse.py)
+    arena_salt: str | None = field(default=None, repr=False)
     admin_users: set[str] = field(default_factory=set)
     on_space: bool = False
     arena_app_version: str = "dev"
@@ -111,6 +114,7 @@ class Settings:
             port=int(e.get("PORT", str(d.port))),
             admin_password=e.get("ADMIN_PASSWORD") or None,
             anthropic_api_key=e.get("ANTHROPIC_API_KEY", "").strip() or None,
+            arena_salt=e.get(SALT_ENV, "").strip() or None,
             admin_users={u.strip().lower() for u in e.get("ADMIN_USERS", "").split(",") if u.strip()},
             on_space=on_space,
             arena_app_version=e.get("ARENA_APP_VERSION", APP_VERSION),
@@ -238,7 +242,7 @@ def build_battle_manager(s: Settings, engine: Engine | None, votes: VoteStore, d
         for evs in engine.stream_many(tweet, list(pair), private=True):
             yield [(e.reply, e.result.settings if e.done else None, e.queued) for e in evs]
 
-    config = ArenaConfig(app_version=s.arena_app_version, votes_per_minute=s.votes_per_minute)
+    config = ArenaConfig(app_version=s.arena_app_version, votes_per_minute=s.votes_per_minute, salt=s.arena_salt)
     # Vote limits live in the app's security.sqlite3, so they survive a restart like the other limits.
     return BattleManager(
         votes,

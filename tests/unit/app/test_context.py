@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from context import AppContext, Settings, build_context, env_flag
+from context import AppContext, Settings, build_battle_manager, build_context, env_flag
 
 import gradio as gr
 import pytest
 
 from app import build_app, parse_args
-from arena.store import VoteRecord
+from arena.store import VoteRecord, VoteStore
 from arena.ui import build_leaderboard_tab
+from security import SecurityDB
 from security.session import COOKIE_NAME
 
 
@@ -58,6 +59,7 @@ SECRETS = {
     "ADMIN_PASSWORD": "admin-pw-7f3a",
     "ANTHROPIC_API_KEY": "sk-ant-secret-7f3a",
     "OPENAI_API_KEY": "sk-openai-secret-7f3a",
+    "ARENA_SALT": "salt-secret-7f3a",
 }
 
 
@@ -68,10 +70,20 @@ def test_secrets_are_read_once_and_never_printed():
     assert s.admin_password == SECRETS["ADMIN_PASSWORD"]
     assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
     assert s.openai_api_key == SECRETS["OPENAI_API_KEY"]
+    assert s.arena_salt == SECRETS["ARENA_SALT"]
     shown = repr(s) + str(s)
     for value in SECRETS.values():
         assert value not in shown
     assert Settings.from_env({"ANTHROPIC_API_KEY": "  "}).anthropic_api_key is None  # blank = not set
+
+
+def test_arena_salt_reaches_the_battle_manager(tmp_path: Path):
+    s = Settings.from_env({"ARENA_SALT": " pepper-7f3a ", "DATA_DIR": str(tmp_path)})
+    votes = VoteStore(tmp_path)
+    mgr = build_battle_manager(s, SimpleNamespace(variants=lambda: ["base", "rag"]), votes, SecurityDB(tmp_path))
+    assert mgr is not None and mgr.config.salt == "pepper-7f3a"
+    assert not (tmp_path / "arena_salt").exists()  # the configured salt wins: no random one is persisted
+    votes.close()
 
 
 def _vote(bid: str) -> VoteRecord:
