@@ -25,6 +25,7 @@ from arena.abuse import SALT_ENV
 from arena.battles import ArenaConfig, BattleManager
 from arena.pool import BattlePool
 from arena.store import VoteStore
+from common.flags import env_flag
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from generation.backends import OpenAIBackend
 from retrieval import ExampleIndex, build_or_load, get_encoder
@@ -37,12 +38,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 APP_VERSION = "0.1.0"
 DEFAULT_CACHE = ROOT / ".cache"  # the one cache default (model conversion, embeddings, indexes)
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def env_flag(value: str | None, default: bool = False) -> bool:
-    """The one boolean parser: 1 / true / yes / on (any case) are true, anything else set is false."""
-    return default if value is None or not value.strip() else value.strip().lower() in _TRUE
 
 
 @dataclass
@@ -61,13 +56,14 @@ class Settings:
     # The seed's RAG baseline retrieves from the high-engagement pairs; the bundled sample set by default.
     rag_dataset: Path = ROOT / "assets" / "sample_pairs.jsonl"
     heldout: Path = ROOT / "assets" / "heldout_tweets.jsonl"
-    offline: bool = False  # HF_HUB_OFFLINE
+    offline: bool = False  # HF_HUB_OFFLINE: model loading, and publishing refuses to start
     max_new_tokens: int | None = None  # REPLY_ARENA_MAX_NEW_TOKENS: the reply budget; None = the card default
     host: str = "127.0.0.1"
     port: int = 7860
     # Secrets: repr=False keeps them out of any printed or logged Settings; they are never logged.
     admin_password: str | None = field(default=None, repr=False)
     anthropic_api_key: str | None = field(default=None, repr=False)  # ANTHROPIC_API_KEY: the Claude judge
+    hf_token: str | None = field(default=None, repr=False)  # HF_TOKEN (or HUGGING_FACE_HUB_TOKEN): publishing
     # ARENA_SALT: the salt of the voter hashes; None = a random one persisted in the data dir (arena/abuse.py)
     arena_salt: str | None = field(default=None, repr=False)
     admin_users: set[str] = field(default_factory=set)
@@ -114,6 +110,7 @@ class Settings:
             port=int(e.get("PORT", str(d.port))),
             admin_password=e.get("ADMIN_PASSWORD") or None,
             anthropic_api_key=e.get("ANTHROPIC_API_KEY", "").strip() or None,
+            hf_token=e.get("HF_TOKEN") or e.get("HUGGING_FACE_HUB_TOKEN") or None,
             arena_salt=e.get(SALT_ENV, "").strip() or None,
             admin_users={u.strip().lower() for u in e.get("ADMIN_USERS", "").split(",") if u.strip()},
             on_space=on_space,

@@ -460,6 +460,8 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 adapters_dir=ctx.settings.adapters_dir,
                 data_dir=data_dir,
                 dry_run=bool(dry),
+                token=ctx.settings.hf_token,
+                offline=ctx.settings.offline,
                 private=not public,
                 merged_repo=merged_repo or None,
             )

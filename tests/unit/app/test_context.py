@@ -5,35 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from context import AppContext, Settings, build_battle_manager, build_context, env_flag
+from context import AppContext, Settings, build_battle_manager, build_context
 
 import gradio as gr
-import pytest
 
 from app import build_app, parse_args
 from arena.store import VoteRecord, VoteStore
 from arena.ui import build_leaderboard_tab
 from security import SecurityDB
 from security.session import COOKIE_NAME
-
-
-@pytest.mark.parametrize(
-    "raw,want",
-    [
-        ("1", True),
-        ("true", True),
-        ("yes", True),
-        ("YES", True),
-        ("on", True),
-        ("0", False),
-        ("false", False),
-        ("no", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_one_boolean_parser(raw, want):
-    assert env_flag(raw) is want
 
 
 def test_settings_from_env_and_flags_override(tmp_path: Path):
@@ -60,6 +40,7 @@ SECRETS = {
     "ANTHROPIC_API_KEY": "sk-ant-secret-7f3a",
     "OPENAI_API_KEY": "sk-openai-secret-7f3a",
     "ARENA_SALT": "salt-secret-7f3a",
+    "HF_TOKEN": "hf_secret_7f3a",
 }
 
 
@@ -70,11 +51,12 @@ def test_secrets_are_read_once_and_never_printed():
     assert s.admin_password == SECRETS["ADMIN_PASSWORD"]
     assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
     assert s.openai_api_key == SECRETS["OPENAI_API_KEY"]
-    assert s.arena_salt == SECRETS["ARENA_SALT"]
+    assert s.arena_salt == SECRETS["ARENA_SALT"] and s.hf_token == SECRETS["HF_TOKEN"]
     shown = repr(s) + str(s)
     for value in SECRETS.values():
         assert value not in shown
     assert Settings.from_env({"ANTHROPIC_API_KEY": "  "}).anthropic_api_key is None  # blank = not set
+    assert Settings.from_env({"HUGGING_FACE_HUB_TOKEN": "hf_old"}).hf_token == "hf_old"  # the older name still works
 
 
 def test_arena_salt_reaches_the_battle_manager(tmp_path: Path):
