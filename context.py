@@ -31,6 +31,8 @@ from generation.backends import OpenAIBackend
 from retrieval import ExampleIndex, build_or_load, get_encoder
 from security import AdminGate, SecurityDB, VisitorLimits, client_address
 from security.ratelimit import PersistentRateLimiter
+from training.data.apify import APIFY_URL
+from training.data.collect import X_API_URL
 from training.data.review_store import ReviewStore
 from training.runner import RunManager
 
@@ -64,6 +66,8 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     anthropic_api_key: str | None = field(default=None, repr=False)  # ANTHROPIC_API_KEY: the Claude judge
     hf_token: str | None = field(default=None, repr=False)  # HF_TOKEN (or HUGGING_FACE_HUB_TOKEN): publishing
+    x_bearer_token: str | None = field(default=None, repr=False)  # X_BEARER_TOKEN: the Data tab's X collector
+    apify_token: str | None = field(default=None, repr=False)  # APIFY_TOKEN: the Data tab's Apify runs
     # ARENA_SALT: the salt of the voter hashes; None = a random one persisted in the data dir (arena/abuse.py)
     arena_salt: str | None = field(default=None, repr=False)
     admin_users: set[str] = field(default_factory=set)
@@ -86,6 +90,9 @@ class Settings:
     # ARENA_POOL: auto = pre-generated battle pool on when the model runs on a GPU (filling 72 tweets x every
     # contender is minutes of CPU on a 2-core Space); on / off force it.
     arena_pool: str = "auto"
+    # Collection APIs (training/data/collect.py, apify.py); tests point them at local servers.
+    x_api_base_url: str = X_API_URL  # X_API_BASE_URL
+    apify_api_url: str = APIFY_URL  # APIFY_API_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -111,6 +118,8 @@ class Settings:
             admin_password=e.get("ADMIN_PASSWORD") or None,
             anthropic_api_key=e.get("ANTHROPIC_API_KEY", "").strip() or None,
             hf_token=e.get("HF_TOKEN") or e.get("HUGGING_FACE_HUB_TOKEN") or None,
+            x_bearer_token=e.get("X_BEARER_TOKEN", "").strip() or None,
+            apify_token=e.get("APIFY_TOKEN", "").strip() or None,
             arena_salt=e.get(SALT_ENV, "").strip() or None,
             admin_users={u.strip().lower() for u in e.get("ADMIN_USERS", "").split(",") if u.strip()},
             on_space=on_space,
@@ -127,6 +136,8 @@ class Settings:
             openai_model=e.get("OPENAI_MODEL", d.openai_model),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             arena_pool=(e.get("ARENA_POOL", d.arena_pool) or d.arena_pool).strip().lower(),
+            x_api_base_url=e.get("X_API_BASE_URL", d.x_api_base_url),
+            apify_api_url=e.get("APIFY_API_URL", d.apify_api_url),
         )
 
     def model_config(self, **override) -> ModelConfig:

@@ -41,6 +41,8 @@ SECRETS = {
     "OPENAI_API_KEY": "sk-openai-secret-7f3a",
     "ARENA_SALT": "salt-secret-7f3a",
     "HF_TOKEN": "hf_secret_7f3a",
+    "X_BEARER_TOKEN": "x-bearer-secret-7f3a",
+    "APIFY_TOKEN": "apify-secret-7f3a",
 }
 
 
@@ -52,6 +54,7 @@ def test_secrets_are_read_once_and_never_printed():
     assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
     assert s.openai_api_key == SECRETS["OPENAI_API_KEY"]
     assert s.arena_salt == SECRETS["ARENA_SALT"] and s.hf_token == SECRETS["HF_TOKEN"]
+    assert s.x_bearer_token == SECRETS["X_BEARER_TOKEN"] and s.apify_token == SECRETS["APIFY_TOKEN"]
     shown = repr(s) + str(s)
     for value in SECRETS.values():
         assert value not in shown
