@@ -76,6 +76,7 @@ class Settings:
     # Proxies in front of the app whose X-Forwarded-For entry is believed (a Space has one); 0 = use the socket peer.
     proxy_hops: int = 0  # BEHIND_PROXY (1 on a Space)
     max_upload_mb: int = 20  # MAX_UPLOAD_MB; bigger files: a server path
+    gradio_temp_dir: str = ""  # GRADIO_TEMP_DIR: where Gradio puts uploads; error messages never show it
     generate_per_minute: int = 10  # GENERATE_PER_MINUTE, per address
     battles_per_minute: int = 6  # BATTLES_PER_MINUTE, per address
     votes_per_minute: int = 20  # VOTES_PER_MINUTE, per address and session
@@ -126,6 +127,7 @@ class Settings:
             arena_app_version=e.get("ARENA_APP_VERSION", APP_VERSION),
             proxy_hops=_int_env(e, "BEHIND_PROXY", 1 if on_space else 0),
             max_upload_mb=_int_env(e, "MAX_UPLOAD_MB", d.max_upload_mb),
+            gradio_temp_dir=e.get("GRADIO_TEMP_DIR", d.gradio_temp_dir),
             generate_per_minute=_int_env(e, "GENERATE_PER_MINUTE", d.generate_per_minute),
             battles_per_minute=_int_env(e, "BATTLES_PER_MINUTE", d.battles_per_minute),
             votes_per_minute=_int_env(e, "VOTES_PER_MINUTE", d.votes_per_minute),

@@ -396,7 +396,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 progress=lambda f, d: progress(f, desc=d),
             )
         except (ValueError, JudgeUnavailable, JudgeError, ModelLoadError) as exc:
-            return [f"⚠️ {_t(hide_temp_paths(str(exc)))}"] + keep
+            return [f"⚠️ {_t(hide_temp_paths(str(exc), [ctx.settings.gradio_temp_dir]))}"] + keep
         except Exception as exc:
             log.exception("evaluation failed")
             return [

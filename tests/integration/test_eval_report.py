@@ -323,6 +323,8 @@ def test_cli_without_key_says_so(tmp_path):
 
 # ---------------------------------------------------------------- the tab
 def _ctx(tiny, tmp_path):
+    from context import Settings
+
     from security import AdminGate
 
     heldout = ROOT / "assets" / "heldout_tweets.jsonl"
@@ -335,9 +337,7 @@ def _ctx(tiny, tmp_path):
         },
     )
     engine.tweets = tweets  # canned replies: this test is about the tab's wiring and gate, not generation
-    settings = SimpleNamespace(
-        data_dir=tmp_path / "data", adapters_dir=tiny.adapters, heldout=heldout, anthropic_api_key=None
-    )
+    settings = Settings(data_dir=tmp_path / "data", adapters_dir=tiny.adapters, heldout=heldout)
     return SimpleNamespace(
         engine=engine,
         settings=settings,

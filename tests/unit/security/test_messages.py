@@ -25,14 +25,20 @@ def test_data_tab_error_hides_temp_path():
 
     err = _err(ValueError(f"{tempfile.gettempdir()}/gradio/abcd/tweets.jsonl: file is empty; expected JSON"))
     assert tempfile.gettempdir() not in err and "tweets.jsonl: file is empty" in err
+    uploads = "/srv/gradio-uploads"  # GRADIO_TEMP_DIR elsewhere: Settings passes it down
+    err = _err(ValueError(f"{uploads}/abcd/tweets.jsonl: file is empty"), uploads)
+    assert uploads not in err and "tweets.jsonl: file is empty" in err
+    assert hide_temp_paths(f"{uploads}/x/e.json: bad", [uploads]) == "e.json: bad"
 
 
 def _evaluate_page_config(tmp_path: Path, key: str | None) -> str:
+    from context import Settings
+
     from evaluation.ui import build_evaluate_tab
 
     ctx = SimpleNamespace(
         engine=None,
-        settings=SimpleNamespace(
+        settings=Settings(
             data_dir=tmp_path, adapters_dir=tmp_path, heldout=tmp_path / "h.jsonl", anthropic_api_key=key
         ),
         gate=AdminGate(password="pw", on_space=False),
