@@ -26,6 +26,7 @@ from arena.battles import ArenaConfig, BattleManager
 from arena.pool import BattlePool
 from arena.store import VoteStore
 from common.flags import env_flag
+from common.tracking import DEFAULT_PROJECT, wandb_mode
 from generation import Engine, ModelConfig, ModelLoadError, load_base
 from generation.backends import OpenAIBackend
 from retrieval import ExampleIndex, build_or_load, get_encoder
@@ -91,6 +92,10 @@ class Settings:
     # ARENA_POOL: auto = pre-generated battle pool on when the model runs on a GPU (filling 72 tweets x every
     # contender is minutes of CPU on a 2-core Space); on / off force it.
     arena_pool: str = "auto"
+    # W&B for Evaluate's reports and the System tab: WANDB_PROJECT, and the mode WANDB_MODE / WANDB_API_KEY give
+    # (common.tracking.wandb_mode; the key itself stays in the environment, where wandb and the trainer read it).
+    wandb_project: str = DEFAULT_PROJECT
+    wandb_mode: str = "offline"
     # Collection APIs (training/data/collect.py, apify.py); tests point them at local servers.
     x_api_base_url: str = X_API_URL  # X_API_BASE_URL
     apify_api_url: str = APIFY_URL  # APIFY_API_URL
@@ -138,6 +143,8 @@ class Settings:
             openai_model=e.get("OPENAI_MODEL", d.openai_model),
             openai_api_key=e.get("OPENAI_API_KEY") or None,
             arena_pool=(e.get("ARENA_POOL", d.arena_pool) or d.arena_pool).strip().lower(),
+            wandb_project=e.get("WANDB_PROJECT", d.wandb_project),
+            wandb_mode=wandb_mode(e),
             x_api_base_url=e.get("X_API_BASE_URL", d.x_api_base_url),
             apify_api_url=e.get("APIFY_API_URL", d.apify_api_url),
         )

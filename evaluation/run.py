@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from common.jsonio import read_jsonl
+from common.tracking import DEFAULT_PROJECT, wandb_mode
 from evaluation.tracking import log_evaluation
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
@@ -198,11 +199,15 @@ def run_evaluation(
     progress: Progress | None = None,
     votes: Sequence = (),
     write_ledger: bool = True,
+    wandb_project: str = DEFAULT_PROJECT,
+    wandb_mode: str = "offline",
 ) -> dict[str, Any]:
     """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written).
 
     ``votes``: human battle records (VoteRecords or exported dicts with tweet, reply_a, reply_b, vote) for the
-    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``)."""
+    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``).
+    ``wandb_project`` / ``wandb_mode``: WANDB_PROJECT and common.tracking.wandb_mode, read by the caller (the app's
+    Settings, the CLI's main); the report goes to W&B only online."""
     from .ledger import Ledger, LedgerRow
     from .report import write_report
 
@@ -395,12 +400,13 @@ def run_evaluation(
         "ranking": (["contender", "composite"], [[x["contender"], x.get("composite")] for x in ranking]),
     }
     result["wandb"] = log_evaluation(
-        os.environ.get("WANDB_PROJECT", "reply-arena"),
+        wandb_project,
         f"eval-{result['eval_id']}",
         {"n_items": len(items), "judge": judge.model},
         wb_tables,
         files["dir"],
         [files["markdown"], files["json"], files["html"]],
+        mode=wandb_mode,
     ).to_dict()
     if write_ledger:
         rows = []
@@ -601,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_info={"warnings": warnings},
             progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None,
             votes=read_jsonl(a.votes) if a.votes else (),
+            wandb_project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
+            wandb_mode=wandb_mode(os.environ),
         )
     except (JudgeUnavailable, JudgeError, ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

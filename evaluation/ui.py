@@ -125,6 +125,8 @@ def run_for_tab(
         data_info={"warnings": warnings},
         progress=progress,
         votes=list(ctx.votes.iter_votes()),
+        wandb_project=ctx.settings.wandb_project,
+        wandb_mode=ctx.settings.wandb_mode,
     )
 
 

@@ -37,7 +37,7 @@ from .config import PROVENANCE_FILE, TrainConfig, check_parent_base, resolve_par
 from .fastpath import fast_plan
 from .formatting import IGNORE_INDEX, end_of_turn_token, format_example
 from .rundir import LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
-from .tracking import WandbTracker
+from .tracking import WandbTracker, wandb_mode
 from .train import (
     CHECKPOINTS,
     _checkpoint_step,
@@ -197,7 +197,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "n_eval": len(eval_ds) if eval_ds is not None else 0,
         "vote_set_sha256": prov.get("vote_set_sha256"),
     }
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info)
+    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, mode=wandb_mode(os.environ))
     wandb_dir = tracker.start().local_dir
     Config, Trainer = _trainer_classes(cfg.kind)
     args = Config(

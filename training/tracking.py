@@ -107,7 +107,10 @@ class WandbTracker(TrainerCallback):
         config: dict[str, Any],
         data_info: dict[str, Any] | None = None,
         enabled: bool = True,
+        *,
+        mode: str,
     ) -> None:
+        """``mode``: common.tracking.wandb_mode of the trainer process's environment (its ``main`` reads it)."""
         self.run_dir = Path(run_dir)
         self.project = project or ""
         self.run_name = run_name
@@ -117,9 +120,8 @@ class WandbTracker(TrainerCallback):
         self.run = None
         self.t0 = time.time()
         self.tokens0 = 0
-        mode = wandb_mode() if self.project else "disabled"
         self.info = TrackingInfo(
-            mode=mode,
+            mode=mode if self.project else "disabled",
             project=self.project,
             run_name=run_name,
             note=None if self.project else "no wandb_project in the config",

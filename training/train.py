@@ -56,7 +56,7 @@ from .rundir import (
     read_jsonl,
     write_json_atomic,
 )
-from .tracking import WandbTracker
+from .tracking import WandbTracker, wandb_mode
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -630,7 +630,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     report_to = (
         "none"  # W&B goes through training.tracking: config, dataset hash, tokens/s, GPU memory, where the run lives
     )
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main)
+    tracker = WandbTracker(
+        run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main, mode=wandb_mode(os.environ)
+    )
     wandb_dir = tracker.start().local_dir
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),

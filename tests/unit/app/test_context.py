@@ -33,6 +33,11 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
     flagged = parse_args(["--data-dir", str(tmp_path / "x"), "--no-model"], defaults=s)
     assert flagged.data_dir == tmp_path / "x" and flagged.load_model is False and flagged.load_in_4bit is True
     assert Settings.from_env({}).cache_dir == Settings().cache_dir  # one cache default
+    assert (Settings.from_env({}).wandb_mode, Settings.from_env({"WANDB_API_KEY": "k"}).wandb_mode) == (
+        "offline",
+        "online",
+    )
+    assert Settings.from_env({"WANDB_PROJECT": "p"}).wandb_project == "p" and Settings().wandb_project == "reply-arena"
 
 
 SECRETS = {
