@@ -32,14 +32,15 @@ from typing import Any
 
 from arena.lineage import LINEAGE_FILE, lineage_record
 
-from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
+from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag
 from .config import PROVENANCE_FILE, TrainConfig, check_parent_base, resolve_parent, validate, validate_targets
 from .fastpath import fast_plan
 from .formatting import IGNORE_INDEX, end_of_turn_token, format_example
 from .rundir import LOG_FILE, METRICS_FILE, append_jsonl, read_jsonl, write_json_atomic
-from .tracking import WandbTracker, wandb_mode
+from .tracking import WandbTracker
 from .train import (
     CHECKPOINTS,
+    Launch,
     _checkpoint_step,
     _finish_stopped,
     _generation_config,
@@ -113,8 +114,11 @@ def _trainer_classes(kind: str):
     return (DPOConfig, DPOTrainer) if kind == "dpo" else (KTOConfig, KTOTrainer)
 
 
-def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None) -> dict:
-    """One DPO/KTO run end to end; returns the final status dict. Raises on failure (training.train.main records it)."""
+def train_preference(
+    cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None, launch: Launch | None = None
+) -> dict:
+    """One DPO/KTO run end to end; returns the final status dict. Raises on failure (training.train.main records it).
+    ``launch``: how this process was started (training.train.main reads it); default a single process."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -124,6 +128,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         )
     t_start = time.time()
     stop = stop or StopFlag()
+    launch = launch or Launch()
     run_dir = Path(run_dir)
     run_id = cfg.run_name or run_dir.name
     status = StatusFile(run_dir)
@@ -197,7 +202,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "n_eval": len(eval_ds) if eval_ds is not None else 0,
         "vote_set_sha256": prov.get("vote_set_sha256"),
     }
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, mode=wandb_mode(os.environ))
+    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, mode=launch.wandb_mode)
     wandb_dir = tracker.start().local_dir
     Config, Trainer = _trainer_classes(cfg.kind)
     args = Config(
@@ -238,9 +243,8 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     log_cb = JsonlLogCallback(run_dir, status, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
     callbacks: list = [log_cb, stop_cb, tracker]
-    fail_at = injected_failure_step()
-    if fail_at is not None:
-        callbacks.append(FailAtStep(fail_at))
+    if launch.fail_at_step is not None:
+        callbacks.append(FailAtStep(launch.fail_at_step))
     status.update(phase="preparing pairs")
     trainer = Trainer(
         model=pm, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, callbacks=callbacks

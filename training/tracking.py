@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import socket
 import sys
@@ -136,7 +135,6 @@ class WandbTracker(TrainerCallback):
             try:
                 if wandb is None:
                     raise ImportError("wandb is not installed (pip install wandb)")
-                os.environ.setdefault("WANDB_SILENT", "true")
                 self.run = wandb.init(
                     project=self.project,
                     name=self.run_name,
