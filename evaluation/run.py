@@ -492,7 +492,9 @@ def summary_lines(result: dict) -> list[str]:
 # --------------------------------------------------------------------------- #
 # CLI
 # --------------------------------------------------------------------------- #
-def _build_engine(a) -> Any:
+def _build_engine(a, max_new_tokens: int | None, cache: Path, rag_dataset: Path) -> Any:
+    """The model for the CLI; ``max_new_tokens`` / ``cache`` / ``rag_dataset`` are the app's settings of the same name
+    (REPLY_ARENA_MAX_NEW_TOKENS, REPLY_ARENA_CACHE, RAG_DATASET), read by ``main``."""
     from generation import Engine, ModelConfig, load_base
 
     loaded = load_base(
@@ -502,15 +504,12 @@ def _build_engine(a) -> Any:
     )
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
-    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=int(budget) if budget else None)
+    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=max_new_tokens)
     if not a.no_rag:
         try:
             from retrieval import build_or_load, get_encoder
 
-            cache = Path(os.environ.get("REPLY_ARENA_CACHE", str(ROOT / ".cache")))
-            rag_ds = Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl")))
-            index = build_or_load(rag_ds, get_encoder(cache / "embeddings"), fallback_dir=cache / "indexes")
+            index = build_or_load(rag_dataset, get_encoder(cache / "embeddings"), fallback_dir=cache / "indexes")
             engine.retriever = index.search
         except Exception as exc:  # RAG is optional
             print(
@@ -593,7 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base_url=a.anthropic_base_url,
                 api_key=os.environ.get("ANTHROPIC_API_KEY"),
             )
-        engine = _build_engine(a)
+        budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
+        engine = _build_engine(
+            a,
+            int(budget) if budget else None,
+            Path(os.environ.get("REPLY_ARENA_CACHE", str(ROOT / ".cache"))),
+            Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl"))),
+        )
         if judge is None:
             judge = make_judge("local", engine=engine, cache_dir=data_dir / "eval_cache")
         result = run_evaluation(
