@@ -17,6 +17,10 @@ from typing import Mapping
 # Offline defaults, set before gradio / huggingface_hub are imported: huggingface_hub reads its flags at import.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The Hub is off unless HF_HUB_OFFLINE=0 says otherwise: the embedded model and the bundled sentence encoder need no
+# network (this was retrieval/encoder.py's import-time default; a library module no longer writes the environment).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # uvicorn would otherwise rewrite the client address from X-Forwarded-For for loopback peers; which forwarded entry
 # to believe is decided by --behind-proxy (security/client.py), not by where the request happens to come from.
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
