@@ -1,7 +1,9 @@
 """Everything the tabs share, built once at start-up: settings from the environment, the engine (one base model),
 retrieval, the stores (votes, reviews, runs) and the admin gate.
 
-This is the only module that reads environment variables. Failures here never stop the app: a model that cannot
+This is the only module of the app that reads environment variables (Settings.from_env); everything else gets its
+settings passed down. Only the entry points of other processes (command lines, the trainer's main) read their own
+environment; tests/unit/test_env_reads.py holds that list. Failures here never stop the app: a model that cannot
 load falls back to the embedded default with a banner, and the stores are built whether or not a model loaded, so
 the Leaderboard, Export, Data and Training tabs keep working without one.
 """
