@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from security.ratelimit import RateWindow  # one definition for the in-memory and the persistent limiter
 
-SALT_ENV = "ARENA_SALT"
+SALT_ENV = "ARENA_SALT"  # read by context.Settings.from_env
 SALT_FILENAME = "arena_salt"
 FLAG_REVEALS_CONTENDER = "reveals_contender"
 
@@ -80,12 +80,9 @@ def load_or_create_salt(data_dir: Path | str) -> str:
 
 
 def resolve_salt(configured: str | None, data_dir: Path | str) -> str:
-    """Explicit config > ARENA_SALT env > persisted per-data-dir salt."""
+    """The configured salt (the app passes ARENA_SALT, read by context.Settings) > persisted per-data-dir salt."""
     if configured:
         return configured
-    env = os.environ.get(SALT_ENV, "").strip()
-    if env:
-        return env
     return load_or_create_salt(data_dir)
 
 

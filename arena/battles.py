@@ -52,8 +52,8 @@ class ArenaConfig:
     votes_per_minute: int = 20
     votes_per_day: int = 500
     exclude_flagged: bool = True
-    # None -> env ARENA_SALT, else a random salt persisted in the store's data dir.
-    salt: str | None = None
+    # None -> a random salt persisted in the store's data dir (context passes ARENA_SALT when it is set).
+    salt: str | None = field(default=None, repr=False)
     reveal_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_REVEAL_PATTERNS))
     app_version: str = "dev"  # context passes ARENA_APP_VERSION
     # Bound on in-memory battles (oldest dropped first) so issuing battles can't exhaust memory.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
 from arena.store import COLUMNS, DB_FILENAME, VoteRecord, VoteStore
+from common.flags import env_flag
 from common.jsonio import atomic_write, write_jsonl
 
 # Column order for CSV: arena fields first, then the rest of the stored record (the votes table's columns).
@@ -72,8 +73,8 @@ def export_votes(store: VoteStore, out: Path | str, include_excluded: bool = Fal
     raise ValueError(f"Unsupported export format {out.suffix!r}: use a .jsonl or .csv file name.")
 
 
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+def _hub_offline(offline: bool) -> bool:
+    if offline:
         return True
     try:
         from huggingface_hub import constants
@@ -83,15 +84,24 @@ def _hub_offline() -> bool:
         return False
 
 
-def push_to_hub(path: Path | str, repo_id: str, token: str | None = None, path_in_repo: str | None = None) -> str:
+def push_to_hub(
+    path: Path | str,
+    repo_id: str,
+    token: str | None = None,
+    path_in_repo: str | None = None,
+    *,
+    offline: bool = False,
+) -> str:
     """Upload an exported file to a Hub *dataset* repo; returns the commit URL.
 
-    Every failure becomes one RuntimeError/ValueError sentence that says what to do.
+    ``token`` / ``offline``: the caller's HF_TOKEN and HF_HUB_OFFLINE (``main`` reads them); without a token,
+    huggingface_hub's own login is used. Every failure becomes one RuntimeError/ValueError sentence that says what
+    to do.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Cannot push {path}: the file does not exist; export it first.")
-    if _hub_offline():
+    if _hub_offline(offline):
         raise RuntimeError(
             "Cannot push to the Hugging Face Hub because offline mode is on "
             "(HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE and retry with network access."
@@ -104,7 +114,7 @@ def push_to_hub(path: Path | str, repo_id: str, token: str | None = None, path_i
         raise RuntimeError(
             "Cannot push to the Hub: huggingface_hub is not installed; install it with `pip install huggingface_hub`."
         ) from exc
-    token = token or os.environ.get("HF_TOKEN") or huggingface_hub.get_token()
+    token = token or huggingface_hub.get_token()
     if not token:
         raise ValueError(
             "Cannot push to the Hub without a token; pass token=..., set HF_TOKEN, or run `hf auth login`."
@@ -162,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             n = export_votes(store, args.out, include_excluded=args.include_excluded)
         print(f"wrote {n} votes to {args.out}")
         if args.push_to_hub:
-            print(f"pushed: {push_to_hub(args.out, args.push_to_hub)}")
+            token, offline = os.environ.get("HF_TOKEN"), env_flag(os.environ.get("HF_HUB_OFFLINE"))
+            print(f"pushed: {push_to_hub(args.out, args.push_to_hub, token, offline=offline)}")
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

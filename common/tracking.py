@@ -1,23 +1,24 @@
 """W&B settings every tracker shares: which mode a run uses, and what the UI needs to show about it.
 
 Training (training/tracking.py) and Evaluate (evaluation/tracking.py) both log to the same W&B project; this module
-holds only what both read, so neither imports the other.
+holds only what both read, so neither imports the other. It reads no environment: ``wandb_mode`` takes the mapping
+(context.Settings passes the app's, a CLI's or the trainer's ``main`` its own).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["TrackingInfo", "wandb_mode"]
+__all__ = ["DEFAULT_PROJECT", "TrackingInfo", "wandb_mode"]
 
+DEFAULT_PROJECT = "reply-arena"  # WANDB_PROJECT's default; training's wandb_project default too
 _MODES = {"online", "offline", "disabled"}
 
 
-def wandb_mode(env: dict | None = None) -> str:
+def wandb_mode(env: Mapping[str, str]) -> str:
     """``WANDB_MODE`` if it says online/offline/disabled; otherwise online with an API key, offline without."""
-    env = os.environ if env is None else env
     mode = (env.get("WANDB_MODE") or "").strip().lower()
     if mode == "dryrun":
         mode = "offline"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -390,7 +389,7 @@ class AnthropicBackend:
     ):
         self.model = model or DEFAULT_MODEL
         if client is None:
-            key = api_key or os.environ.get("ANTHROPIC_API_KEY", "").strip()
+            key = (api_key or "").strip()  # the caller reads ANTHROPIC_API_KEY (context.Settings, the CLI's main)
             if not key:
                 raise JudgeUnavailable(NO_KEY_MESSAGE)
             try:
@@ -699,7 +698,8 @@ def make_judge(
     api_key: str | None = None,
     **backend_kw,
 ) -> Judge:
-    """'anthropic' (needs ANTHROPIC_API_KEY or api_key; JudgeUnavailable otherwise) or 'local' (needs the engine)."""
+    """'anthropic' (needs api_key, which callers take from ANTHROPIC_API_KEY; JudgeUnavailable without one) or 'local'
+    (needs the engine)."""
     kind = (kind or "anthropic").strip().lower()
     if kind in ("anthropic", "claude"):
         backend = AnthropicBackend(model or DEFAULT_MODEL, api_key=api_key, base_url=base_url, **backend_kw)

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common.flags import env_flag
 from common.text import TWEET_LIMIT
 from generation.variants import adapter_name, lora_variant
 
@@ -63,10 +64,6 @@ class PublishResult:
     url: str | None = None
     message: str = ""
     extra: dict = field(default_factory=dict)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def upload_files(adapter_dir: Path) -> list[Path]:
@@ -346,13 +343,16 @@ def publish(
     data_dir: str | Path = "data",
     dry_run: bool = False,
     token: str | None = None,
+    offline: bool = False,
     private: bool = True,
     api=None,
     report_link: str | None = None,
     merged_repo: str | None = None,
     include_report: bool = True,
 ) -> PublishResult:
-    """Dry run: write card + file list locally. Otherwise create the repo(s) and upload (raises PublishError)."""
+    """Dry run: write card + file list locally. Otherwise create the repo(s) and upload (raises PublishError).
+
+    ``token`` / ``offline``: the caller's HF_TOKEN and HF_HUB_OFFLINE (context.Settings in the app, ``main`` here)."""
     adapter = (adapter or "").strip()
     adapter = adapter_name(adapter) or adapter
     repo_id = (repo_id or "").strip()
@@ -426,11 +426,10 @@ def publish(
             extra,
         )
 
-    if _offline():
+    if offline:
         raise PublishError(
             "The Hub is unreachable in offline mode (HF_HUB_OFFLINE=1); unset it to publish, or use a dry run."
         )
-    token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if not token:
         raise PublishError("Set HF_TOKEN (a Hugging Face write token) to publish, or use a dry run.")
     if api is None:
@@ -516,6 +515,8 @@ def main(argv=None) -> int:
             private=not a.public,
             merged_repo=a.merged_repo,
             include_report=not a.no_report,
+            token=os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"),
+            offline=env_flag(os.environ.get("HF_HUB_OFFLINE")),
         )
     except PublishError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from common.jsonio import read_jsonl
+from common.tracking import DEFAULT_PROJECT, wandb_mode
 from evaluation.tracking import log_evaluation
 from generation.errors import ModelLoadError
 from generation.variants import BASE, RAG, adapter_name, is_lora, lora_variant
@@ -198,11 +199,15 @@ def run_evaluation(
     progress: Progress | None = None,
     votes: Sequence = (),
     write_ledger: bool = True,
+    wandb_project: str = DEFAULT_PROJECT,
+    wandb_mode: str = "offline",
 ) -> dict[str, Any]:
     """The whole evaluation; returns the JSON-able result (with ``report_dir`` and ``files`` once written).
 
     ``votes``: human battle records (VoteRecords or exported dicts with tweet, reply_a, reply_b, vote) for the
-    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``)."""
+    judge-vs-human agreement; the caller reads them (the app from its vote store, the CLI from ``--votes``).
+    ``wandb_project`` / ``wandb_mode``: WANDB_PROJECT and common.tracking.wandb_mode, read by the caller (the app's
+    Settings, the CLI's main); the report goes to W&B only online."""
     from .ledger import Ledger, LedgerRow
     from .report import write_report
 
@@ -395,12 +400,13 @@ def run_evaluation(
         "ranking": (["contender", "composite"], [[x["contender"], x.get("composite")] for x in ranking]),
     }
     result["wandb"] = log_evaluation(
-        os.environ.get("WANDB_PROJECT", "reply-arena"),
+        wandb_project,
         f"eval-{result['eval_id']}",
         {"n_items": len(items), "judge": judge.model},
         wb_tables,
         files["dir"],
         [files["markdown"], files["json"], files["html"]],
+        mode=wandb_mode,
     ).to_dict()
     if write_ledger:
         rows = []
@@ -486,7 +492,9 @@ def summary_lines(result: dict) -> list[str]:
 # --------------------------------------------------------------------------- #
 # CLI
 # --------------------------------------------------------------------------- #
-def _build_engine(a) -> Any:
+def _build_engine(a, max_new_tokens: int | None, cache: Path, rag_dataset: Path) -> Any:
+    """The model for the CLI; ``max_new_tokens`` / ``cache`` / ``rag_dataset`` are the app's settings of the same name
+    (REPLY_ARENA_MAX_NEW_TOKENS, REPLY_ARENA_CACHE, RAG_DATASET), read by ``main``."""
     from generation import Engine, ModelConfig, load_base
 
     loaded = load_base(
@@ -496,15 +504,12 @@ def _build_engine(a) -> Any:
     )
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
-    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=int(budget) if budget else None)
+    engine = Engine(loaded, Path(a.adapters_dir), max_new_tokens=max_new_tokens)
     if not a.no_rag:
         try:
             from retrieval import build_or_load, get_encoder
 
-            cache = Path(os.environ.get("REPLY_ARENA_CACHE", str(ROOT / ".cache")))
-            rag_ds = Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl")))
-            index = build_or_load(rag_ds, get_encoder(cache / "embeddings"), fallback_dir=cache / "indexes")
+            index = build_or_load(rag_dataset, get_encoder(cache / "embeddings"), fallback_dir=cache / "indexes")
             engine.retriever = index.search
         except Exception as exc:  # RAG is optional
             print(
@@ -581,9 +586,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         judge = None
         if a.judge == "anthropic":  # fail on a missing key before loading any model
             judge = make_judge(
-                "anthropic", model=a.judge_model, cache_dir=data_dir / "eval_cache", base_url=a.anthropic_base_url
+                "anthropic",
+                model=a.judge_model,
+                cache_dir=data_dir / "eval_cache",
+                base_url=a.anthropic_base_url,
+                api_key=os.environ.get("ANTHROPIC_API_KEY"),
             )
-        engine = _build_engine(a)
+        budget = os.environ.get("REPLY_ARENA_MAX_NEW_TOKENS")
+        engine = _build_engine(
+            a,
+            int(budget) if budget else None,
+            Path(os.environ.get("REPLY_ARENA_CACHE", str(ROOT / ".cache"))),
+            Path(os.environ.get("RAG_DATASET", str(ROOT / "assets" / "sample_pairs.jsonl"))),
+        )
         if judge is None:
             judge = make_judge("local", engine=engine, cache_dir=data_dir / "eval_cache")
         result = run_evaluation(
@@ -597,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_info={"warnings": warnings},
             progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr) if m else None,
             votes=read_jsonl(a.votes) if a.votes else (),
+            wandb_project=os.environ.get("WANDB_PROJECT", DEFAULT_PROJECT),
+            wandb_mode=wandb_mode(os.environ),
         )
     except (JudgeUnavailable, JudgeError, ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.tracking import TrackingInfo, wandb_mode
+from common.tracking import TrackingInfo
 
 try:  # a card package, but the GPU hosts may run without it: then tracking is a note, not a crash
     import wandb
@@ -25,10 +25,12 @@ def log_evaluation(
     tables: dict[str, tuple[list[str], list[list]]],
     report_dir: str | Path | None = None,
     files: list[str | Path] = (),
+    *,
+    mode: str,
 ) -> TrackingInfo:
     """Evaluate's report to the same W&B project (online only: an offline eval report would be one more folder to sync
-    by hand; the report folder on disk is already the record). Tables are (columns, rows)."""
-    mode = wandb_mode()
+    by hand; the report folder on disk is already the record). Tables are (columns, rows). ``mode``: the caller's
+    ``common.tracking.wandb_mode`` (context.Settings.wandb_mode in the app)."""
     info = TrackingInfo(mode=mode, project=project, run_name=name)
     if mode != "online":
         info.note = "evaluation reports go to W&B only when WANDB_API_KEY is set"

@@ -7,7 +7,6 @@ publish.py pushes. Every handler checks the admin gate on the server first.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,8 +34,8 @@ log = logging.getLogger(__name__)
 SOURCES = {"heldout": "Held-out set (assets)", "split": "Exported eval split", "upload": "Upload JSONL / CSV"}
 
 
-def _key_status() -> str:
-    if os.environ.get("ANTHROPIC_API_KEY", "").strip():
+def _key_status(api_key: str | None) -> str:
+    if api_key:
         return "Claude judge: `ANTHROPIC_API_KEY` is set."
     return f"⚠️ {NO_KEY_MESSAGE} The local judge works offline ({LOCAL_LABEL_NOTE})."
 
@@ -83,7 +82,11 @@ def run_for_tab(
     items, warnings = load_items(path, lim)
     data_dir = Path(ctx.settings.data_dir)
     judge = make_judge(
-        judge_kind, model=(judge_model or DEFAULT_MODEL).strip(), engine=ctx.engine, cache_dir=data_dir / "eval_cache"
+        judge_kind,
+        model=(judge_model or DEFAULT_MODEL).strip(),
+        engine=ctx.engine,
+        cache_dir=data_dir / "eval_cache",
+        api_key=ctx.settings.anthropic_api_key,
     )
     w = Weights(*(float(x) for x in weights))
     cfg = EvalConfig(
@@ -108,6 +111,8 @@ def run_for_tab(
         data_info={"warnings": warnings},
         progress=progress,
         votes=list(ctx.votes.iter_votes()),
+        wandb_project=ctx.settings.wandb_project,
+        wandb_mode=ctx.settings.wandb_mode,
     )
 
 
@@ -311,7 +316,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
     def judge_status(jk: str) -> str:
         if jk == "local" and local_problem:
             return f"⚠️ {_t(local_problem)}"
-        return _key_status()
+        return _key_status(ctx.settings.anthropic_api_key)
 
     def on_estimate(src, split, up, ads, rag, jk, lim, request: gr.Request):
         if engine is None or denied(request):  # admin only: it reads the chosen file on the server
@@ -329,7 +334,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
         if no:
             return no, gr.update(), [], "", gr.update()
         # The public page always says "anthropic"; an admin without a key gets the offline judge preselected.
-        judge = gr.update(value="anthropic" if os.environ.get("ANTHROPIC_API_KEY", "").strip() else "local")
+        judge = gr.update(value="anthropic" if ctx.settings.anthropic_api_key else "local")
         try:
             rows = ledger_rows(data_dir)
         except Exception as exc:  # a broken ledger must not break the tab
@@ -338,10 +343,10 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 f"⚠️ The ledger could not be read ({type(exc).__name__}).",
                 gr.update(choices=split_choices()),
                 [],
-                _key_status(),
+                _key_status(ctx.settings.anthropic_api_key),
                 judge,
             )
-        return "", gr.update(choices=split_choices()), rows, _key_status(), judge
+        return "", gr.update(choices=split_choices()), rows, _key_status(ctx.settings.anthropic_api_key), judge
 
     def on_refresh_adapters(request: gr.Request):
         no = denied(request)
@@ -379,7 +384,7 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 progress=lambda f, d: progress(f, desc=d),
             )
         except (ValueError, JudgeUnavailable, JudgeError, ModelLoadError) as exc:
-            return [f"⚠️ {_t(hide_temp_paths(str(exc)))}"] + keep
+            return [f"⚠️ {_t(hide_temp_paths(str(exc), [ctx.settings.gradio_temp_dir]))}"] + keep
         except Exception as exc:
             log.exception("evaluation failed")
             return [
@@ -443,6 +448,8 @@ def build_evaluate_tab(ctx: AppContext) -> None:
                 adapters_dir=ctx.settings.adapters_dir,
                 data_dir=data_dir,
                 dry_run=bool(dry),
+                token=ctx.settings.hf_token,
+                offline=ctx.settings.offline,
                 private=not public,
                 merged_repo=merged_repo or None,
             )

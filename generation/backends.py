@@ -16,7 +16,6 @@ Arena requests never send a seed (private=True), so a public seed cannot reprodu
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -76,7 +75,7 @@ class OpenAIBackend:
     ):
         self.base_url = base_url.rstrip("/")
         self.client = openai.OpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            api_key=api_key or "EMPTY",  # context passes OPENAI_API_KEY; vLLM without --api-key takes any
             base_url=self.base_url,
             timeout=timeout,
             max_retries=1,

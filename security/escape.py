@@ -12,10 +12,9 @@ Four contexts, one module:
 from __future__ import annotations
 
 import html
-import os
 import re
 import tempfile
-from typing import Any
+from typing import Any, Iterable
 
 __all__ = ["inert", "inert_line", "html_text", "own_markdown", "prompt_data", "hide_temp_paths"]
 
@@ -52,16 +51,17 @@ def prompt_data(text: Any) -> str:
     return html.escape(_text(text), quote=False)
 
 
-def _temp_roots() -> list[str]:
-    roots = {tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR", "")}
+def _temp_roots(temp_dirs: Iterable[str]) -> list[str]:
+    roots = {tempfile.gettempdir(), *(str(d) for d in temp_dirs)}
     return sorted((r.rstrip("/\\") for r in roots if r), key=len, reverse=True)
 
 
-def hide_temp_paths(text: str) -> str:
+def hide_temp_paths(text: str, temp_dirs: Iterable[str] = ()) -> str:
     """Replace server temp paths (where uploads land, e.g. /tmp/gradio/<hash>/export.json) by the file name alone.
 
+    ``temp_dirs``: upload folders besides the system temp dir (the app passes GRADIO_TEMP_DIR from its Settings).
     Error messages name the file the user gave; the server's directory layout is none of their business.
     """
-    for root in _temp_roots():
+    for root in _temp_roots(temp_dirs):
         text = re.sub(re.escape(root) + r"[/\\](?:[^\s'\"`:,;)]*[/\\])?([^\s'\"`:,;/\\)]*)", r"\1", text)
     return text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -13,7 +12,8 @@ from transformers import TrainerCallback
 
 from .rundir import LOG_FILE, STATUS_FILE, append_jsonl, read_json, write_json_atomic
 
-FAIL_ENV = "REPLY_ARENA_FAIL_AT_STEP"  # tests: raise inside training at this optimizer step (a realistic crash)
+# tests: raise inside training at this optimizer step (a realistic crash); read by training.train.Launch.from_env
+FAIL_ENV = "REPLY_ARENA_FAIL_AT_STEP"
 
 
 class StatusFile:
@@ -193,8 +193,3 @@ class JsonlLogCallback(TrainerCallback):
             rec["loss"] = None
         append_jsonl(self.path, rec)
         return control
-
-
-def injected_failure_step() -> int | None:
-    v = os.environ.get(FAIL_ENV, "").strip()
-    return int(v) if v.isdigit() else None

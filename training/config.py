@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from common.tracking import DEFAULT_PROJECT
+
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EMBEDDED_BASE = ""  # empty base_model = the embedded SmolLM2-135M-Instruct (generation/embedded.py)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -254,7 +256,7 @@ class TrainConfig:
         },
     )
     wandb_project: str = field(
-        default="reply-arena",
+        default=DEFAULT_PROJECT,
         metadata={"help": "W&B project (offline unless WANDB_API_KEY is set; skipped if wandb is not installed)."},
     )
     cache_dir: str = field(

@@ -32,7 +32,7 @@ from typing import Any
 
 from arena.lineage import LINEAGE_FILE, lineage_record
 
-from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
+from .callbacks import FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag
 from .config import PROVENANCE_FILE, TrainConfig, check_parent_base, resolve_parent, validate, validate_targets
 from .fastpath import fast_plan
 from .formatting import IGNORE_INDEX, end_of_turn_token, format_example
@@ -40,16 +40,14 @@ from .rundir import LOG_FILE, read_jsonl
 from .tracking import WandbTracker
 from .train import (
     CHECKPOINTS,
+    Launch,
     _checkpoint_step,
     _finish_completed,
     _finish_stopped,
     _generation_config,
-    _is_main,
     _peak_gpu_gib,
-    _rank,
     _split_for_ranks,
     _truncate_log,
-    _world_size,
     last_checkpoint,
     load_model,
     save_adapter,
@@ -119,8 +117,11 @@ def _trainer_classes(kind: str):
     return (DPOConfig, DPOTrainer) if kind == "dpo" else (KTOConfig, KTOTrainer)
 
 
-def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None) -> dict:
-    """One DPO/KTO run end to end; returns the final status dict. Raises on failure (training.train.main records it)."""
+def train_preference(
+    cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None, launch: Launch | None = None
+) -> dict:
+    """One DPO/KTO run end to end; returns the final status dict. Raises on failure (training.train.main records it).
+    ``launch``: how this process was started (training.train.main reads it); default a single process."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -130,9 +131,10 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         )
     t_start = time.time()
     stop = stop or StopFlag()
+    launch = launch or Launch()
     run_dir = Path(run_dir)
     run_id = cfg.run_name or run_dir.name
-    is_main, world = _is_main(), _world_size()  # several GPUs: one process each (DDP via accelerate, as for SFT)
+    is_main, world = launch.is_main, launch.world_size  # several GPUs: one process each (DDP via accelerate)
     status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)  # also: enough clean pairs, the parent adapter exists (and fits a named base)
     for w in warnings:
@@ -158,7 +160,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
 
     train_ds, eval_ds, prov = load_preferences(cfg)  # before the model: a data problem costs a second
     parent = resolve_parent(cfg)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{launch.local_rank or 0}" if torch.cuda.is_available() else "cpu"
     on_cuda = device.startswith("cuda")
     status.update(phase="loading model", device=device, world_size=world, distributed="ddp" if world > 1 else None)
     torch.manual_seed(cfg.seed)
@@ -168,7 +170,9 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     model, tok = loaded.model, loaded.tokenizer
     validate_targets(model, cfg.target_modules)
     if stop.is_set():
-        return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True)
+        return _finish_stopped(
+            status, "Stopped while loading; nothing was trained.", rank_result=True, rank=launch.rank
+        )
     eot = end_of_turn_token(tok)
     model.generation_config.eos_token_id = _generation_config(model, tok, eot).eos_token_id
     model.config.use_cache = False
@@ -204,12 +208,14 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         "n_eval": len(eval_ds) if eval_ds is not None else 0,
         "vote_set_sha256": prov.get("vote_set_sha256"),
     }
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, enabled=is_main)
+    tracker = WandbTracker(
+        run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data_info, enabled=is_main, mode=launch.wandb_mode
+    )
     grad_accum, _ = _split_for_ranks(cfg.grad_accum, None, world)  # the recipe's pairs per optimizer step, shared
     if world > 1:
         log.info(
             "Rank %d of %d (DDP): %d x %d pairs per rank per optimizer step.",
-            _rank(),
+            launch.rank,
             world,
             cfg.micro_batch_size,
             grad_accum,
@@ -255,9 +261,8 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
     log_cb = JsonlLogCallback(run_dir, status, enabled=is_main, extra_keys=PREF_LOG_KEYS)
     stop_cb = StopCallback(stop)
     callbacks: list = [log_cb, stop_cb, tracker]
-    fail_at = injected_failure_step()
-    if fail_at is not None:
-        callbacks.append(FailAtStep(fail_at))
+    if launch.fail_at_step is not None:
+        callbacks.append(FailAtStep(launch.fail_at_step))
     status.update(phase="preparing pairs")
     trainer = Trainer(
         model=pm, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, callbacks=callbacks
@@ -272,7 +277,12 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
         ck = last_checkpoint(run_dir)
         tracker.finish({"global_step": state.global_step}, state="stopped")
         return _finish_stopped(
-            status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True
+            status,
+            None,
+            step=state.global_step,
+            checkpoint=str(ck) if ck else None,
+            rank_result=True,
+            rank=launch.rank,
         )
 
     ev: dict[str, Any] = {}
@@ -323,6 +333,7 @@ def train_preference(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop
             log_cb.t0,
             is_main=False,
             rank_result=True,
+            rank=launch.rank,
         )
     status.update(phase="saving adapter")
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)

@@ -136,8 +136,9 @@ def _free_disk(path: Path) -> tuple[Path, float]:
     return p, shutil.disk_usage(p).free / 1e9
 
 
-def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bit: bool = True) -> EnvReport:
-    env = os.environ if env is None else env
+def run_checks(data_dir: str | Path = "data", tracking: str = "offline", probe_4bit: bool = True) -> EnvReport:
+    """``tracking``: the W&B mode runs will use (common.tracking.wandb_mode of the environment: the app's Settings in
+    the System tab, this process's in ``main``)."""
     pins = pinned_versions()
     rep = EnvReport(facts={"python": platform.python_version(), "platform": platform.platform(terse=True)})
     add = rep.checks.append
@@ -235,7 +236,7 @@ def run_checks(data_dir: str | Path = "data", env: dict | None = None, probe_4bi
         )
     )
 
-    mode = wandb_mode(env)
+    mode = tracking
     wb = _version("wandb")
     if wb is None:
         add(
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--no-4bit-probe", action="store_true", help="skip running the NF4 test layer")
     a = ap.parse_args(argv)
-    rep = run_checks(a.data_dir, probe_4bit=not a.no_4bit_probe)
+    rep = run_checks(a.data_dir, tracking=wandb_mode(os.environ), probe_4bit=not a.no_4bit_probe)
     print(json.dumps(rep.to_dict(), indent=1) if a.json else rep.text())
     return 1 if any(c.status == "missing" for c in rep.checks) else 0
 

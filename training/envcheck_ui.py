@@ -28,7 +28,7 @@ def build_system_tab(ctx) -> None:
         except AdminRequired as exc:
             return f"⚠️ {inert(str(exc))}"
         try:
-            rep = run_checks(ctx.settings.data_dir)
+            rep = run_checks(ctx.settings.data_dir, tracking=ctx.settings.wandb_mode)
         except Exception as exc:  # a broken install must not show a traceback
             log.exception("environment check failed")
             return (

@@ -206,14 +206,14 @@ def build_command(
     ]
 
 
-def build_env(cfg, base: Mapping[str, str] | None = None, cpu_processes: int = 0) -> dict[str, str]:
+def build_env(cfg, base: Mapping[str, str], cpu_processes: int = 0) -> dict[str, str]:
     """Variables to add for the child: CUDA_VISIBLE_DEVICES from cfg.gpus (no list: the first visible GPU alone), and
     the launcher's stop grace.
 
-    cfg.gpus are indices among the GPUs this process sees: when CUDA_VISIBLE_DEVICES is already set (say 2,3), gpus
-    [0, 1] map to devices 2,3, so the child sees exactly the GPUs the user picked.
+    ``base`` is the environment the child starts from (the runner's copy of the server's). cfg.gpus are indices among
+    the GPUs it sees: when CUDA_VISIBLE_DEVICES is already set (say 2,3), gpus [0, 1] map to devices 2,3, so the child
+    sees exactly the GPUs the user picked.
     """
-    base = os.environ if base is None else base
     env: dict[str, str] = {}
     if cpu_processes and cpu_processes > 1:
         env["CUDA_VISIBLE_DEVICES"] = ""  # the gloo test path: no GPU, whatever the host has
@@ -267,10 +267,10 @@ def check_gpus(cfg, visible: int | None = None) -> None:
 
 
 def launch_spec(
-    cfg, run_dir: str | Path, python: str | None = None, resume: bool = False, env: Mapping[str, str] | None = None
+    cfg, run_dir: str | Path, python: str | None = None, resume: bool = False, *, env: Mapping[str, str]
 ) -> tuple[list[str], dict[str, str]]:
-    """(argv, variables to add) for the runner. A free rendezvous port is picked for multi-process runs."""
-    base = {**os.environ, **(env or {})}
-    cpu = cpu_processes_from(base)
+    """(argv, variables to add) for the runner. ``env``: the child's whole environment as the runner built it (this
+    module reads none). A free rendezvous port is picked for multi-process runs."""
+    cpu = cpu_processes_from(env)
     port = free_port() if num_processes(cfg, cpu) > 1 else None
-    return build_command(cfg, run_dir, python, resume, port=port, cpu_processes=cpu), build_env(cfg, base, cpu)
+    return build_command(cfg, run_dir, python, resume, port=port, cpu_processes=cpu), build_env(cfg, env, cpu)

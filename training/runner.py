@@ -390,7 +390,7 @@ class RunManager:
     def _launch(
         self, run_id: str, run_dir: Path, cfg: TrainConfig, fd: int, resume: bool, env: dict[str, str] | None
     ) -> subprocess.Popen:
-        child_env = {**os.environ, **(env or {})}
+        child_env = {**os.environ, **(env or {})}  # the trainer inherits the server's environment (CUDA, HF, W&B)
         child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [child_env.get("PYTHONPATH")])])
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env[LOCK_FD_ENV] = str(fd)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import socket
 import sys
@@ -107,7 +106,10 @@ class WandbTracker(TrainerCallback):
         config: dict[str, Any],
         data_info: dict[str, Any] | None = None,
         enabled: bool = True,
+        *,
+        mode: str,
     ) -> None:
+        """``mode``: common.tracking.wandb_mode of the trainer process's environment (its ``main`` reads it)."""
         self.run_dir = Path(run_dir)
         self.project = project or ""
         self.run_name = run_name
@@ -117,9 +119,8 @@ class WandbTracker(TrainerCallback):
         self.run = None
         self.t0 = time.time()
         self.tokens0 = 0
-        mode = wandb_mode() if self.project else "disabled"
         self.info = TrackingInfo(
-            mode=mode,
+            mode=mode if self.project else "disabled",
             project=self.project,
             run_name=run_name,
             note=None if self.project else "no wandb_project in the config",
@@ -134,7 +135,6 @@ class WandbTracker(TrainerCallback):
             try:
                 if wandb is None:
                     raise ImportError("wandb is not installed (pip install wandb)")
-                os.environ.setdefault("WANDB_SILENT", "true")
                 self.run = wandb.init(
                     project=self.project,
                     name=self.run_name,

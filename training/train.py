@@ -28,11 +28,14 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag, injected_failure_step
+from common.flags import env_flag
+
+from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag
 from .config import TrainConfig, add_config_flags, flag_overrides, parse_set, preset_config, validate, validate_targets
 from .data.export import sample_rows
 from .data.split import row_group_key, split_pairs
@@ -56,7 +59,7 @@ from .rundir import (
     read_jsonl,
     write_json_atomic,
 )
-from .tracking import WandbTracker
+from .tracking import WandbTracker, wandb_mode
 
 log = logging.getLogger("training.train")
 ROOT = Path(__file__).resolve().parent.parent
@@ -362,32 +365,49 @@ def save_adapter(
 
 
 # ---- training --------------------------------------------------------------------------------------------------
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+@dataclass(frozen=True)
+class Launch:
+    """How this trainer process was started, read once from its own environment by ``main`` (``from_env``) and passed
+    down: the trainer runs as its own process (the runner or accelerate starts it), never inside the app.
+
+    The defaults are a plain single-process run, which is what a test calling ``train()`` directly gets.
+    """
+
+    rank: int = 0  # RANK (accelerate launch / torch.distributed.run)
+    world_size: int = 1  # WORLD_SIZE: processes in this run
+    local_rank: int | None = None  # LOCAL_RANK; None = not started by a distributed launcher
+    fsdp: bool = False  # ACCELERATE_USE_FSDP, set for every worker by `accelerate launch --use_fsdp`
+    lock_fd: str = ""  # REPLY_ARENA_LOCK_FD as given: the runner's lock descriptor (see _inherited_lock_fd)
+    fail_at_step: int | None = None  # REPLY_ARENA_FAIL_AT_STEP: tests crash a run at this optimizer step
+    wandb_mode: str = "offline"  # common.tracking.wandb_mode: WANDB_MODE / WANDB_API_KEY
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Launch":
+        local = env.get("LOCAL_RANK")
+        fail = env.get(FAIL_ENV, "").strip()
+        return cls(
+            rank=int(env.get("RANK", "0")),
+            world_size=int(env.get("WORLD_SIZE", "1") or 1),
+            local_rank=int(local) if local is not None else None,
+            fsdp=local is not None and env_flag(env.get("ACCELERATE_USE_FSDP")),
+            lock_fd=env.get(LOCK_FD_ENV, ""),
+            fail_at_step=int(fail) if fail.isdigit() else None,
+            wandb_mode=wandb_mode(env),
+        )
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def _world_size() -> int:
-    """Processes in this run: WORLD_SIZE from accelerate launch / torch.distributed.run, else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def _fsdp_launched() -> bool:
-    """`accelerate launch --use_fsdp` (training/launch.py for distributed=fsdp) sets this for every worker."""
-    return "LOCAL_RANK" in os.environ and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")
-
-
-def _inherited_lock_fd(run_dir: str | None) -> int | None:
+def _inherited_lock_fd(run_dir: str | None, lock_fd: str) -> int | None:
     """The runner's lock descriptor, if this process really holds it.
 
     A plain child inherits it (pass_fds). accelerate's workers do not (torch.distributed.run closes descriptors; the
     launcher keeps the lock until every worker has exited), yet they see REPLY_ARENA_LOCK_FD: that number is then some
     other file of theirs, which must not be closed as if it were the lock.
     """
-    v = os.environ.get(LOCK_FD_ENV, "")
+    v = lock_fd
     if not v.isdigit() or not run_dir:
         return None
     try:
@@ -397,10 +417,10 @@ def _inherited_lock_fd(run_dir: str | None) -> int | None:
     return int(v) if (held.st_dev, held.st_ino) == (lock.st_dev, lock.st_ino) else None
 
 
-def _follow_launcher() -> None:
+def _follow_launcher(launch: Launch) -> None:
     """Under accelerate launch, get SIGTERM if the launcher dies (e.g. SIGKILLed): the worker then checkpoints and exits
     instead of holding its GPU as an orphan. Linux only; a no-op for a plain single-process run."""
-    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+    if launch.local_rank is None or not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
@@ -442,9 +462,9 @@ def _split_for_ranks(grad_accum: int, rows: int | None, world: int) -> tuple[int
     return max(1, -(-grad_accum // world)), (max(1, -(-rows // world)) if rows else rows)
 
 
-def _take_lock(run_dir: Path) -> int | None:
+def _take_lock(run_dir: Path, launch: Launch) -> int | None:
     """Outside the runner (plain CLI), take the same one-run-at-a-time lock the runner uses."""
-    if os.environ.get(LOCK_FD_ENV) or not _is_main():
+    if launch.lock_fd or not launch.is_main:
         return None
     path = Path(run_dir).parent / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -459,8 +479,11 @@ def _take_lock(run_dir: Path) -> int | None:
     return fd
 
 
-def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None) -> dict:
-    """Run one training job end to end; returns the final status dict. Raises on failure (main() records it)."""
+def train(
+    cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag | None = None, launch: Launch | None = None
+) -> dict:
+    """Run one training job end to end; returns the final status dict. Raises on failure (main() records it).
+    ``launch``: how this process was started (main() reads it from the environment); default a single process."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
@@ -475,9 +498,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     stop = stop or StopFlag()
     run_dir = Path(run_dir)
     run_id = cfg.run_name or run_dir.name
-    is_main = _is_main()
-    world = _world_size()
-    fsdp = _fsdp_launched()
+    launch = launch or Launch()
+    is_main, world, fsdp, rank = launch.is_main, launch.world_size, launch.fsdp, launch.rank
     status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)
     for w in warnings:
@@ -504,8 +526,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         (run_dir / LOG_FILE).unlink()
 
     data = load_pairs(cfg)  # before the model: a data problem costs a second, not a model load
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{launch.local_rank or 0}" if torch.cuda.is_available() else "cpu"
     status.update(
         phase="loading model",
         device=device,
@@ -620,7 +641,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         }
         log.info(
             "Rank %d of %d (%s): %d x %d per rank per optimizer step.",
-            _rank(),
+            rank,
             world,
             "FSDP" if fsdp else "DDP",
             micro_batch,
@@ -630,7 +651,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     report_to = (
         "none"  # W&B goes through training.tracking: config, dataset hash, tokens/s, GPU memory, where the run lives
     )
-    tracker = WandbTracker(run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main)
+    tracker = WandbTracker(
+        run_dir, cfg.wandb_project, run_id, cfg.to_dict(), data.info, enabled=is_main, mode=launch.wandb_mode
+    )
     wandb_dir = tracker.start().local_dir
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
@@ -672,16 +695,15 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     if world > 1 and stop.is_set_anywhere(args.device):  # TrainingArguments set up the process group: decide together
-        return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True)
+        return _finish_stopped(status, "Stopped while loading; nothing was trained.", rank_result=True, rank=rank)
     log_cb = JsonlLogCallback(run_dir, status, enabled=is_main)
     stop_cb = StopCallback(stop)
     callbacks: list = [log_cb, stop_cb, tracker]
     if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    fail_at = injected_failure_step()
-    if fail_at is not None:
-        log.warning("%s=%d: this run will fail on purpose.", FAIL_ENV, fail_at)
-        callbacks.append(FailAtStep(fail_at))
+    if launch.fail_at_step is not None:
+        log.warning("%s=%d: this run will fail on purpose.", FAIL_ENV, launch.fail_at_step)
+        callbacks.append(FailAtStep(launch.fail_at_step))
     trainer = Trainer(
         model=pm,
         args=args,
@@ -698,14 +720,14 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
     if peaks:
         log.info(
             "Rank %d of %d: peak GPU memory %.2f GiB allocated.",
-            _rank(),
+            rank,
             world,
-            peaks[_rank()] if len(peaks) > _rank() else peaks[0],
+            peaks[rank] if len(peaks) > rank else peaks[0],
         )
     if world > 1:  # every rank says where it ended and whether its own SIGTERM handler fired (tests/test_multigpu.py)
         log.info(
             "Rank %d of %d finished training at step %d (stop requested: %s; own stop signal: %s).",
-            _rank(),
+            rank,
             world,
             state.global_step,
             stop_cb.stopped_at is not None,
@@ -718,7 +740,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         ck = last_checkpoint(run_dir)
         tracker.finish({"global_step": state.global_step}, state="stopped")
         return _finish_stopped(
-            status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True
+            status, None, step=state.global_step, checkpoint=str(ck) if ck else None, rank_result=True, rank=rank
         )
 
     # The saved adapter's eval loss: the best checkpoint's (already measured, now loaded) or a fresh evaluation.
@@ -792,6 +814,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, stop: StopFlag 
         log_cb.t0,
         is_main=is_main,
         rank_result=True,
+        rank=rank,
     )
 
 
@@ -806,6 +829,7 @@ def _finish_completed(
     t0: float,
     is_main: bool = True,
     rank_result: bool = False,
+    rank: int = 0,
 ) -> dict:
     """The end of a run that trained to its last step (SFT and preference runs alike), once the adapter is saved.
 
@@ -838,7 +862,7 @@ def _finish_completed(
         eta_s=0.0,
         finished_at=time.time(),
     )
-    return status.update(**done) or ({**done, "rank": _rank()} if rank_result else done)
+    return status.update(**done) or ({**done, "rank": rank} if rank_result else done)
 
 
 def _finish_stopped(
@@ -847,6 +871,7 @@ def _finish_stopped(
     step: int | None = None,
     checkpoint: str | None = None,
     rank_result: bool = False,
+    rank: int = 0,
 ) -> dict:
     values: dict[str, Any] = {
         "state": "stopped",
@@ -858,7 +883,7 @@ def _finish_stopped(
     }
     if step is not None:
         values["step"] = step
-    return status.update(**values) or ({**values, "rank": _rank()} if rank_result else {})
+    return status.update(**values) or ({**values, "rank": rank} if rank_result else {})
 
 
 # ---- CLI -------------------------------------------------------------------------------------------------------
@@ -903,31 +928,33 @@ def main(argv: list[str] | None = None, train_fn=None) -> int:
     """The CLI; `train_fn` (default: SFT `train`) lets training/dpo.py reuse the same run-folder, lock and status
     handling."""
     stop = StopFlag().install()  # first thing: a stop during imports or loading is honoured, not a traceback
-    _follow_launcher()
+    launch = Launch.from_env(os.environ)  # this process's launch facts; the only place the trainer reads its env
+    os.environ.setdefault("WANDB_SILENT", "true")  # wandb's own banner off; tracking.json says where the run lives
+    _follow_launcher(launch)
     fmt = (
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
-        if _world_size() == 1
-        else f"%(asctime)s %(levelname)s [rank {_rank()}] %(name)s: %(message)s"
+        if launch.world_size == 1
+        else f"%(asctime)s %(levelname)s [rank {launch.rank}] %(name)s: %(message)s"
     )
     logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
     ns = _parser().parse_args(argv)
     run_dir: Path | None = None
     status: StatusFile | None = None
-    lock_fd: int | None = _inherited_lock_fd(ns.run_dir)
+    lock_fd: int | None = _inherited_lock_fd(ns.run_dir, launch.lock_fd)
     if ns.run_dir and Path(ns.run_dir).is_dir():  # the runner made it: record even a config error there
-        status = StatusFile(Path(ns.run_dir), enabled=_is_main())
+        status = StatusFile(Path(ns.run_dir), enabled=launch.is_main)
         status.update(pid=os.getpid())
     try:
         cfg = build_config(ns)
         validate(cfg)
         run_dir = Path(ns.run_dir) if ns.run_dir else Path(cfg.output_dir) / cfg.run_name
         run_dir.mkdir(parents=True, exist_ok=True)
-        status = StatusFile(run_dir, enabled=_is_main())
-        lock_fd = _take_lock(run_dir) if lock_fd is None else lock_fd  # held until the final status is written
-        if _is_main() and not (ns.config and Path(ns.config).resolve() == (run_dir / CONFIG_FILE).resolve()):
+        status = StatusFile(run_dir, enabled=launch.is_main)
+        lock_fd = _take_lock(run_dir, launch) if lock_fd is None else lock_fd  # held until the final status is written
+        if launch.is_main and not (ns.config and Path(ns.config).resolve() == (run_dir / CONFIG_FILE).resolve()):
             if not (ns.resume and (run_dir / CONFIG_FILE).exists()):
                 cfg.to_yaml(run_dir / CONFIG_FILE)
-        final = (train_fn or train)(cfg, run_dir, resume=ns.resume, stop=stop)
+        final = (train_fn or train)(cfg, run_dir, resume=ns.resume, stop=stop, launch=launch)
         print(
             json.dumps(
                 {
@@ -935,7 +962,7 @@ def main(argv: list[str] | None = None, train_fn=None) -> int:
                     "adapter_path": final.get("adapter_path"),
                     "run_dir": str(run_dir),
                     "eval_loss": (final.get("metrics") or {}).get("eval_loss"),
-                    **({"rank": _rank(), "step": final.get("step")} if _world_size() > 1 else {}),
+                    **({"rank": launch.rank, "step": final.get("step")} if launch.world_size > 1 else {}),
                 }
             ),
             flush=True,

@@ -323,6 +323,8 @@ def test_cli_without_key_says_so(tmp_path):
 
 # ---------------------------------------------------------------- the tab
 def _ctx(tiny, tmp_path):
+    from context import Settings
+
     from security import AdminGate
 
     heldout = ROOT / "assets" / "heldout_tweets.jsonl"
@@ -335,7 +337,7 @@ def _ctx(tiny, tmp_path):
         },
     )
     engine.tweets = tweets  # canned replies: this test is about the tab's wiring and gate, not generation
-    settings = SimpleNamespace(data_dir=tmp_path / "data", adapters_dir=tiny.adapters, heldout=heldout)
+    settings = Settings(data_dir=tmp_path / "data", adapters_dir=tiny.adapters, heldout=heldout)
     return SimpleNamespace(
         engine=engine,
         settings=settings,
@@ -366,7 +368,6 @@ def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch
     token = ctx.gate.login("pw", "127.0.0.1")  # the server-issued token the login route puts in the HttpOnly cookie
     admin = SimpleNamespace(session_hash="boss", headers={"cookie": f"reply_arena_admin={token}"})
     assert not ctx.gate.is_admin(SimpleNamespace(session_hash="boss", headers={}))  # the session hash alone is nothing
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     msg = fns["on_run"](
         "heldout", None, None, ["lora:tiny"], False, False, "anthropic", "", 2, 0.4, 0.3, 0.3, 10, "x", admin
     )[0]
@@ -375,7 +376,7 @@ def test_tab_gates_every_handler_and_runs_for_admins(tiny, tmp_path, monkeypatch
     pub_msg, card = fns["on_publish"]("tiny", "me/tiny-lora", True, False, "", admin)
     assert "Dry run" in pub_msg and "# tiny" in card
 
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
+    ctx.settings.anthropic_api_key = "test"  # what Settings.from_env reads from ANTHROPIC_API_KEY
     with MessagesServer() as srv:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)  # the real client picks the base URL up from the environment
         res = run_for_tab(

@@ -33,6 +33,7 @@ class OpenAIServer:
     def __init__(self, models=("base-model",), host: str = "127.0.0.1", port: int = 0, word_delay: float = 0.0):
         self.models = list(models)
         self.requests: list[dict] = []
+        self.auth: list[str] = []  # the Authorization header of every request
         self.word_delay = word_delay
         server = self
 
@@ -49,6 +50,7 @@ class OpenAIServer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                server.auth.append(self.headers.get("authorization", ""))
                 if self.path.rstrip("/") == "/v1/models":
                     return self._json(
                         200,
@@ -63,6 +65,7 @@ class OpenAIServer:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     return self._json(404, {"error": {"message": "Not Found", "type": "NotFoundError", "code": 404}})
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                server.auth.append(self.headers.get("authorization", ""))
                 server.requests.append(body)
                 model = body.get("model")
                 if model not in server.models:

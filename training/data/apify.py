@@ -3,14 +3,14 @@ run, poll it with progress, download the run's dataset as JSONL (the "apify" for
 and
 report what the run cost in USD from its usage.
 
-The token comes from ``APIFY_TOKEN`` only and is never written anywhere. ``base_url`` points the real client at a
+The token comes from ``APIFY_TOKEN`` only (read by context.Settings in the app, by the collect CLI's ``main``, and
+passed in) and is never written anywhere. ``base_url`` points the real client at a
 local server in tests (``ApifyClient(api_url=...)``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -59,8 +59,9 @@ class ApifyReport:
         return asdict(self)
 
 
-def apify_token(env: dict | None = None) -> str:
-    tok = ((env if env is not None else os.environ).get(TOKEN_ENV) or "").strip()
+def apify_token(token: str | None) -> str:
+    """The caller's APIFY_TOKEN, or one sentence that names the variable for the admin."""
+    tok = (token or "").strip()
     if not tok:
         raise ApifyError(f"Set {TOKEN_ENV} to an Apify API token to run an actor.")
     return tok
@@ -100,8 +101,8 @@ def run_actor(
         raise ApifyError("Give an actor id, e.g. apidojo/tweet-scraper.")
     if max_items is not None and int(max_items) < 1:
         raise ApifyError(f"max items is {max_items}; it must be at least 1, so no run was started.")
-    token = token if token is not None else apify_token()
-    base_url = base_url or os.environ.get("APIFY_API_URL", APIFY_URL)
+    token = apify_token(token)
+    base_url = base_url or APIFY_URL  # the app and the CLI pass APIFY_API_URL when it is set
     client = ApifyClient(
         token,
         api_url=base_url,

@@ -172,6 +172,10 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Offline unless the caller says otherwise, before huggingface_hub is imported (it reads these at import): the
+    # semantic dedup's encoder is bundled and needs no Hub (the app sets the same defaults in context.py).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = _parser().parse_args(argv)
     cmd = {"import": _cmd_import, "funnel": _cmd_funnel, "export": _cmd_export, "list": _cmd_list}[args.cmd]
     try:

@@ -20,7 +20,8 @@ committed page, next_token per query) is replaced atomically. On start, bytes af
 by a crash, or a page whose state was never written) are cut off and that page is fetched again: the JSONL never holds
 a duplicate or half-written page, and the next run resumes from the last token.
 
-Secrets: the bearer token comes from ``X_BEARER_TOKEN`` only; it is never written to the data dir, the state or a log.
+Secrets: the bearer token comes from ``X_BEARER_TOKEN`` only (read by context.Settings in the app, by ``main`` here and
+passed in); it is never written to the data dir, the state or a log.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from typing import Any
 import httpx
 
 from common.jsonio import atomic_write
-from training.data.apify import ApifyError, run_actor
+from training.data.apify import APIFY_URL, ApifyError, run_actor
+from training.data.apify import TOKEN_ENV as APIFY_TOKEN_ENV
 from training.data.importers import import_file
 
 __all__ = [
@@ -94,8 +96,8 @@ class CollectConfig:
         default=False, metadata={"help": "full-archive search (/2/tweets/search/all) instead of the last 7 days"}
     )
     base_url: str = field(
-        default_factory=lambda: os.environ.get("X_API_BASE_URL", X_API_URL),
-        metadata={"help": "API root (X_API_BASE_URL; a local server that speaks the API in tests)"},
+        default=X_API_URL,
+        metadata={"help": "API root (the app and the CLI pass X_API_BASE_URL; a local test server in tests)"},
     )
     max_retries: int = field(default=5, metadata={"help": "retries per request on 429 / 5xx / network errors"})
 
@@ -145,8 +147,9 @@ def build_queries(cfg: CollectConfig) -> list[str]:
     return qs
 
 
-def x_token(env: dict | None = None) -> str:
-    tok = ((env if env is not None else os.environ).get(TOKEN_ENV) or "").strip()
+def x_token(token: str | None) -> str:
+    """The caller's X_BEARER_TOKEN, or one sentence that names the variable for the admin."""
+    tok = (token or "").strip()
     if not tok:
         raise CollectError(f"Set {TOKEN_ENV} to an X API v2 bearer token to collect replies.")
     return tok
@@ -326,7 +329,7 @@ def collect(
             f"(X returns {MIN_PAGE} to {MAX_PAGE} posts per page), so nothing was requested."
         )
     queries = build_queries(cfg)
-    token = token if token is not None else x_token()
+    token = x_token(token)
     store = _Store(Path(cfg.out))
     resumed = store.resumed
     api = XCollector(
@@ -434,7 +437,7 @@ def min_faves_check(
     max_posts: int,
     out_dir: Path,
     *,
-    base_url: str | None = None,
+    base_url: str = X_API_URL,
     token: str | None = None,
     archive: bool = False,
     clock: Callable[[], float] = time.time,
@@ -447,11 +450,9 @@ def min_faves_check(
         raise CollectError(
             f"The post cap is {int(max_posts)}; it must be at least {MIN_PAGE}, so nothing was requested."
         )
-    token = token if token is not None else x_token()
+    token = x_token(token)
     folder = Path(out_dir) / f"min_faves_check_{cid}_{int(min_faves)}_{int(time.time())}"
-    common: dict[str, Any] = dict(max_posts=max_posts, archive=archive)
-    if base_url:  # else CollectConfig's default: X_API_BASE_URL or the real API
-        common["base_url"] = base_url
+    common: dict[str, Any] = dict(max_posts=max_posts, archive=archive, base_url=base_url or X_API_URL)
     without = collect(
         CollectConfig(out=folder / "without.jsonl", conversation_ids=[cid], **common),
         token=token,
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--input", type=Path, help="JSON file with the actor input")
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--max-items", type=int, help="ask the actor to stop (and bill) at this many items")
-    a.add_argument("--base-url", default=os.environ.get("APIFY_API_URL", "https://api.apify.com"))
+    a.add_argument("--base-url", default=os.environ.get("APIFY_API_URL", APIFY_URL))
     args = ap.parse_args(argv)
     try:
         if args.cmd == "x":
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                 archive=args.archive,
                 base_url=args.base_url,
             )
-            _print_report(collect(cfg, progress=lambda m: print(m, file=sys.stderr)))
+            _print_report(collect(cfg, token=os.environ.get(TOKEN_ENV), progress=lambda m: print(m, file=sys.stderr)))
         elif args.cmd == "min-faves-check":
             res = min_faves_check(
                 args.conversation_id,
@@ -532,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_posts,
                 args.out_dir,
                 base_url=args.base_url,
+                token=os.environ.get(TOKEN_ENV),
                 archive=args.archive,
                 progress=lambda m: print(m, file=sys.stderr),
             )
@@ -542,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.actor,
                 run_input,
                 args.out,
+                token=os.environ.get(APIFY_TOKEN_ENV),
                 base_url=args.base_url,
                 max_items=args.max_items,
                 progress=lambda m: print(m, file=sys.stderr),

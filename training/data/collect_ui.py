@@ -1,7 +1,7 @@
 """Data tab panel "0 · Collect": X API v2 replies (with the post cap and the min_faves check) or an Apify actor run,
 into ``<data_dir>/collect/<name>.jsonl``, ready for the import panel below. Wiring only (training/data/collect.py,
-training/data/apify.py). Tokens come from the server's env (X_BEARER_TOKEN, APIFY_TOKEN); the page never asks for
-one."""
+training/data/apify.py). Tokens come from the server's env (X_BEARER_TOKEN, APIFY_TOKEN, read by context.Settings);
+the page never asks for one."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _int(v, what: str) -> int | None:
 
 
 def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> CollectPanel:
-    data_dir = Path(ctx.settings.data_dir)
+    settings = ctx.settings
+    data_dir = Path(settings.data_dir)
     with gr.Accordion("0 · Collect from the X API or Apify", open=False, elem_id="collect-panel"):
         gr.Markdown(
             "Replies for conversation ids (or any search query) from the X API v2, or an Apify actor run. "
@@ -98,8 +99,9 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
                 min_faves=_int(mf, "min_faves") or None,
                 max_posts=_int(cp, "The post cap") or 0,
                 archive=bool(arch),
+                base_url=settings.x_api_base_url,
             )
-            rep = collect(cfg, progress=lambda m: progress(None, desc=m))
+            rep = collect(cfg, token=settings.x_bearer_token, progress=lambda m: progress(None, desc=m))
         except CollectError as exc:
             return f"⚠️ {inert(str(exc))}", gr.update()
         except (OSError, ValueError) as exc:
@@ -129,6 +131,8 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
                 n,
                 _int(cp, "The post cap") or 0,
                 data_dir / "collect",
+                base_url=settings.x_api_base_url,
+                token=settings.x_bearer_token,
                 archive=bool(arch),
                 progress=lambda m: progress(None, desc=m),
             )
@@ -150,7 +154,13 @@ def build_collect_panel(ctx, denied: Callable[[gr.Request], str | None]) -> Coll
                 raise ApifyError(f"The actor input is not valid JSON ({exc.msg} at line {exc.lineno}).") from exc
             out = _out(data_dir, name, "apify-replies")
             rep = run_actor(
-                act or "", payload, out, max_items=_int(mx, "max items"), progress=lambda m: progress(None, desc=m)
+                act or "",
+                payload,
+                out,
+                token=settings.apify_token,
+                base_url=settings.apify_api_url,
+                max_items=_int(mx, "max items"),
+                progress=lambda m: progress(None, desc=m),
             )
         except (ApifyError, CollectError) as exc:
             return f"⚠️ {inert(str(exc))}", gr.update()

@@ -68,9 +68,10 @@ if (!window.__replyArenaReviewKeys) {
 """
 
 
-def _err(exc: BaseException) -> str:
+def _err(exc: BaseException, temp_dir: str = "") -> str:
+    """One line for the tab; ``temp_dir`` is Gradio's upload folder (Settings.gradio_temp_dir), hidden like /tmp."""
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return f"⚠️ {inert(hide_temp_paths(str(msg)).splitlines()[0][:600] if msg else type(exc).__name__)}"
+    return f"⚠️ {inert(hide_temp_paths(str(msg), [temp_dir]).splitlines()[0][:600] if msg else type(exc).__name__)}"
 
 
 def _reviewer(request: gr.Request | None) -> str:
@@ -81,6 +82,7 @@ def build_data_tab(ctx) -> None:
     data_dir = ctx.settings.data_dir
     store = ctx.reviews
     emb_cache = ctx.settings.cache_dir / "embeddings"  # shared with the RAG index: the sample set is already embedded
+    temp_dir = ctx.settings.gradio_temp_dir  # uploads land there; _err hides it
     d = FilterConfig()
 
     def denied(request) -> str | None:
@@ -318,7 +320,8 @@ def build_data_tab(ctx) -> None:
             info = summary(chosen)
         except Exception as exc:  # a broken store must not show a traceback
             log.exception("data tab refresh failed")
-            return [_err(exc), gr.update()] + keep_view + [_err(exc), gr.update()] + [gr.update()] * 3
+            msg = _err(exc, temp_dir)
+            return [msg, gr.update()] + keep_view + [msg, gr.update()] + [gr.update()] * 3
         return ["", gr.update(choices=choices, value=chosen)] + view + [rows] + info
 
     open_outputs = [admin_msg, dataset_dd] + view_outputs + [exports_df, fmt_md, funnel_plot, funnel_table]
@@ -383,7 +386,8 @@ def build_data_tab(ctx) -> None:
                 progress=lambda f, desc: progress(f, desc=desc),
             )
         except (ValueError, KeyError, OSError) as exc:
-            return [show_names(_err(exc), sources + list(up or []))] + ["", None, [], ""] + [gr.update()] + cleared
+            msg = show_names(_err(exc, temp_dir), sources + list(up or []))
+            return [msg] + ["", None, [], ""] + [gr.update()] + cleared
         except Exception as exc:
             log.exception("import failed")
             return (
@@ -407,7 +411,7 @@ def build_data_tab(ctx) -> None:
         try:
             return render(svc.review_view(store, dataset, flt or "pending"))
         except (ValueError, KeyError) as exc:
-            return keep_view + [_err(exc)]
+            return keep_view + [_err(exc, temp_dir)]
 
     run_btn.click(
         on_import,
@@ -442,7 +446,7 @@ def build_data_tab(ctx) -> None:
         try:
             return summary(dataset)
         except (ValueError, KeyError) as exc:
-            return [_err(exc), None, []]
+            return [_err(exc, temp_dir), None, []]
 
     dataset_dd.input(on_load_review, [dataset_dd, status_filter], view_outputs).then(
         on_summary, [dataset_dd], [fmt_md, funnel_plot, funnel_table]
@@ -457,7 +461,7 @@ def build_data_tab(ctx) -> None:
             try:
                 return render(svc.step(store, dataset, flt or "pending", idx, direction))
             except (ValueError, KeyError, IndexError) as exc:
-                return keep_view + [_err(exc)]
+                return keep_view + [_err(exc, temp_dir)]
 
         return on_nav
 
@@ -480,7 +484,7 @@ def build_data_tab(ctx) -> None:
                     else svc.review_view(store, dataset, flt, item.index)
                 )
             except (ValueError, KeyError, IndexError) as exc:
-                return keep_view + [_err(exc)]
+                return keep_view + [_err(exc, temp_dir)]
             return render(view, f"{verb} {inert(item.pair_id)}.")
 
         return on_decide
@@ -496,7 +500,7 @@ def build_data_tab(ctx) -> None:
         try:
             item = svc.record_decision(store, dataset, idx, "edit", edited_text=text, reviewer=_reviewer(request))
         except (ValueError, KeyError, IndexError) as exc:
-            return keep_view + [_err(exc)]
+            return keep_view + [_err(exc, temp_dir)]
         # Stay on the pair (even when the filter no longer matches it) so the saved text is visible.
         v = svc.review_view(store, dataset, "all", item.index)
         v.status_filter = flt or "pending"
@@ -529,7 +533,7 @@ def build_data_tab(ctx) -> None:
                 overwrite=bool(over),
             )
         except (ValueError, KeyError, OSError) as exc:
-            return _err(exc), gr.update(), gr.update(), gr.update(), gr.update(visible=False, value=None)
+            return _err(exc, temp_dir), gr.update(), gr.update(), gr.update(), gr.update(visible=False, value=None)
         except Exception as exc:
             log.exception("export failed")
             return (

@@ -5,34 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from context import AppContext, Settings, build_context, env_flag
+from context import AppContext, Settings, build_battle_manager, build_context
 
 import gradio as gr
-import pytest
 
 from app import build_app, parse_args
-from arena.store import VoteRecord
+from arena.store import VoteRecord, VoteStore
 from arena.ui import build_leaderboard_tab
+from security import SecurityDB
 from security.session import COOKIE_NAME
-
-
-@pytest.mark.parametrize(
-    "raw,want",
-    [
-        ("1", True),
-        ("true", True),
-        ("yes", True),
-        ("YES", True),
-        ("on", True),
-        ("0", False),
-        ("false", False),
-        ("no", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_one_boolean_parser(raw, want):
-    assert env_flag(raw) is want
 
 
 def test_settings_from_env_and_flags_override(tmp_path: Path):
@@ -52,6 +33,47 @@ def test_settings_from_env_and_flags_override(tmp_path: Path):
     flagged = parse_args(["--data-dir", str(tmp_path / "x"), "--no-model"], defaults=s)
     assert flagged.data_dir == tmp_path / "x" and flagged.load_model is False and flagged.load_in_4bit is True
     assert Settings.from_env({}).cache_dir == Settings().cache_dir  # one cache default
+    assert (Settings.from_env({}).wandb_mode, Settings.from_env({"WANDB_API_KEY": "k"}).wandb_mode) == (
+        "offline",
+        "online",
+    )
+    assert Settings.from_env({"WANDB_PROJECT": "p"}).wandb_project == "p" and Settings().wandb_project == "reply-arena"
+
+
+SECRETS = {
+    "ADMIN_PASSWORD": "admin-pw-7f3a",
+    "ANTHROPIC_API_KEY": "sk-ant-secret-7f3a",
+    "OPENAI_API_KEY": "sk-openai-secret-7f3a",
+    "ARENA_SALT": "salt-secret-7f3a",
+    "HF_TOKEN": "hf_secret_7f3a",
+    "X_BEARER_TOKEN": "x-bearer-secret-7f3a",
+    "APIFY_TOKEN": "apify-secret-7f3a",
+}
+
+
+def test_secrets_are_read_once_and_never_printed():
+    """The secrets reach Settings (the one env reader) and stay out of its repr, so a logged Settings or AppContext
+    cannot leak them."""
+    s = Settings.from_env(dict(SECRETS))
+    assert s.admin_password == SECRETS["ADMIN_PASSWORD"]
+    assert s.anthropic_api_key == SECRETS["ANTHROPIC_API_KEY"]
+    assert s.openai_api_key == SECRETS["OPENAI_API_KEY"]
+    assert s.arena_salt == SECRETS["ARENA_SALT"] and s.hf_token == SECRETS["HF_TOKEN"]
+    assert s.x_bearer_token == SECRETS["X_BEARER_TOKEN"] and s.apify_token == SECRETS["APIFY_TOKEN"]
+    shown = repr(s) + str(s)
+    for value in SECRETS.values():
+        assert value not in shown
+    assert Settings.from_env({"ANTHROPIC_API_KEY": "  "}).anthropic_api_key is None  # blank = not set
+    assert Settings.from_env({"HUGGING_FACE_HUB_TOKEN": "hf_old"}).hf_token == "hf_old"  # the older name still works
+
+
+def test_arena_salt_reaches_the_battle_manager(tmp_path: Path):
+    s = Settings.from_env({"ARENA_SALT": " pepper-7f3a ", "DATA_DIR": str(tmp_path)})
+    votes = VoteStore(tmp_path)
+    mgr = build_battle_manager(s, SimpleNamespace(variants=lambda: ["base", "rag"]), votes, SecurityDB(tmp_path))
+    assert mgr is not None and mgr.config.salt == "pepper-7f3a"
+    assert not (tmp_path / "arena_salt").exists()  # the configured salt wins: no random one is persisted
+    votes.close()
 
 
 def test_scheduler_limits_come_from_settings_not_the_scheduler():

@@ -319,8 +319,7 @@ def test_reveal_patterns(store: VoteStore, clock: FakeClock, text: str, flagged:
     assert bool(mgr.vote("s", b.battle_id, "a", "c").flags) is flagged
 
 
-def test_raw_ids_never_stored(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ARENA_SALT", raising=False)
+def test_raw_ids_never_stored(tmp_path: Path, clock: FakeClock) -> None:
     session, client = "gradio-session-RAW-7f3a9c", "203.0.113.77"
     store = VoteStore(tmp_path)
     mgr = BattleManager(store, lambda: CONTENDERS, neutral_generate, clock=clock, rng=random.Random(0))
@@ -328,7 +327,7 @@ def test_raw_ids_never_stored(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
         b = mgr.new_battle(session, f"tweet {i}")
         mgr.vote(session, b.battle_id, "a", client)
     rec = next(store.iter_votes())
-    salt = load_or_create_salt(tmp_path)  # no ARENA_SALT in tests: per-data-dir salt was used
+    salt = load_or_create_salt(tmp_path)  # no configured salt: the per-data-dir salt was used
     assert rec.session_hash == hash_id(salt, session) and rec.client_hash == hash_id(salt, client)
     blobs = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("votes.sqlite3"))
     store.close()
@@ -338,17 +337,23 @@ def test_raw_ids_never_stored(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
         assert raw.encode() not in blobs and raw.encode("utf-16-le") not in blobs
 
 
-def test_salt_persisted_per_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ARENA_SALT", raising=False)
+def test_salt_persisted_per_data_dir(tmp_path: Path) -> None:
     s1 = load_or_create_salt(tmp_path / "d1")
     assert s1 == load_or_create_salt(tmp_path / "d1") and len(s1) >= 32
     assert s1 != load_or_create_salt(tmp_path / "d2")
     assert (tmp_path / "d1" / "arena_salt").stat().st_mode & 0o077 == 0
-    monkeypatch.setenv("ARENA_SALT", "from-env")
     store = VoteStore(tmp_path / "d3")
-    mgr = BattleManager(store, lambda: CONTENDERS, neutral_generate, clock=FakeClock(), rng=random.Random(0))
+    cfg = ArenaConfig(salt="configured")  # what context passes from ARENA_SALT
+    mgr = BattleManager(
+        store,
+        lambda: CONTENDERS,
+        neutral_generate,
+        clock=FakeClock(),
+        rng=random.Random(0),
+        config=cfg,
+    )
     b = mgr.new_battle("s", "t")
     mgr.vote("s", b.battle_id, "a", "c")
-    assert next(store.iter_votes()).session_hash == hash_id("from-env", "s")
-    assert not (tmp_path / "d3" / "arena_salt").exists()
+    assert next(store.iter_votes()).session_hash == hash_id("configured", "s")
+    assert not (tmp_path / "d3" / "arena_salt").exists() and "configured" not in repr(mgr.config)
     store.close()

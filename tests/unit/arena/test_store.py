@@ -291,14 +291,22 @@ def test_export_cli(store: VoteStore, tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "votes.sqlite3" in bad.stderr
+    offline = subprocess.run(  # the CLI reads HF_HUB_OFFLINE from its own environment
+        [sys.executable, "-m", "arena.export", "--data-dir", str(tmp_path), "--out", str(out), "--push-to-hub", "a/b"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert offline.returncode == 1 and "offline mode is on (HF_HUB_OFFLINE=1)" in offline.stderr
 
 
-def test_push_to_hub_offline_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_push_to_hub_offline_is_clear(tmp_path: Path) -> None:
     f = tmp_path / "votes.jsonl"
     f.write_text("{}\n")
     with pytest.raises(RuntimeError) as exc:
-        push_to_hub(f, "someone/arena-votes", token="hf_dummy")
+        push_to_hub(f, "someone/arena-votes", token="hf_dummy", offline=True)
     msg = str(exc.value)
     assert "offline" in msg and "HF_HUB_OFFLINE" in msg
     with pytest.raises(ValueError, match="does not exist"):

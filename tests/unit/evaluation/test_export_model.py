@@ -166,7 +166,7 @@ def test_publish_dry_run_lists_adapter_report_and_merged_files(setup, capsys, mo
         assert f"me/my-lora-merged: {f['path']}  ({f['bytes']:,} bytes)" in out
 
 
-def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path, monkeypatch):
+def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path):
     root, _, _, data = setup
     with pytest.raises(PublishError, match="export it first"):
         publish(
@@ -196,7 +196,6 @@ def test_publish_merged_needs_an_export_and_uploads_both_repos(setup, tmp_path, 
                 if p.is_file() and (allow is None or p.name in allow)
             )
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     api = Recorder()
     res = publish(
         "my-lora",

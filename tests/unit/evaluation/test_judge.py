@@ -275,7 +275,7 @@ def test_verdict_cache_makes_reruns_free(srv, tmp_path):
 
 
 def test_no_key_gives_a_clear_message(monkeypatch):
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-in-env")  # not read here: the key comes from the caller's Settings
     with pytest.raises(JudgeUnavailable) as exc:
         make_judge("anthropic")
     assert str(exc.value) == NO_KEY_MESSAGE == "Set ANTHROPIC_API_KEY to use the Claude judge, or pick the local judge."

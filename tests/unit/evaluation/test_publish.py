@@ -12,6 +12,7 @@ import pytest
 
 from evaluation.ledger import Ledger, LedgerRow
 from evaluation.publish import PublishError, build_model_card, publish, upload_files
+from evaluation.publish import main as publish_main
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -132,12 +133,9 @@ def test_dry_run_cli_writes_card_and_file_list(adapter):
 
 def test_offline_or_no_token_is_one_sentence(adapter, monkeypatch):
     kw = dict(adapters_dir=adapter / "adapters", data_dir=adapter / "data")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PublishError, match=r"offline mode \(HF_HUB_OFFLINE=1\)"):
-        publish("my-lora", "me/my-lora", token="hf_x", **kw)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        publish("my-lora", "me/my-lora", token="hf_x", offline=True, **kw)
+    monkeypatch.setenv("HF_TOKEN", "hf_in_env")  # not read here: the app passes Settings.hf_token, the CLI its own
     with pytest.raises(PublishError) as exc:
         publish("my-lora", "me/my-lora", **kw)
     assert str(exc.value) == "Set HF_TOKEN (a Hugging Face write token) to publish, or use a dry run."
@@ -174,8 +172,18 @@ class FakeApi:
         }
 
 
-def test_upload_creates_repo_and_uploads_the_staged_folder(adapter, monkeypatch):
+def test_cli_reads_the_token_and_offline_mode_from_its_environment(adapter, monkeypatch, capsys):
+    argv = ["--adapter", "my-lora", "--repo", "me/my-lora"]
+    argv += ["--adapters-dir", str(adapter / "adapters"), "--data-dir", str(adapter / "data")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert publish_main(argv) == 2 and "offline mode (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    assert publish_main(argv) == 2 and "Set HF_TOKEN" in capsys.readouterr().err
+
+
+def test_upload_creates_repo_and_uploads_the_staged_folder(adapter):
     api = FakeApi()
     res = publish(
         "lora:my-lora",

@@ -87,5 +87,8 @@ def test_app_flags_select_the_backend(server):
     engine = _load_engine(s, banners)
     assert isinstance(engine, OpenAIBackend) and not banners
     assert engine.loaded.summary() == f"Qwen/Qwen3-8B served by an OpenAI-compatible server at {server.url}/v1"
+    assert server.auth[-1] == "Bearer EMPTY"  # no OPENAI_API_KEY: vLLM without --api-key accepts any
+    keyed = Settings.from_env({"BACKEND": "openai", "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "sk-v"})
+    assert _load_engine(keyed, banners) is not None and server.auth[-1] == "Bearer sk-v" and "sk-v" not in repr(keyed)
     down = _load_engine(Settings(backend="openai", openai_base_url=f"http://127.0.0.1:{_free_port()}/v1"), banners)
     assert down is None and "not reachable" in banners[0]

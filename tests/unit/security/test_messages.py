@@ -25,18 +25,22 @@ def test_data_tab_error_hides_temp_path():
 
     err = _err(ValueError(f"{tempfile.gettempdir()}/gradio/abcd/tweets.jsonl: file is empty; expected JSON"))
     assert tempfile.gettempdir() not in err and "tweets.jsonl: file is empty" in err
+    uploads = "/srv/gradio-uploads"  # GRADIO_TEMP_DIR elsewhere: Settings passes it down
+    err = _err(ValueError(f"{uploads}/abcd/tweets.jsonl: file is empty"), uploads)
+    assert uploads not in err and "tweets.jsonl: file is empty" in err
+    assert hide_temp_paths(f"{uploads}/x/e.json: bad", [uploads]) == "e.json: bad"
 
 
-def _evaluate_page_config(tmp_path: Path, monkeypatch, key: str | None) -> str:
+def _evaluate_page_config(tmp_path: Path, key: str | None) -> str:
+    from context import Settings
+
     from evaluation.ui import build_evaluate_tab
 
-    if key is None:
-        monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    else:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     ctx = SimpleNamespace(
         engine=None,
-        settings=SimpleNamespace(data_dir=tmp_path, adapters_dir=tmp_path, heldout=tmp_path / "h.jsonl"),
+        settings=Settings(
+            data_dir=tmp_path, adapters_dir=tmp_path, heldout=tmp_path / "h.jsonl", anthropic_api_key=key
+        ),
         gate=AdminGate(password="pw", on_space=False),
         extras={},
         model_banner=lambda: "none",
@@ -48,8 +52,8 @@ def _evaluate_page_config(tmp_path: Path, monkeypatch, key: str | None) -> str:
     return json.dumps([(c["type"], c.get("props", {})) for c in cfg["components"]], sort_keys=True, default=str)
 
 
-def test_anonymous_page_is_identical_with_and_without_the_key(tmp_path, monkeypatch):
-    with_key = _evaluate_page_config(tmp_path, monkeypatch, "sk-test")
-    without = _evaluate_page_config(tmp_path, monkeypatch, None)
+def test_anonymous_page_is_identical_with_and_without_the_key(tmp_path):
+    with_key = _evaluate_page_config(tmp_path, "sk-test")
+    without = _evaluate_page_config(tmp_path, None)
     assert "ANTHROPIC_API_KEY" not in with_key
     assert with_key == without

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import torch
 
+from common.tracking import wandb_mode
 from training.envcheck import _package, main, pinned_versions, run_checks
 
 
 def test_cpu_box_report_names_what_is_missing_and_the_fix(tmp_path):
-    rep = run_checks(tmp_path / "not-yet", env={})
+    rep = run_checks(tmp_path / "not-yet", tracking=wandb_mode({}))
     names = [c.name for c in rep.checks]
     for n in (
         "torch",
@@ -46,8 +48,8 @@ def test_cpu_box_report_names_what_is_missing_and_the_fix(tmp_path):
 
 
 def test_wandb_mode_online_with_key_and_disabled():
-    assert "online" in run_checks(".", env={"WANDB_API_KEY": "k"}, probe_4bit=False).get("W&B").detail
-    c = run_checks(".", env={"WANDB_MODE": "disabled"}, probe_4bit=False).get("W&B")
+    assert "online" in run_checks(".", tracking=wandb_mode({"WANDB_API_KEY": "k"}), probe_4bit=False).get("W&B").detail
+    c = run_checks(".", tracking=wandb_mode({"WANDB_MODE": "disabled"}), probe_4bit=False).get("W&B")
     assert c.status == "warn" and "disabled" in c.detail
 
 
@@ -66,3 +68,21 @@ def test_cli_prints_the_report(capsys, tmp_path):
     assert main(["--data-dir", str(tmp_path), "--no-4bit-probe"]) == 0
     out = capsys.readouterr().out
     assert "environment check" in out and "checks ok" in out and "CUDA GPU" in out
+
+
+def test_system_tab_reports_the_apps_wandb_mode(tmp_path):
+    """The tab shows the mode Settings read at start-up (WANDB_MODE / WANDB_API_KEY), not a second env read."""
+    from context import Settings
+
+    import gradio as gr
+
+    from security import AdminGate
+    from security.session import COOKIE_NAME
+    from training.envcheck_ui import build_system_tab
+
+    ctx = SimpleNamespace(settings=Settings(data_dir=tmp_path, wandb_mode="disabled"), gate=AdminGate(password="pw"))
+    with gr.Blocks() as demo:
+        build_system_tab(ctx)
+    on_check = next(f.fn for f in demo.fns.values() if f.name == "on_check")
+    admin = SimpleNamespace(session_hash="boss", cookies={COOKIE_NAME: ctx.gate.login("pw", "127.0.0.1")})
+    assert "disabled (WANDB_MODE=disabled)" in on_check(admin)

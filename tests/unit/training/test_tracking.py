@@ -139,15 +139,14 @@ def test_mode_rules_and_messages():
     assert read_tracking("/nonexistent") is None
 
 
-def test_evaluation_report_goes_to_wandb_only_online(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
+def test_evaluation_report_goes_to_wandb_only_online(tmp_path):
     info = log_evaluation(
         "reply-arena-test",
         "eval-x",
         {"n_items": 3},
         {"win_rates": (["versus", "win"], [["base", 0.6]])},
         report_dir=tmp_path,
+        mode=wandb_mode({}),
     )
     assert info.mode == "offline" and "WANDB_API_KEY" in info.note
     assert not (tmp_path / "wandb").exists()

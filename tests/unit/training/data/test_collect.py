@@ -5,6 +5,7 @@ the min_faves check; the output round-trips through the importer."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -139,7 +140,7 @@ def test_wrong_or_missing_token_is_one_sentence_naming_the_variable(tmp_path, co
         )
     msg = str(ei.value)
     assert "X_BEARER_TOKEN" in msg and "401" in msg and "wrong-secret" not in msg and msg.count(". ") == 0
-    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)  # never read here: the app and the CLI pass the token in
     with pytest.raises(CollectError, match="^Set X_BEARER_TOKEN"):
         collect(CollectConfig(out=tmp_path / "d.jsonl", conversation_ids=["100"], max_posts=50, base_url=srv.url))
 
@@ -217,7 +218,7 @@ def test_apify_bad_token_and_failed_run(tmp_path, monkeypatch):
         with pytest.raises(ApifyError, match="APIFY_TOKEN") as ei:
             run_actor("a/b", {}, tmp_path / "a.jsonl", token="wrong-secret", base_url=srv.url, poll_s=0)
         assert "wrong-secret" not in str(ei.value)
-    monkeypatch.delenv("APIFY_TOKEN", raising=False)
+    monkeypatch.setenv("APIFY_TOKEN", "apify-test")  # never read here: the app and the CLI pass the token in
     with pytest.raises(ApifyError, match="^Set APIFY_TOKEN"):
         run_actor("a/b", {}, tmp_path / "a.jsonl")
     with ApifyServer(items, final_status="FAILED") as srv, pytest.raises(ApifyError, match="ended FAILED"):
@@ -225,11 +226,28 @@ def test_apify_bad_token_and_failed_run(tmp_path, monkeypatch):
     assert not (tmp_path / "a.jsonl").exists()
 
 
-def test_server_url_comes_from_env_when_not_given(tmp_path, conv, monkeypatch):
-    """The app passes no base URL: X_API_BASE_URL (or the real API) must reach every path, the min_faves check too."""
-    monkeypatch.setenv("X_API_BASE_URL", "http://127.0.0.1:9")  # overridden below; proves the default is read per call
-    with XApiServer({"100": conv}) as srv:
-        monkeypatch.setenv("X_API_BASE_URL", srv.url)
-        res = min_faves_check("100", 10, 300, tmp_path, token=TOKEN)
-        assert CollectConfig(out=tmp_path / "x.jsonl").base_url == srv.url
-    assert res.reduced and len(srv.requests) == 3 + 2  # 250 posts in 3 pages, then 124 with min_faves:10 in 2
+def test_the_data_tab_passes_the_settings_urls_and_tokens_to_every_path(tmp_path, conv):
+    """X_API_BASE_URL / X_BEARER_TOKEN and APIFY_API_URL / APIFY_TOKEN, read once by Settings, reach the collector,
+    the min_faves check and the Apify runner (the library modules read no environment)."""
+    from context import Settings
+
+    import gradio as gr
+
+    from training.data.collect_ui import build_collect_panel
+
+    def quiet(*a, **k):
+        return None
+
+    with XApiServer({"100": conv}) as x_srv, ApifyServer([], token="right") as a_srv:
+        env = {"DATA_DIR": str(tmp_path), "X_API_BASE_URL": x_srv.url, "X_BEARER_TOKEN": TOKEN}
+        settings = Settings.from_env({**env, "APIFY_API_URL": a_srv.url, "APIFY_TOKEN": "apify-wrong"})
+        with gr.Blocks() as demo:
+            build_collect_panel(SimpleNamespace(settings=settings), lambda request: None)
+        fns = {f.name: f.fn for f in demo.fns.values()}
+        msg, _ = fns["on_mf"]("100", 10, 300, False, None, progress=quiet)
+        assert msg.startswith("✅") and len(x_srv.requests) == 3 + 2  # 250 posts in 3 pages, 124 with min_faves:10 in 2
+        msg, path = fns["on_x"]("100", "", 0, 100, False, "x", None, progress=quiet)
+        assert msg.startswith("✅") and path.endswith("x.jsonl") and len(x_srv.requests) == 5 + 1
+        assert {r["auth"] for r in x_srv.requests} == {f"Bearer {TOKEN}"}
+        msg, _ = fns["on_apify"]("a/b", 10, "{}", "a", None, progress=quiet)
+        assert "Apify rejected APIFY\\_TOKEN" in msg and a_srv.requests and "apify-wrong" not in msg  # inert()
