@@ -218,7 +218,10 @@ def _load_engine(s: Settings, banners: list[str]) -> Engine | None:
     if s.backend == "openai":
         try:
             return OpenAIBackend(
-                s.openai_base_url or "http://127.0.0.1:8000/v1", s.openai_model or None, api_key=s.openai_api_key
+                s.openai_base_url or "http://127.0.0.1:8000/v1",
+                s.openai_model or None,
+                api_key=s.openai_api_key,
+                max_new_tokens=s.max_new_tokens,
             )
         except ModelLoadError as exc:
             banners.append(str(exc))

