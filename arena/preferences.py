@@ -39,6 +39,7 @@ import numpy as np
 from arena.lineage import tweet_hash, used_vote_ids, vote_set_hash
 from arena.sampling import bt_with_cov, pair_key
 from arena.store import VoteRecord, VoteStore
+from common.jsonio import replace_dir
 from generation.chat import base_messages
 
 PROVENANCE_FILE = "provenance.json"
@@ -424,13 +425,7 @@ def save_preferences(
         },
     }
     (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1))
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)
     return provenance
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
@@ -107,3 +109,16 @@ def read_jsonl(path: Path | str) -> list[dict]:
     except OSError:
         pass
     return out
+
+
+def replace_dir(tmp: Path | str, dest: Path | str) -> None:
+    """Swap a finished folder into place. A folder cannot be renamed over a non-empty one, so the old one is moved
+    aside first and removed after the rename: readers see the old folder or the new one, never a half-written one."""
+    tmp, dest = Path(tmp), Path(dest)
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -31,6 +31,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common.jsonio import replace_dir
 from generation.adapters import AdapterError, read_adapter
 from generation.config import ModelConfig
 from generation.errors import ModelLoadError
@@ -71,17 +72,6 @@ class ExportResult:
         d = asdict(self)
         d["merged_dir"], d["adapter_dir"] = str(self.merged_dir), str(self.adapter_dir)
         return d
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Swap a finished folder into place (old one removed after the rename)."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 def _files(folder: Path, label: str) -> list[dict]:
@@ -177,8 +167,8 @@ def export_model(
         (tmp_a / "README.md").write_text(
             build_model_card(adapter, adir, repo_id or adapter, evaluation), encoding="utf-8"
         )
-        _replace_dir(tmp_m, out_root / "merged")
-        _replace_dir(tmp_a, out_root / "adapter")
+        replace_dir(tmp_m, out_root / "merged")
+        replace_dir(tmp_a, out_root / "adapter")
     except BaseException:
         for t in (tmp_m, tmp_a):
             shutil.rmtree(t, ignore_errors=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common.flags import env_flag
+from common.jsonio import replace_dir
 
 from .callbacks import FAIL_ENV, FailAtStep, JsonlLogCallback, StatusFile, StopCallback, StopFlag
 from .config import TrainConfig, add_config_flags, flag_overrides, parse_set, preset_config, validate, validate_targets
@@ -354,13 +355,7 @@ def save_adapter(
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=str))
     for fname, text in (extra_files or {}).items():
         (tmp / fname).write_text(text)
-    if dest.exists():
-        old = dest_root / f".{run_id}.old-{os.getpid()}"
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
+    replace_dir(tmp, dest)
     return dest
 
 

@@ -20,10 +20,11 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from common.jsonio import replace_dir
 
 from .filters import FilterConfig
 from .funnel import apply_filters
@@ -264,14 +265,7 @@ def export_pairs(
         (tmp / MANIFEST).write_text(
             json.dumps({**info.to_dict(), "files": sorted(os.listdir(tmp)) + [MANIFEST]}, indent=2), encoding="utf-8"
         )
-        # Swap into place: a directory cannot be renamed over a non-empty one, so move the old aside first.
-        old = None
-        if final.exists():
-            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
