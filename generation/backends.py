@@ -30,7 +30,7 @@ from common.text import validate_tweet
 from .chat import base_messages
 from .config import SamplingConfig, default_sampling
 from .embedded import MODEL_ID as EMBEDDED_ID
-from .engine import GenerationResult, StreamEvent
+from .engine import GenerationResult, SingleReply, StreamEvent
 from .errors import ModelLoadError
 from .prompts import SYSTEM_PROMPT, build_fewshot_messages
 from .variants import BASE, RAG, adapter_name, lora_variant
@@ -69,7 +69,7 @@ class _PromptOnlyTokenizer:
         return json.dumps({"messages": messages, **kwargs}, sort_keys=True, ensure_ascii=False)
 
 
-class OpenAIBackend:
+class OpenAIBackend(SingleReply):
     def __init__(
         self,
         base_url: str,
@@ -298,20 +298,6 @@ class OpenAIBackend:
         for e in errs:
             if e is not None and errors == "raise":
                 raise e
-
-    def stream(
-        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
-    ) -> Iterator[StreamEvent]:
-        for evs in self.stream_many(tweet, [variant], sampling, thinking):
-            yield evs[0]
-
-    def generate(
-        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
-    ) -> GenerationResult:
-        last = None
-        for last in self.stream(tweet, variant, sampling, thinking):
-            pass
-        return last.result
 
     def generate_batch(
         self,

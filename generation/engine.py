@@ -97,7 +97,26 @@ class StreamEvent:
         return cls(variant, clean_reply(answer) if answer.strip() else "", think, queued=queued)
 
 
-class Engine:
+class SingleReply:
+    """One reply from `stream_many`, which every backend (in-process Engine, OpenAI-compatible server) provides."""
+
+    def stream(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> Iterator[StreamEvent]:
+        """Yield the reply as it grows; the last event has done=True and the full result."""
+        for evs in self.stream_many(tweet, [variant], sampling, thinking):
+            yield evs[0]
+
+    def generate(
+        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
+    ) -> GenerationResult:
+        last = None
+        for last in self.stream(tweet, variant, sampling, thinking):
+            pass
+        return last.result
+
+
+class Engine(SingleReply):
     def __init__(
         self,
         loaded: LoadedModel,
@@ -265,21 +284,6 @@ class Engine:
         for st in states:
             if st.error is not None and errors == "raise":
                 raise st.error
-
-    def stream(
-        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
-    ) -> Iterator[StreamEvent]:
-        """Yield the reply as it grows; the last event has done=True and the full result."""
-        for evs in self.stream_many(tweet, [variant], sampling, thinking):
-            yield evs[0]
-
-    def generate(
-        self, tweet: str, variant: str, sampling: SamplingConfig | None = None, thinking: bool = False
-    ) -> GenerationResult:
-        last = None
-        for last in self.stream(tweet, variant, sampling, thinking):
-            pass
-        return last.result
 
     def generate_batch(
         self,
