@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,13 +40,12 @@ from .tracking import WandbTracker
 from .train import (
     CHECKPOINTS,
     Launch,
-    _checkpoint_step,
+    _begin_run,
     _finish_completed,
     _finish_stopped,
     _generation_config,
     _peak_gpu_gib,
     _split_for_ranks,
-    _truncate_log,
     last_checkpoint,
     load_model,
     save_adapter,
@@ -137,26 +135,7 @@ def train_preference(
     is_main, world = launch.is_main, launch.world_size  # several GPUs: one process each (DDP via accelerate)
     status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)  # also: enough clean pairs, the parent adapter exists (and fits a named base)
-    for w in warnings:
-        log.warning(w)
-    status.update(
-        run_id=run_id,
-        state="running",
-        phase="loading data",
-        pid=os.getpid(),
-        run_dir=str(run_dir),
-        error=None,
-        started_at=t_start,
-        warnings=warnings,
-        adapter_path=None,
-        kind=cfg.kind,
-    )
-    ckpt = last_checkpoint(run_dir) if resume else None
-    if ckpt is not None and is_main:
-        _truncate_log(run_dir, _checkpoint_step(ckpt))
-        status.update(resumed_from=str(ckpt))
-    elif is_main and (run_dir / LOG_FILE).exists():
-        (run_dir / LOG_FILE).unlink()
+    ckpt = _begin_run(status, run_dir, run_id, t_start, warnings, resume, is_main, kind=cfg.kind)
 
     train_ds, eval_ds, prov = load_preferences(cfg)  # before the model: a data problem costs a second
     parent = resolve_parent(cfg)

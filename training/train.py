@@ -497,28 +497,7 @@ def train(
     is_main, world, fsdp, rank = launch.is_main, launch.world_size, launch.fsdp, launch.rank
     status = StatusFile(run_dir, enabled=is_main)
     warnings = validate(cfg)
-    for w in warnings:
-        log.warning(w)
-    status.update(
-        run_id=run_id,
-        state="running",
-        phase="loading data",
-        pid=os.getpid(),
-        run_dir=str(run_dir),
-        error=None,
-        started_at=t_start,
-        warnings=warnings,
-        adapter_path=None,
-    )
-
-    ckpt = last_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None:
-        log.warning("--resume: no checkpoint in %s yet; starting from the beginning.", run_dir / CHECKPOINTS)
-    if ckpt is not None and is_main:
-        _truncate_log(run_dir, _checkpoint_step(ckpt))
-        status.update(resumed_from=str(ckpt))
-    elif is_main and (run_dir / LOG_FILE).exists():
-        (run_dir / LOG_FILE).unlink()
+    ckpt = _begin_run(status, run_dir, run_id, t_start, warnings, resume, is_main)
 
     data = load_pairs(cfg)  # before the model: a data problem costs a second, not a model load
     device = f"cuda:{launch.local_rank or 0}" if torch.cuda.is_available() else "cpu"
@@ -811,6 +790,43 @@ def train(
         rank_result=True,
         rank=rank,
     )
+
+
+def _begin_run(
+    status: StatusFile,
+    run_dir: Path,
+    run_id: str,
+    t_start: float,
+    warnings: list[str],
+    resume: bool,
+    is_main: bool,
+    **extra: Any,
+) -> Path | None:
+    """The start of a run (SFT and preference runs alike): warnings logged, status 'running', and on resume the log cut
+    back to the last checkpoint (else a stale log removed). Returns the checkpoint to resume from, if any."""
+    for w in warnings:
+        log.warning(w)
+    status.update(
+        run_id=run_id,
+        state="running",
+        phase="loading data",
+        pid=os.getpid(),
+        run_dir=str(run_dir),
+        error=None,
+        started_at=t_start,
+        warnings=warnings,
+        adapter_path=None,
+        **extra,
+    )
+    ckpt = last_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from the beginning.", run_dir / CHECKPOINTS)
+    if ckpt is not None and is_main:
+        _truncate_log(run_dir, _checkpoint_step(ckpt))
+        status.update(resumed_from=str(ckpt))
+    elif is_main and (run_dir / LOG_FILE).exists():
+        (run_dir / LOG_FILE).unlink()
+    return ckpt
 
 
 def _finish_completed(
