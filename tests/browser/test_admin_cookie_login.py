@@ -3,24 +3,14 @@ and Log out makes the server refuse again."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.support.app_server import browser_page, chromium_available, open_app, running_app  # noqa: E402
+from tests.support.app_server import browser_page, open_app, running_app  # noqa: E402
+from tests.support.ux_helpers import require_chromium, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed", allow_module_level=True)
-
-
-def _wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function(
-        "([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout
-    )
+require_chromium()
 
 
 def test_login_cookie_is_httponly_and_logout_revokes(tmp_path):
@@ -29,11 +19,11 @@ def test_login_cookie_is_httponly_and_logout_revokes(tmp_path):
         page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click()
         page.locator("#admin-password input").fill("wrong")
         page.locator("#admin-login").click()
-        _wait_text(page, "#admin-msg", "Wrong admin password")
+        wait_text(page, "#admin-msg", "Wrong admin password")
 
         page.locator("#admin-password input").fill("test-admin-pw")
         page.locator("#admin-login").click()
-        _wait_text(page, "#admin-msg", "Logged in as admin")
+        wait_text(page, "#admin-msg", "Logged in as admin")
         assert page.locator("#admin-password input").input_value() == ""  # the field is cleared
         cookie = next(c for c in page.context.cookies() if c["name"] == "reply_arena_admin")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -48,6 +38,6 @@ def test_login_cookie_is_httponly_and_logout_revokes(tmp_path):
         )
 
         page.locator("#admin-logout").click()
-        _wait_text(page, "#admin-msg", "Logged out")
+        wait_text(page, "#admin-msg", "Logged out")
         page.get_by_role("tab", name="Data (admin)").click()
-        _wait_text(page, "#data-admin-msg", "needs an admin")
+        wait_text(page, "#data-admin-msg", "needs an admin")

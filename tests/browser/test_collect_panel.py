@@ -4,22 +4,18 @@ panel and imports; the min_faves check; the admin-only System report."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.support.app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, open_app, running_app
 from tests.support.ux_helpers import login as _login
 from tests.support.ux_helpers import open_data_tab as _open_data_tab
+from tests.support.ux_helpers import require_chromium
 from tests.support.ux_helpers import text_matches as _text_has
 from tests.support.x_api_server import XApiServer, expected_pairs, make_conversation
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed (run `make test` as root to install it)", allow_module_level=True)
+require_chromium()
 
 
 def test_collect_import_min_faves_and_system_tab(tmp_path):

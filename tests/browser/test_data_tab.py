@@ -3,23 +3,19 @@ reload, export. Debian's Chromium driven by Playwright against the real app (ADM
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.support.app_server import ROOT, browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import ROOT, browser_page, open_app, running_app
+from tests.support.ux_helpers import login as _login
+from tests.support.ux_helpers import open_data_tab as _open_data_tab
+from tests.support.ux_helpers import require_chromium
+from tests.support.ux_helpers import text_matches as _text_has
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed (run `make test` as root to install it)", allow_module_level=True)
-
-from tests.support.ux_helpers import login as _login  # noqa: E402
-from tests.support.ux_helpers import open_data_tab as _open_data_tab  # noqa: E402
-from tests.support.ux_helpers import text_matches as _text_has  # noqa: E402
+require_chromium()
 
 SAMPLE = ROOT / "assets" / "sample_pairs.jsonl"
 EDITED = "Specific and short: this edit was saved by the browser test."

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.support.app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, open_app, running_app
+from tests.support.ux_helpers import require_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed (run `make test` as root to install it)", allow_module_level=True)
+require_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,16 @@ and the finished adapter shows up in the Generate tab without a restart."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.support.app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, open_app, running_app
+from tests.support.ux_helpers import login as _login
+from tests.support.ux_helpers import require_chromium
+from tests.support.ux_helpers import wait_text as _wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed", allow_module_level=True)
-
-
-from tests.support.ux_helpers import login as _login  # noqa: E402
-from tests.support.ux_helpers import wait_text as _wait_text  # noqa: E402
+require_chromium()
 
 
 def test_training_tab_runs_and_adapter_appears(tmp_path):

@@ -4,26 +4,17 @@ DPO config, refuses a run with too few pairs (count and minimum), and the refusa
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from arena.store import VoteStore
-from tests.support.app_server import browser_page, chromium_available, open_app, running_app
+from tests.support.app_server import browser_page, open_app, running_app
 from tests.support.preference_votes import synthetic_votes
+from tests.support.ux_helpers import require_chromium, wait_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-if not chromium_available():
-    if os.environ.get("CI") or os.geteuid() == 0:
-        raise RuntimeError("Chromium is missing at /usr/bin/chromium; `make test` installs it with apt.")
-    pytest.skip("Chromium not installed", allow_module_level=True)
-
-
-def _wait_text(page, selector: str, needle: str, timeout: int = 60_000) -> None:
-    page.wait_for_function(
-        "([s, n]) => (document.querySelector(s)?.innerText || '').includes(n)", arg=[selector, needle], timeout=timeout
-    )
+require_chromium()
 
 
 def test_loop_section_counts_previews_and_refuses(tmp_path):
@@ -37,25 +28,25 @@ def test_loop_section_counts_previews_and_refuses(tmp_path):
         open_app(page, url)
         page.get_by_role("tab", name="Training (admin)").click()
         # the tab's own opening message first: clicking before it lands lets it overwrite the refusal (a race)
-        _wait_text(page, "#train-msg", "Log in as admin")
+        wait_text(page, "#train-msg", "Log in as admin")
         page.locator("#loop-start").click()
-        _wait_text(page, "#train-msg", "needs an admin")
+        wait_text(page, "#train-msg", "needs an admin")
         page.locator("#admin-panel").get_by_text("Admin", exact=True).first.click() if not page.locator(
             "#admin-password"
         ).is_visible() else None
         page.locator("#admin-password input").fill("test-admin-pw")
         page.locator("#admin-login").click()
-        _wait_text(page, "#admin-msg", "Logged in as admin")
+        wait_text(page, "#admin-msg", "Logged in as admin")
         page.get_by_role("tab", name="Generate").click()
         page.get_by_role("tab", name="Training (admin)").click()
         page.get_by_role("button", name="Count pairs").click()
-        _wait_text(page, "#loop-info", "24 clean preference pairs available (no DPO run yet)")
-        _wait_text(page, "#loop-info", "Starts from: base → SFT sft-v1")
-        _wait_text(page, "#loop-preview", "learning_rate: 5.0e-05")  # the DPO overrides on the preset
-        _wait_text(page, "#loop-start", "Train DPO v2 from votes")
+        wait_text(page, "#loop-info", "24 clean preference pairs available (no DPO run yet)")
+        wait_text(page, "#loop-info", "Starts from: base → SFT sft-v1")
+        wait_text(page, "#loop-preview", "learning_rate: 5.0e-05")  # the DPO overrides on the preset
+        wait_text(page, "#loop-start", "Train DPO v2 from votes")
         page.locator("#loop-start").click()
-        _wait_text(page, "#train-msg", "Only 2")  # the train split's count (eval tweets held out), then the minimum
-        _wait_text(page, "#train-msg", "a DPO run needs at least 50")
+        wait_text(page, "#train-msg", "Only 2")  # the train split's count (eval tweets held out), then the minimum
+        wait_text(page, "#train-msg", "a DPO run needs at least 50")
         page.screenshot(path=str(tmp_path / "loop.png"), full_page=True)
     runs = tmp_path / "data" / "runs"
     assert not runs.exists() or not [
