@@ -107,18 +107,15 @@ def main():
             print(json.dumps(r), flush=True)
     if not a.skip_nf4:
         try:
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+            from transformers import AutoModelForCausalLM
 
             model.save_pretrained("/tmp/q3g")
             del model
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            from generation.loader import nf4_config
+
+            q = nf4_config()
             qm = AutoModelForCausalLM.from_pretrained(
                 "/tmp/q3g", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
             )

@@ -17,30 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from bench.gpu_common import write_results  # noqa: E402
-from bench.gpu_serve import TWEETS  # noqa: E402
+from bench.gpu_serve import TWEETS, reference  # noqa: E402
 from generation import Engine, ModelConfig, SamplingConfig, load_base  # noqa: E402
 from generation.embedded import ensure_converted  # noqa: E402
 from generation.scheduler import Request, SchedulerConfig  # noqa: E402
-
-
-def reference(model, ids: list[int], new: int, eos: list[int]) -> tuple[list[int], list]:
-    import torch
-
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=torch.tensor([ids], device=model.device),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
-            max_new_tokens=new,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=eos,
-            pad_token_id=0,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
-    return out.sequences[0, len(ids) :].tolist(), [s[0].float() for s in out.scores]
 
 
 def check(loaded, dtype: str, new: int, kv: str) -> dict:

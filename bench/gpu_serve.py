@@ -79,7 +79,9 @@ def text_head(model, tok):
 
 
 # ---- correctness -------------------------------------------------------------------------------------------------
-def reference(model, ids, new):
+def reference(model, ids, new, eos: list[int] | None = None):
+    """Plain greedy `generate` of one prompt: (tokens, per-step scores). eos=None: exactly `new` tokens (no end of
+    turn); else the reply ends at one of the eos ids, as in the app."""
     import torch
 
     with torch.inference_mode():
@@ -87,12 +89,12 @@ def reference(model, ids, new):
             input_ids=torch.tensor([ids], device=model.device),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
             max_new_tokens=new,
-            min_new_tokens=new,
+            min_new_tokens=new if eos is None else None,
             do_sample=False,
             temperature=None,
             top_p=None,
             top_k=None,
-            eos_token_id=None,
+            eos_token_id=eos,
             pad_token_id=0,
             output_scores=True,
             return_dict_in_generate=True,
@@ -493,19 +495,16 @@ def main():
     if not a.skip_nf4:
 
         def nf4():
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+            from transformers import AutoModelForCausalLM
 
             nonlocal model
             model.save_pretrained("/tmp/q3")
             del model
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            from generation.loader import nf4_config
+
+            q = nf4_config()
             qm = AutoModelForCausalLM.from_pretrained(
                 "/tmp/q3", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
             )

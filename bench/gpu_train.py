@@ -250,19 +250,16 @@ def main():
 
     if a.only in ("qlora", "all"):
         try:
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+            from transformers import AutoModelForCausalLM
 
             m = qwen3_8b()
             m.save_pretrained("/tmp/q3-8b-random")
             del m
             gc.collect()
             torch.cuda.empty_cache()
-            q = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            from generation.loader import nf4_config
+
+            q = nf4_config()
             qm = AutoModelForCausalLM.from_pretrained(
                 "/tmp/q3-8b-random", quantization_config=q, device_map={"": 0}, dtype=torch.bfloat16
             )

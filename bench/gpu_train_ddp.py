@@ -111,19 +111,16 @@ def load_qlora(a, device, smoke: bool):
     """NF4 double-quant base with the trainer's QLoRA fast-path preparation (training/train.py does the same)."""
     import torch
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     if smoke:  # no 4-bit kernels on the CPU: same loop and checkpointing, fp32 weights
         model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.float32, attn_implementation="sdpa")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
         return model
-    q = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
+    from generation.loader import nf4_config
+
+    q = nf4_config()
     model = AutoModelForCausalLM.from_pretrained(
         a.model_dir,
         quantization_config=q,

@@ -39,6 +39,20 @@ class LoadedModel:
         return f"{where}, {self.memory_gb:.2f} GB, loaded in {self.load_seconds:.1f} s"
 
 
+def nf4_config():
+    """The 4-bit weights the app serves with (`--load-in-4bit`): NF4, double quantization, bf16 compute, the seed's
+    QLoRA recipe and the QLoRA paper's defaults. The GPU benches load their NF4 models with it too."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
 def resolve_device(requested: str, warnings: list[str]) -> str:
     import torch
 
@@ -97,14 +111,7 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
                     "4-bit loading needs bitsandbytes; install it with `pip install bitsandbytes` or drop "
                     "--load-in-4bit."
                 ) from exc
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
+            kwargs["quantization_config"] = nf4_config()
             quantized = "nf4 double-quant"
         dtype = torch.bfloat16
         kwargs["device_map"] = {"": device if ":" in device else "cuda:0"}
