@@ -246,7 +246,9 @@ def test_two_process_run_one_log_writer_one_adapter(tiny_dir, tmp_path):
     st = wait_for(mgr, h.run_id, lambda s: not s.active)
     log = (h.run_dir / "train.log").read_text()
     assert st.state == "completed", f"{st.error}\n{log[-4000:]}"
-    assert mgr._procs[h.run_id].wait(timeout=30) == 0  # the launcher exits 0 only when every rank did
+    rc = mgr._procs[h.run_id].wait(timeout=30)
+    log = (h.run_dir / "train.log").read_text()
+    assert rc == 0, log[-6000:]  # the launcher exits 0 only when every rank did
     assert (
         "accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no" in log
         and "--multi_gpu" in log
@@ -255,6 +257,7 @@ def test_two_process_run_one_log_writer_one_adapter(tiny_dir, tmp_path):
     assert sorted(ranks) == [0, 1] and all(r["state"] == "completed" for r in ranks.values())
     assert ranks[0]["adapter_path"] and ranks[1]["adapter_path"] is None  # rank 0 alone saves
     assert "[rank 0]" in log and "[rank 1]" in log
+    assert all(f"Rank {r} of 2 closed its process group." in log for r in (0, 1))
 
     recs = st.history  # trainer_log.jsonl: one writer, so every event exactly once
     assert [r["step"] for r in recs if r["event"] == "train"] == [1, 2, 3]
@@ -307,12 +310,15 @@ def test_two_process_dpo_run_one_log_writer_one_adapter_with_lineage(tiny_dir, t
     st = wait_for(mgr, h.run_id, lambda s: not s.active)
     log = (h.run_dir / "train.log").read_text()
     assert st.state == "completed", f"{st.error}\n{log[-4000:]}"
-    assert mgr._procs[h.run_id].wait(timeout=60) == 0  # the launcher exits 0 only when every rank did
+    rc = mgr._procs[h.run_id].wait(timeout=60)
+    log = (h.run_dir / "train.log").read_text()
+    assert rc == 0, log[-6000:]  # the launcher exits 0 only when every rank did
     assert "--multi_gpu" in log and "-m training.dpo" in log
     ranks = rank_results(log)
     assert sorted(ranks) == [0, 1] and all(r["state"] == "completed" for r in ranks.values())
     assert ranks[0]["adapter_path"] and ranks[1]["adapter_path"] is None
     assert "Rank 1 of 2 (DDP): 4 x 1 pairs per rank per optimizer step" in log  # grad_accum 2 shared by 2 ranks
+    assert all(f"Rank {r} of 2 closed its process group." in log for r in (0, 1))  # a clean exit, not gloo's abort
     recs = st.history
     assert [r["step"] for r in recs if r["event"] == "train"] == [1, 2, 3]
     assert any(r.get("rewards/margins") is not None for r in recs if r["event"] == "train")
