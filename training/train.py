@@ -938,10 +938,10 @@ def build_config(ns: argparse.Namespace) -> TrainConfig:
 def _leave_process_group(launch: Launch) -> None:
     """Several processes: wait for every rank (rank 0 may still be saving the adapter), then close the process group.
 
-    A rank that exits with the group still open can abort in the backend's teardown (gloo: "terminate called without
-    an active exception", SIGABRT; seen about once in 50 two-process launches), and the launcher then reports the whole
-    run as failed although it completed. Only on the way out of a run that returned: a rank that raised exits at
-    once and the launcher stops the others.
+    A rank that exits with the group still open can abort in the backend's teardown (gloo: "terminate called
+    without an active exception", SIGABRT; 4 of 108 two-process gloo launches on a 2-core box), and the launcher
+    then reports the whole run as failed although it completed. Only on the way out of a run that returned: a rank
+    that raised exits at once and the launcher stops the others.
     """
     if launch.world_size <= 1:
         return
